@@ -1,1 +1,37 @@
-pub fn placeholder() {}
+//! tokend: a spend-once token engine.
+//!
+//! Accounts issue tokens into collections; each token is redeemed exactly
+//! once, or expires. The engine keeps every token in memory, owned by one of
+//! several shard actors (chosen by token id) that decides every change to its
+//! tokens in a single order; a thin actix-web layer routes HTTP requests to
+//! the owning shard.
+//!
+//! # Layout
+//!
+//! - [`config`]: command line and environment (`tokend serve`).
+//! - [`app`]: `Application::build(config)` — engine plus HTTP server.
+//! - [`api`]: the HTTP layer: routes, auth, request parsing and validation,
+//!   JSON rendering, and the one mapping of errors to status codes.
+//! - [`engine`]: routes token operations to shards, splits multi-shard
+//!   creates, merges lists; catalog operations.
+//! - [`shard`]: the shard actor, its commands, its pure `apply`, and its
+//!   expiry/purge timers.
+//! - [`catalog`]: accounts, API keys and collections (lock-free reads, one
+//!   writer).
+//! - [`model`]: accounts, keys, scopes, collections, tokens, metadata.
+//! - [`ids`]: identifiers and token → shard routing.
+//! - [`clock`]: time as an input (`SystemClock`, `ManualClock` for tests).
+//! - [`timestamp`]: RFC 3339 parsing and rendering.
+//! - [`admin_key`]: the admin key bootstrap.
+
+pub mod admin_key;
+pub mod api;
+pub mod app;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod ids;
+pub mod model;
+pub mod shard;
+pub mod timestamp;

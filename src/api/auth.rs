@@ -1,0 +1,106 @@
+//! Authentication and scopes.
+//!
+//! A request presents a key in `X-Api-Key` or `Authorization: Bearer`. The
+//! admin key manages accounts and keys; an account key acts for its account
+//! within its scopes. Missing or unknown → 401; known without the scope → 403.
+
+use super::error::{ApiError, ErrorCode};
+use super::state::AppState;
+use crate::model::api_key;
+use crate::model::{Account, ApiKey, Scope};
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, FromRequest, HttpRequest};
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+/// Longest key string considered; longer headers are not keys.
+const KEY_CHARS_MAX: usize = 512;
+
+/// Who is calling.
+pub enum Caller {
+    /// The holder of the admin key.
+    Admin,
+    /// An account key.
+    Account(AccountCaller),
+}
+
+/// An authenticated account key.
+#[derive(Clone)]
+pub struct AccountCaller {
+    /// The account the key acts for.
+    pub account: Arc<Account>,
+    /// The key itself (name and scopes).
+    pub key: Arc<ApiKey>,
+}
+
+impl Caller {
+    /// The account caller, if the key grants `scope`.
+    pub fn require(self, scope: Scope) -> Result<AccountCaller, ApiError> {
+        match self {
+            Caller::Account(caller) if caller.key.scopes.grants(scope) => Ok(caller),
+            _ => Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!("The API key lacks the {} scope.", scope.as_str()),
+            )),
+        }
+    }
+
+    /// Ok only for the admin key.
+    pub fn require_admin(self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Account(_) => Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "This route needs the admin key.",
+            )),
+        }
+    }
+}
+
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    if let Some(value) = req.headers().get("x-api-key") {
+        return value.to_str().ok().map(str::trim);
+    }
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let unauthenticated =
+        || ApiError::new(ErrorCode::Unauthenticated, "A valid API key is required.");
+    let key = presented_key(req)
+        .filter(|k| !k.is_empty() && k.len() <= KEY_CHARS_MAX)
+        .ok_or_else(unauthenticated)?;
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "Application state missing."))?;
+    if let Some((key_id, secret)) = api_key::split_key(key) {
+        let catalog = state.engine.catalog();
+        let record = catalog
+            .api_key(key_id)
+            .filter(|record| record.secret_matches(secret))
+            .ok_or_else(unauthenticated)?;
+        let account = catalog
+            .account(record.account_id)
+            .ok_or_else(unauthenticated)?;
+        return Ok(Caller::Account(AccountCaller {
+            account,
+            key: record,
+        }));
+    }
+    if state.admin_key.matches(key) {
+        return Ok(Caller::Admin);
+    }
+    Err(unauthenticated())
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}

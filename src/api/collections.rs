@@ -1,0 +1,136 @@
+//! Collection routes (§4).
+
+use super::auth::Caller;
+use super::body::{read_json, BODY_BYTES_MAX};
+use super::error::{ApiError, ErrorCode};
+use super::query::{encode_cursor, page, Query};
+use super::render::{CollectionJson, ListJson, PaginationJson};
+use super::respond::json;
+use super::state::AppState;
+use super::validate::{decode, schemas};
+use crate::ids::{AccountId, CollectionId};
+use crate::model::collection::{compile_data_schema, CollectionRecord};
+use crate::model::{Liveness, Money, Scope};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateCollection {
+    name: String,
+    description: Option<String>,
+    issuer: Option<String>,
+    issuer_img: Option<String>,
+    img: Option<String>,
+    issuer_website: Option<String>,
+    value: Option<Vec<Money>>,
+    merchants: Option<Vec<String>>,
+    token_expires_after: Option<i64>,
+    data_schema: Option<Value>,
+    liveness: Option<Liveness>,
+}
+
+/// The 403 for a liveness other than the account's.
+pub fn liveness_mismatch(account: Liveness) -> ApiError {
+    ApiError::new(
+        ErrorCode::AccountLivenessMismatch,
+        format!("The account is {}; liveness must match.", account.as_str()),
+    )
+}
+
+/// `POST /api/collections`
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller.require(Scope::CollectionWrite)?;
+    let body = read_json(&req, payload, BODY_BYTES_MAX, false).await?;
+    let body: CreateCollection = decode(&schemas().collection, body)?;
+    let data_schema = match &body.data_schema {
+        None => None,
+        Some(schema) => {
+            compile_data_schema(schema).map_err(|e| ApiError::invalid("$.dataSchema", e))?;
+            Some(schema.to_string())
+        }
+    };
+    let account_liveness = caller.account.liveness;
+    if body.liveness.is_some_and(|l| l != account_liveness) {
+        return Err(liveness_mismatch(account_liveness));
+    }
+    let record = CollectionRecord {
+        id: CollectionId::random(),
+        account_id: caller.account.id,
+        name: body.name,
+        description: body.description,
+        issuer: body.issuer,
+        issuer_img: body.issuer_img,
+        img: body.img,
+        issuer_website: body.issuer_website,
+        value: body.value.unwrap_or_default(),
+        merchants: body.merchants.unwrap_or_default(),
+        token_expires_after_secs: body.token_expires_after,
+        data_schema,
+        liveness: account_liveness,
+        created_at_ms: 0,
+    };
+    let collection = state.engine.create_collection(record)?;
+    json(StatusCode::CREATED, &CollectionJson(&collection))
+}
+
+/// `GET /api/collections`
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller.require(Scope::CollectionRead)?;
+    let query = Query::parse(req.query_string(), &["limit", "cursor"])?;
+    let mut errors = Vec::new();
+    let limit = query.limit(&mut errors);
+    let after = query.cursor(&mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let account: AccountId = caller.account.id;
+    let mut collections = state.engine.catalog().collections_of(account);
+    collections.sort_by_key(|c| (c.record.created_at_ms, c.record.id.0));
+    let position =
+        |c: &std::sync::Arc<crate::model::Collection>| (c.record.created_at_ms, c.record.id.0);
+    let (collections, has_more) = page(&collections, position, after, limit);
+    let next_cursor = has_more
+        .then(|| {
+            collections
+                .last()
+                .map(|c| encode_cursor(c.record.created_at_ms, c.record.id.0))
+        })
+        .flatten();
+    let data = collections.iter().map(|c| CollectionJson(c)).collect();
+    json(
+        StatusCode::OK,
+        &ListJson {
+            data,
+            pagination: PaginationJson {
+                limit,
+                has_more,
+                next_cursor,
+            },
+        },
+    )
+}
+
+/// `GET /api/collections/{id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller.require(Scope::CollectionRead)?;
+    let collection = CollectionId::parse(&path)
+        .and_then(|id| state.engine.catalog().collection_of(caller.account.id, id))
+        .ok_or_else(|| ApiError::new(ErrorCode::CollectionNotFound, "No such collection."))?;
+    json(StatusCode::OK, &CollectionJson(&collection))
+}

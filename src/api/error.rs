@@ -1,0 +1,289 @@
+//! The API's one error type and its one mapping to HTTP.
+//!
+//! Every error body has the same shape —
+//! `{"status", "code", "message", "requestId", "validationErrors"?}` — and
+//! every code has exactly one status, decided in [`ErrorCode::status`].
+
+use super::request_id;
+use crate::catalog::CatalogError;
+use crate::engine::EngineError;
+use crate::shard::Rejection;
+use crate::timestamp;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+/// Stable, documented error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Malformed JSON or wrong content type.
+    BadRequest,
+    /// Missing or unknown API key.
+    Unauthenticated,
+    /// Known key without the scope.
+    PermissionDenied,
+    /// No such route.
+    NotFound,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// Body over the limit.
+    PayloadTooLarge,
+    /// Unknown fields, wrong types, broken limits.
+    ValidationFailed,
+    /// Unknown account (admin routes).
+    AccountNotFound,
+    /// Unknown API key (admin routes).
+    ApiKeyNotFound,
+    /// Unknown or foreign collection.
+    CollectionNotFound,
+    /// Unknown, purged or foreign token.
+    TokenNotFound,
+    /// Requested liveness differs from the account's.
+    AccountLivenessMismatch,
+    /// Idempotency key reused with a different body.
+    TokenAlreadyCreated,
+    /// Spent before.
+    TokenAlreadyRedeemed,
+    /// Past `expiresAt`.
+    TokenExpired,
+    /// Deleted.
+    TokenDeleted,
+    /// Before `activeFrom`.
+    TokenNotYetActive,
+    /// Merchant not in the collection's list.
+    MerchantNotAllowed,
+    /// A limit of the service was reached.
+    LimitReached,
+    /// Restore has not finished, or the engine is stopping.
+    ServiceUnavailable,
+    /// A bug.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status of this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied
+            | ErrorCode::AccountLivenessMismatch
+            | ErrorCode::MerchantNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound
+            | ErrorCode::AccountNotFound
+            | ErrorCode::ApiKeyNotFound
+            | ErrorCode::CollectionNotFound
+            | ErrorCode::TokenNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ValidationFailed | ErrorCode::TokenNotYetActive => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::TokenAlreadyCreated | ErrorCode::TokenAlreadyRedeemed => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
+            ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::ValidationFailed => "VALIDATION_FAILED",
+            ErrorCode::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            ErrorCode::ApiKeyNotFound => "API_KEY_NOT_FOUND",
+            ErrorCode::CollectionNotFound => "COLLECTION_NOT_FOUND",
+            ErrorCode::TokenNotFound => "TOKEN_NOT_FOUND",
+            ErrorCode::AccountLivenessMismatch => "ACCOUNT_LIVENESS_MISMATCH",
+            ErrorCode::TokenAlreadyCreated => "TOKEN_ALREADY_CREATED",
+            ErrorCode::TokenAlreadyRedeemed => "TOKEN_ALREADY_REDEEMED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::TokenDeleted => "TOKEN_DELETED",
+            ErrorCode::TokenNotYetActive => "TOKEN_NOT_YET_ACTIVE",
+            ErrorCode::MerchantNotAllowed => "MERCHANT_NOT_ALLOWED",
+            ErrorCode::LimitReached => "LIMIT_REACHED",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// One problem with a request field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSONPath from the body root (`$.metadata.colour`) or the query
+    /// parameter (`$.limit`).
+    pub path: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error answered to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// Decides the status.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+    /// One entry per problem, on 422 only.
+    pub validation_errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            validation_errors: Vec::new(),
+        }
+    }
+
+    /// A 422 listing every problem.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        debug_assert!(!errors.is_empty());
+        let message = match errors.len() {
+            1 => "The request has 1 invalid field.".to_owned(),
+            n => format!("The request has {n} invalid fields."),
+        };
+        Self {
+            code: ErrorCode::ValidationFailed,
+            message,
+            validation_errors: errors,
+        }
+    }
+
+    /// A 422 for one problem.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError::new(path, message)])
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// The 404 for tokens, whatever the reason (unknown, foreign, purged).
+    pub fn token_not_found() -> Self {
+        Self::new(ErrorCode::TokenNotFound, "No such token.")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    status: u16,
+    code: &'static str,
+    message: &'a str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation_errors: Option<&'a [FieldError]>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let request_id = request_id::current();
+        let body = ErrorBody {
+            status: self.code.status().as_u16(),
+            code: self.code.as_str(),
+            message: &self.message,
+            request_id: &request_id,
+            validation_errors: (self.code == ErrorCode::ValidationFailed)
+                .then_some(self.validation_errors.as_slice()),
+        };
+        HttpResponse::build(self.code.status()).json(body)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::TokenNotFound => ApiError::token_not_found(),
+            Rejection::AlreadyRedeemed { redeemed_at_ms } => ApiError::new(
+                ErrorCode::TokenAlreadyRedeemed,
+                format!(
+                    "The token was already redeemed at {}.",
+                    timestamp::format(redeemed_at_ms)
+                ),
+            ),
+            Rejection::Expired => ApiError::new(ErrorCode::TokenExpired, "The token has expired."),
+            Rejection::Deleted => ApiError::new(ErrorCode::TokenDeleted, "The token was deleted."),
+            Rejection::NotYetActive { active_from_ms } => ApiError::new(
+                ErrorCode::TokenNotYetActive,
+                format!(
+                    "The token cannot be redeemed before {}.",
+                    timestamp::format(active_from_ms)
+                ),
+            ),
+            Rejection::MerchantNotAllowed => ApiError::new(
+                ErrorCode::MerchantNotAllowed,
+                "The collection does not allow this merchant to redeem its tokens.",
+            ),
+            Rejection::AlreadyCreated => ApiError::new(
+                ErrorCode::TokenAlreadyCreated,
+                "A token was already created with this idempotency key and a different body.",
+            ),
+            Rejection::CollectionNotFound => {
+                ApiError::new(ErrorCode::CollectionNotFound, "No such collection.")
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Rejected(rejection) => rejection.into(),
+            EngineError::Catalog(CatalogError::AccountNotFound) => {
+                ApiError::new(ErrorCode::AccountNotFound, "No such account.")
+            }
+            EngineError::Catalog(CatalogError::ApiKeyNotFound) => {
+                ApiError::new(ErrorCode::ApiKeyNotFound, "No such API key.")
+            }
+            EngineError::Catalog(CatalogError::LimitReached(what)) => {
+                ApiError::new(ErrorCode::LimitReached, format!("Too many {what}."))
+            }
+            EngineError::Catalog(
+                e @ (CatalogError::DuplicateId | CatalogError::InvalidCollection(_)),
+            ) => {
+                tracing::error!(error = %e, "catalog invariant broken");
+                ApiError::new(ErrorCode::Internal, "Internal error.")
+            }
+            EngineError::Unavailable => ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The service is shutting down.",
+            ),
+            EngineError::Entropy => ApiError::new(ErrorCode::Internal, "No randomness available."),
+        }
+    }
+}

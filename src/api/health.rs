@@ -1,0 +1,25 @@
+//! Health routes (§8): no key needed.
+
+use super::error::{ApiError, ErrorCode};
+use super::state::AppState;
+use actix_web::{web, HttpResponse};
+
+/// `GET /health/live`: 200 while the process runs.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"live"}"#)
+}
+
+/// `GET /health/ready`: 200 once restore is done and the shards run.
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "Not ready yet.",
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ready"}"#))
+}

@@ -1,0 +1,83 @@
+//! The HTTP layer: a thin front end that authenticates, validates, routes to
+//! the engine and renders. No token state lives here.
+//!
+//! - [`auth`]: API keys and scopes;
+//! - [`body`], [`query`], [`validate`]: reading and checking requests;
+//! - [`render`], [`respond`]: JSON out;
+//! - [`error`]: the one error type and its mapping to status codes;
+//! - [`request_id`]: `X-Request-Id` on every response;
+//! - [`accounts`], [`collections`], [`tokens`], [`health`]: the handlers.
+
+pub mod accounts;
+pub mod auth;
+pub mod body;
+pub mod collections;
+pub mod error;
+pub mod health;
+pub mod query;
+pub mod render;
+pub mod request_id;
+pub mod respond;
+pub mod state;
+pub mod tokens;
+pub mod validate;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use error::{ApiError, ErrorCode};
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health/live", web::get().to(health::live))
+        .route("/health/ready", web::get().to(health::ready))
+        .service(resource("/api/accounts").route(web::post().to(accounts::create_account)))
+        .service(
+            resource("/api/accounts/{accountId}/api-keys")
+                .route(web::post().to(accounts::create_api_key))
+                .route(web::get().to(accounts::list_api_keys)),
+        )
+        .service(
+            resource("/api/accounts/{accountId}/api-keys/{keyId}")
+                .route(web::delete().to(accounts::delete_api_key)),
+        )
+        .service(
+            resource("/api/collections")
+                .route(web::post().to(collections::create))
+                .route(web::get().to(collections::list)),
+        )
+        .service(resource("/api/collections/{id}").route(web::get().to(collections::get)))
+        .service(resource("/api/tokens/batch").route(web::post().to(tokens::create_batch)))
+        .service(
+            resource("/api/tokens")
+                .route(web::post().to(tokens::create))
+                .route(web::get().to(tokens::list)),
+        )
+        .service(
+            resource("/api/tokens/{id}")
+                .route(web::get().to(tokens::get))
+                .route(web::head().to(tokens::head))
+                .route(web::delete().to(tokens::delete)),
+        )
+        .service(resource("/api/tokens/{id}/redeem").route(web::post().to(tokens::redeem)))
+        .default_service(web::to(not_found));
+}
+
+/// A route whose other methods answer 405 in the API's error format.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// Unknown routes.
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("No route for {} {}.", req.method(), req.path()),
+    ))
+}
+
+/// Known routes with another method.
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}.", req.method(), req.path()),
+    ))
+}

@@ -1,0 +1,227 @@
+//! JSON rendering of the API's objects, straight from the engine's structs
+//! (no intermediate copies): field names camelCase, times RFC 3339 with
+//! milliseconds.
+
+use crate::clock::Millis;
+use crate::model::token::NEVER;
+use crate::model::{Account, ApiKey, Collection, Status, Token};
+use crate::timestamp;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A timestamp as RFC 3339 text.
+struct At(Millis);
+
+impl Serialize for At {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&timestamp::format(self.0))
+    }
+}
+
+/// A token as the API shows it at `now`.
+pub struct TokenJson<'a> {
+    /// The token.
+    pub token: &'a Token,
+    /// The time status and visibility of data are judged at.
+    pub now: Millis,
+    /// When `?children=true`: the child tokens to embed instead of their ids
+    /// (a child that is gone is left out).
+    pub children: Option<&'a [Token]>,
+}
+
+struct ChildrenJson<'a> {
+    ids: &'a [crate::ids::TokenId],
+    expanded: Option<&'a [Token]>,
+    now: Millis,
+}
+
+impl Serialize for ChildrenJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.expanded {
+            Some(children) => {
+                let mut seq = s.serialize_seq(Some(children.len()))?;
+                for child in children {
+                    seq.serialize_element(&TokenJson {
+                        token: child,
+                        now: self.now,
+                        children: None,
+                    })?;
+                }
+                seq.end()
+            }
+            None => {
+                let mut seq = s.serialize_seq(Some(self.ids.len()))?;
+                for id in self.ids {
+                    seq.serialize_element(&id.to_string())?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+impl Serialize for TokenJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let token = self.token;
+        let collection = &token.collection.record;
+        let extra = token.extra();
+        let status = token.status_at(self.now);
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &token.id)?;
+        map.serialize_entry("accountId", &collection.account_id)?;
+        map.serialize_entry("category", "token")?;
+        map.serialize_entry("collectionId", &collection.id)?;
+        map.serialize_entry("type", token.kind.as_str())?;
+        map.serialize_entry("status", status.as_str())?;
+        map.serialize_entry("liveness", collection.liveness.as_str())?;
+        map.serialize_entry("createdAt", &At(token.created_at_ms))?;
+        map.serialize_entry(
+            "createdBy",
+            &ApiKey::crn(collection.account_id, &token.created_by),
+        )?;
+        map.serialize_entry("activeFrom", &At(token.active_from_ms))?;
+        map.serialize_entry(
+            "expiresAt",
+            &(token.expires_at_ms != NEVER).then_some(At(token.expires_at_ms)),
+        )?;
+        map.serialize_entry("description", &extra.description)?;
+        // Data is visible only while the token is active: an expired token's
+        // data is gone even before its timer frees it.
+        let data: Option<&RawValue> = (status == Status::Active)
+            .then_some(extra.data.as_deref())
+            .flatten();
+        map.serialize_entry("data", &data)?;
+        map.serialize_entry("metadata", &token.metadata)?;
+        let encryption = (status == Status::Active)
+            .then_some(extra.encryption.as_deref())
+            .flatten();
+        map.serialize_entry("encryption", &encryption)?;
+        map.serialize_entry(
+            "children",
+            &ChildrenJson {
+                ids: &extra.children,
+                expanded: self.children,
+                now: self.now,
+            },
+        )?;
+        map.serialize_entry("issuer", &collection.issuer)?;
+        map.serialize_entry("issuerImg", &collection.issuer_img)?;
+        map.serialize_entry("img", &collection.img)?;
+        map.serialize_entry("issuerWebsite", &collection.issuer_website)?;
+        map.serialize_entry("value", &collection.value)?;
+        if let Some(redemption) = &extra.redemption {
+            map.serialize_entry(
+                "redemption",
+                &RedemptionJson {
+                    merchant_id: redemption.merchant_id.as_deref(),
+                    idempotency_key: redemption.idempotency_key.as_deref(),
+                    redeemed_at: At(redemption.redeemed_at_ms),
+                    redeemed_by: ApiKey::crn(collection.account_id, &redemption.redeemed_by),
+                },
+            )?;
+        }
+        if let Some(deleted_at_ms) = extra.deleted_at_ms {
+            map.serialize_entry("deletedAt", &At(deleted_at_ms))?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RedemptionJson<'a> {
+    merchant_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    redeemed_at: At,
+    redeemed_by: String,
+}
+
+/// A collection as the API shows it.
+pub struct CollectionJson<'a>(pub &'a Collection);
+
+impl Serialize for CollectionJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = &self.0.record;
+        let data_schema: Option<&RawValue> = c
+            .data_schema
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok());
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &c.id)?;
+        map.serialize_entry("accountId", &c.account_id)?;
+        map.serialize_entry("name", &c.name)?;
+        map.serialize_entry("description", &c.description)?;
+        map.serialize_entry("issuer", &c.issuer)?;
+        map.serialize_entry("issuerImg", &c.issuer_img)?;
+        map.serialize_entry("img", &c.img)?;
+        map.serialize_entry("issuerWebsite", &c.issuer_website)?;
+        map.serialize_entry("value", &c.value)?;
+        map.serialize_entry("merchants", &c.merchants)?;
+        map.serialize_entry("tokenExpiresAfter", &c.token_expires_after_secs)?;
+        map.serialize_entry("dataSchema", &data_schema)?;
+        map.serialize_entry("liveness", c.liveness.as_str())?;
+        map.serialize_entry("createdAt", &At(c.created_at_ms))?;
+        map.end()
+    }
+}
+
+/// An account as the API shows it.
+pub struct AccountJson<'a>(pub &'a Account);
+
+impl Serialize for AccountJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("id", &a.id)?;
+        map.serialize_entry("name", &a.name)?;
+        map.serialize_entry("liveness", a.liveness.as_str())?;
+        map.serialize_entry("createdAt", &At(a.created_at_ms))?;
+        map.end()
+    }
+}
+
+/// An API key as the API shows it; `key` only in the create response.
+pub struct ApiKeyJson<'a> {
+    /// The stored key.
+    pub key: &'a ApiKey,
+    /// The key string, shown once.
+    pub secret: Option<&'a str>,
+}
+
+impl Serialize for ApiKeyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let k = self.key;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &k.id)?;
+        map.serialize_entry("accountId", &k.account_id)?;
+        map.serialize_entry("name", &k.name)?;
+        map.serialize_entry("scopes", &k.scopes.names())?;
+        map.serialize_entry("createdAt", &At(k.created_at_ms))?;
+        if let Some(secret) = self.secret {
+            map.serialize_entry("key", secret)?;
+        }
+        map.end()
+    }
+}
+
+/// The list envelope: `{"data": [...], "pagination": {...}}`.
+#[derive(Serialize)]
+pub struct ListJson<T: Serialize> {
+    /// The page.
+    pub data: Vec<T>,
+    /// Where it stands.
+    pub pagination: PaginationJson,
+}
+
+/// The `pagination` object of a list.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaginationJson {
+    /// The page size asked for.
+    pub limit: usize,
+    /// Whether another page follows.
+    pub has_more: bool,
+    /// Pass as `?cursor=` for the next page (null on the last).
+    pub next_cursor: Option<String>,
+}

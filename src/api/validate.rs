@@ -1,0 +1,287 @@
+//! Request validation: JSON Schemas for the shape of every body, turned into
+//! one `validationErrors` entry per problem with a JSONPath.
+//!
+//! The schemas are the single statement of what each route accepts (fields,
+//! types, lengths, counts); handlers then decode the validated JSON into
+//! typed structs and check what a schema cannot say (time ordering, sizes of
+//! serialized data, the collection's own `dataSchema`).
+
+use super::error::{ApiError, FieldError};
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::Validator;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+/// Children a token may be created with.
+pub const CHILDREN_MAX: usize = 100;
+/// Tokens in one batch.
+pub const BATCH_TOKENS_MAX: usize = 10_000;
+/// Longest `expiresIn` / `tokenExpiresAfter`: 100 years, in seconds.
+pub const LIFETIME_SECS_MAX: i64 = 100 * 366 * 24 * 3600;
+/// Largest serialized `data` (16 KiB).
+pub const DATA_BYTES_MAX: usize = 16 * 1024;
+
+/// The compiled schema of every request body.
+pub struct Schemas {
+    /// `POST /api/accounts`.
+    pub account: Validator,
+    /// `POST /api/accounts/{id}/api-keys`.
+    pub api_key: Validator,
+    /// `POST /api/collections`.
+    pub collection: Validator,
+    /// `POST /api/tokens`.
+    pub token: Validator,
+    /// `POST /api/tokens/batch`.
+    pub batch: Validator,
+    /// `POST /api/tokens/{id}/redeem`.
+    pub redeem: Validator,
+}
+
+fn token_properties(with_children: bool) -> Value {
+    let text = |max: usize| json!({"type": "string", "maxLength": max});
+    let key = json!({
+        "type": "object", "additionalProperties": false,
+        "properties": {"key": text(4096), "alg": text(64)}
+    });
+    let mut properties = json!({
+        "collectionId": {"type": "string", "minLength": 1, "maxLength": 64},
+        "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 255},
+        "liveness": {"enum": ["test", "main"]},
+        "type": {"enum": ["token", "card", "bank"]},
+        "description": text(1000),
+        "data": {},
+        "metadata": {
+            "type": "object",
+            "maxProperties": crate::model::metadata::PAIRS_MAX,
+            "propertyNames": {"maxLength": crate::model::metadata::KEY_CHARS_MAX},
+            "additionalProperties": {"type": "string", "maxLength": crate::model::metadata::VALUE_CHARS_MAX}
+        },
+        "encryption": {
+            "type": "object", "additionalProperties": false,
+            "properties": {"cek": key, "kek": key}
+        },
+        "activeFrom": {"type": "string", "format": "date-time"},
+        "expiresAt": {"type": "string", "format": "date-time"},
+        "expiresIn": {"type": "integer", "minimum": 1, "maximum": LIFETIME_SECS_MAX},
+    });
+    if with_children {
+        properties["children"] = json!({
+            "type": "array", "maxItems": CHILDREN_MAX, "items": {"$ref": "#/$defs/child"}
+        });
+    }
+    properties
+}
+
+fn token_defs() -> Value {
+    json!({
+        "child": {
+            "type": "object", "additionalProperties": false,
+            "properties": token_properties(false)
+        },
+        "token": {
+            "type": "object", "additionalProperties": false,
+            "required": ["collectionId"],
+            "properties": token_properties(true)
+        }
+    })
+}
+
+fn compile(schema: Value) -> Validator {
+    // The schemas are constants of this file; failing to compile one is a
+    // programming error caught by the first test that starts the app.
+    match jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+    {
+        Ok(validator) => validator,
+        Err(e) => panic!("request schema does not compile: {e}"),
+    }
+}
+
+/// The schemas, compiled on first use.
+pub fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let text = |min: usize, max: usize| json!({"type": "string", "minLength": min, "maxLength": max});
+        let mut scopes: Vec<&str> = crate::model::Scope::ALL.iter().map(|s| s.as_str()).collect();
+        scopes.push("*");
+        Schemas {
+            account: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "required": ["name", "liveness"],
+                "properties": {"name": text(1, 200), "liveness": {"enum": ["test", "main"]}}
+            })),
+            api_key: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "required": ["name", "scopes"],
+                "properties": {
+                    "name": text(1, 100),
+                    "scopes": {"type": "array", "minItems": 1, "maxItems": scopes.len(),
+                               "uniqueItems": true, "items": {"enum": scopes}}
+                }
+            })),
+            collection: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "required": ["name"],
+                "properties": {
+                    "name": text(1, 200),
+                    "description": text(0, 1000),
+                    "issuer": text(0, 200),
+                    "issuerImg": text(0, 2048),
+                    "img": text(0, 2048),
+                    "issuerWebsite": text(0, 2048),
+                    "value": {"type": "array", "maxItems": 20, "items": {
+                        "type": "object", "additionalProperties": false,
+                        "required": ["currency", "amount"],
+                        "properties": {
+                            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                            "amount": {"type": "string", "pattern": "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,8})?$"}
+                        }
+                    }},
+                    "merchants": {"type": "array", "maxItems": 1000, "uniqueItems": true,
+                                  "items": text(1, 200)},
+                    "tokenExpiresAfter": {"type": "integer", "minimum": 1, "maximum": LIFETIME_SECS_MAX},
+                    "dataSchema": {"type": ["object", "boolean"]},
+                    "liveness": {"enum": ["test", "main"]}
+                }
+            })),
+            token: compile(json!({"$defs": token_defs(), "$ref": "#/$defs/token"})),
+            batch: compile(json!({
+                "$defs": token_defs(),
+                "type": "object", "additionalProperties": false,
+                "required": ["tokens"],
+                "properties": {"tokens": {
+                    "type": "array", "minItems": 1, "maxItems": BATCH_TOKENS_MAX,
+                    "items": {"$ref": "#/$defs/token"}
+                }}
+            })),
+            redeem: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {"merchantId": text(1, 200), "idempotencyKey": text(1, 255)}
+            })),
+        }
+    })
+}
+
+/// Renders a JSON Pointer into `instance` as a JSONPath (`$.a[0].b`): array
+/// indices become `[n]`, other keys `.key` or `['odd key']`.
+pub fn json_path(prefix: &str, instance: &Value, pointer: &str) -> String {
+    let mut path = prefix.to_owned();
+    let mut at = Some(instance);
+    for raw in pointer.split('/').skip(1) {
+        let segment = raw.replace("~1", "/").replace("~0", "~");
+        match at {
+            Some(Value::Array(items)) => {
+                path.push('[');
+                path.push_str(&segment);
+                path.push(']');
+                at = segment.parse::<usize>().ok().and_then(|i| items.get(i));
+            }
+            other => {
+                push_key(&mut path, &segment);
+                at = other.and_then(|v| v.get(&segment));
+            }
+        }
+    }
+    path
+}
+
+/// Appends `.key`, or `['key']` when the key is not a plain identifier.
+pub fn push_key(path: &mut String, key: &str) {
+    let plain = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push_str("['");
+        path.push_str(&key.replace('\\', "\\\\").replace('\'', "\\'"));
+        path.push_str("']");
+    }
+}
+
+/// Every violation of `validator` by `instance`, as field errors under `prefix`.
+pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<FieldError> {
+    if validator.is_valid(instance) {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    for error in validator.iter_errors(instance) {
+        let at = json_path(prefix, instance, error.instance_path.as_str());
+        match &error.kind {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for name in unexpected {
+                    let mut path = at.clone();
+                    push_key(&mut path, name);
+                    errors.push(FieldError::new(path, "is not a known field"));
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let mut path = at;
+                push_key(&mut path, property.as_str().unwrap_or_default());
+                errors.push(FieldError::new(path, "is required"));
+            }
+            _ => errors.push(FieldError::new(at, error.to_string())),
+        }
+    }
+    errors
+}
+
+/// Validates `value` against `validator`, then decodes it into `T`.
+pub fn decode<T: DeserializeOwned>(validator: &Validator, value: Value) -> Result<T, ApiError> {
+    let errors = violations(validator, &value, "$");
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    // The schema admits exactly what `T` accepts; a mismatch is still
+    // reported as a validation error rather than a crash.
+    serde_json::from_value(value).map_err(|e| ApiError::invalid("$", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_follow_the_instance() {
+        let instance = json!({"tokens": [{"metadata": {"0": "x", "a b": "y"}}]});
+        assert_eq!(
+            json_path("$", &instance, "/tokens/0/metadata/0"),
+            "$.tokens[0].metadata['0']"
+        );
+        assert_eq!(
+            json_path("$", &instance, "/tokens/0/metadata/a b"),
+            "$.tokens[0].metadata['a b']"
+        );
+        assert_eq!(json_path("$", &instance, ""), "$");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let body = json!({"collectionId": 5, "colour": "red", "metadata": {"k": 1}});
+        let errors = violations(&schemas().token, &body, "$");
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"$.collectionId"), "{paths:?}");
+        assert!(paths.contains(&"$.colour"), "{paths:?}");
+        assert!(paths.contains(&"$.metadata.k"), "{paths:?}");
+    }
+
+    #[test]
+    fn missing_required_field_names_the_field() {
+        let errors = violations(&schemas().token, &json!({}), "$");
+        assert_eq!(
+            errors,
+            vec![FieldError::new("$.collectionId", "is required")]
+        );
+    }
+
+    #[test]
+    fn bare_dates_are_rejected() {
+        let body = json!({"collectionId": "c", "expiresAt": "2026-01-17"});
+        let errors = violations(&schemas().token, &body, "$");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "$.expiresAt");
+    }
+}

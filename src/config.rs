@@ -1,0 +1,111 @@
+//! The command line: `tokend [serve] [flags]`. Every flag has an environment
+//! variable; the admin key is only ever an environment variable (flags show
+//! in `ps`).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default tombstone retention: 30 days.
+pub const TOMBSTONE_RETENTION_SECS_DEFAULT: u64 = 30 * 24 * 3600;
+
+/// tokend: a spend-once token engine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokend",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+/// When the write-ahead log is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncMode {
+    /// Reply only after the record is fsynced (group commit).
+    Always,
+    /// Fsync every `--fsync-interval-ms`; a power loss may lose that window.
+    Interval,
+    /// Leave flushing to the operating system.
+    Never,
+}
+
+/// Flags of `tokend serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address.
+    #[arg(long, env = "TOKEND_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of WAL segments, snapshots and the admin key digest.
+    #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./snapshots")]
+    pub data_dir: PathBuf,
+    /// Number of shard actors (default: number of CPUs).
+    #[arg(long, env = "TOKEND_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: Option<u16>,
+    /// When the WAL is fsynced.
+    #[arg(long, env = "TOKEND_FSYNC", value_enum, default_value = "always")]
+    pub fsync: FsyncMode,
+    /// Fsync period of `--fsync interval`.
+    #[arg(long, env = "TOKEND_FSYNC_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub fsync_interval_ms: u64,
+    /// Period of automatic snapshots.
+    #[arg(long, env = "TOKEND_SNAPSHOT_INTERVAL_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub snapshot_interval_secs: u64,
+    /// How long redeemed, expired and deleted tokens stay readable.
+    #[arg(long, env = "TOKEND_TOMBSTONE_RETENTION_SECS",
+          default_value_t = TOMBSTONE_RETENTION_SECS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=3_650 * 24 * 3600))]
+    pub tombstone_retention_secs: u64,
+}
+
+impl Cli {
+    /// The serve flags, whether given with or without the subcommand.
+    pub fn serve_args(self) -> ServeArgs {
+        match self.command {
+            Some(Command::Serve(args)) => args,
+            None => self.serve,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let args = Cli::try_parse_from(["tokend"]).unwrap().serve_args();
+        assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.data_dir, PathBuf::from("./snapshots"));
+        assert_eq!(args.fsync, FsyncMode::Always);
+        assert_eq!(args.fsync_interval_ms, 1000);
+        assert_eq!(args.snapshot_interval_secs, 300);
+        assert_eq!(args.tombstone_retention_secs, 30 * 24 * 3600);
+    }
+
+    #[test]
+    fn serve_subcommand_takes_the_same_flags() {
+        let args = Cli::try_parse_from(["tokend", "serve", "--shards", "3", "--fsync", "never"])
+            .unwrap()
+            .serve_args();
+        assert_eq!(args.shards, Some(3));
+        assert_eq!(args.fsync, FsyncMode::Never);
+        assert!(Cli::try_parse_from(["tokend", "--shards", "0"]).is_err());
+    }
+}

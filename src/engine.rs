@@ -1,0 +1,379 @@
+//! The engine: the catalog plus the shard actors, and the routing between
+//! them. The HTTP layer calls only this.
+//!
+//! A token operation goes to the shard that owns the token id; a create that
+//! spans shards (children, batches) is split per shard, each part applied
+//! atomically by its shard.
+
+use crate::catalog::{Catalog, CatalogCommand, CatalogError};
+use crate::clock::{Clock, Millis};
+use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
+use crate::model::api_key::{self, GeneratedKey};
+use crate::model::collection::CollectionRecord;
+use crate::model::{Account, ApiKey, Collection, Liveness, Scopes, Token};
+use crate::shard::actor::{Execute, Fetch, List, Precheck, RunTimers};
+use crate::shard::{
+    Created, ListQuery, NewToken, Outcome, Rejection, Shard, ShardCommand, ShardState, TimerReport,
+};
+use actix::{Actor, Addr, Arbiter};
+use futures_util::future::join_all;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound on shards: each is a thread.
+pub const SHARDS_MAX: usize = 256;
+
+/// How the engine is shaped.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of shard actors (threads).
+    pub shards: usize,
+    /// How long redeemed, expired and deleted tokens stay readable.
+    pub tombstone_retention_ms: i64,
+    /// How often shard timers run on their own.
+    pub timer_period: Duration,
+}
+
+/// Why the engine refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A shard refused the command.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The catalog refused the command.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A shard is gone (shutting down).
+    #[error("the engine is shutting down")]
+    Unavailable,
+    /// The operating system could not supply randomness for a key.
+    #[error("no randomness available")]
+    Entropy,
+}
+
+/// A page of tokens.
+#[derive(Debug, Clone)]
+pub struct TokenPage {
+    /// The tokens, in list order.
+    pub tokens: Vec<Token>,
+    /// Whether more follow the last one.
+    pub has_more: bool,
+}
+
+/// The running engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    /// Shared state.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One actor per shard; index = `TokenId::shard`.
+    shards: Vec<Addr<Shard>>,
+    /// The threads the shards run on, stopped at shutdown.
+    arbiters: Mutex<Vec<Arbiter>>,
+    /// Accounts, keys, collections.
+    catalog: Arc<Catalog>,
+    /// The engine clock.
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    /// Starts the shards; must run inside an actix system.
+    pub fn start(config: &EngineConfig, clock: Arc<dyn Clock>) -> Self {
+        assert!(
+            (1..=SHARDS_MAX).contains(&config.shards),
+            "shard count is validated by the CLI"
+        );
+        let catalog = Arc::new(Catalog::new());
+        let mut arbiters = Vec::with_capacity(config.shards);
+        let mut shards = Vec::with_capacity(config.shards);
+        for _ in 0..config.shards {
+            let arbiter = Arbiter::new();
+            let state = ShardState::new(config.tombstone_retention_ms);
+            let shard = Shard::new(
+                state,
+                Arc::clone(&catalog),
+                Arc::clone(&clock),
+                config.timer_period,
+            );
+            shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| shard));
+            arbiters.push(arbiter);
+        }
+        Self {
+            inner: Arc::new(Inner {
+                shards,
+                arbiters: Mutex::new(arbiters),
+                catalog,
+                clock,
+            }),
+        }
+    }
+
+    /// Stops the shard threads.
+    pub fn stop(&self) {
+        for arbiter in self.inner.arbiters.lock().drain(..) {
+            arbiter.stop();
+            // Joining waits for in-flight messages; a panicked shard thread has
+            // nothing left to flush, so its error is only logged.
+            if arbiter.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+
+    /// The catalog (read side).
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The engine clock's current time.
+    pub fn now(&self) -> Millis {
+        self.inner.clock.now_ms()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    fn shard_of(&self, id: TokenId) -> &Addr<Shard> {
+        &self.inner.shards[id.shard(self.inner.shards.len())]
+    }
+
+    /// Creates tokens (one, a parent with children, or a batch), returning
+    /// them in request order. Idempotent tokens spanning several shards are
+    /// checked on every shard first, so a reused key with another body
+    /// creates nothing.
+    pub async fn create(
+        &self,
+        account: AccountId,
+        tokens: Vec<NewToken>,
+    ) -> Result<Vec<Created>, EngineError> {
+        let count = tokens.len();
+        let mut groups: BTreeMap<usize, Vec<(usize, NewToken)>> = BTreeMap::new();
+        for (position, token) in tokens.into_iter().enumerate() {
+            debug_assert_eq!(token.account_id, account);
+            groups
+                .entry(token.id.shard(self.shard_count()))
+                .or_default()
+                .push((position, token));
+        }
+        if groups.len() > 1 {
+            let checks = groups.iter().filter_map(|(shard, group)| {
+                let items: Vec<_> = group
+                    .iter()
+                    .filter_map(|(_, t)| t.fingerprint.map(|f| (t.id, f)))
+                    .collect();
+                (!items.is_empty()).then(|| {
+                    self.inner.shards[*shard].send(Precheck {
+                        account_id: account,
+                        items,
+                    })
+                })
+            });
+            for result in join_all(checks).await {
+                result.map_err(|_| EngineError::Unavailable)??;
+            }
+        }
+        let mut positions = Vec::with_capacity(groups.len());
+        let mut sends = Vec::with_capacity(groups.len());
+        for (shard, group) in groups {
+            let (places, tokens): (Vec<usize>, Vec<NewToken>) = group.into_iter().unzip();
+            positions.push(places);
+            sends.push(self.inner.shards[shard].send(Execute(ShardCommand::Create { tokens })));
+        }
+        let mut ordered: Vec<Option<Created>> = vec![None; count];
+        for (places, result) in positions.into_iter().zip(join_all(sends).await) {
+            let outcome = result.map_err(|_| EngineError::Unavailable)??;
+            let Outcome::Created(created) = outcome else {
+                unreachable!("a create command yields a create outcome");
+            };
+            assert_eq!(created.len(), places.len(), "one result per token");
+            for (place, created) in places.into_iter().zip(created) {
+                ordered[place] = Some(created);
+            }
+        }
+        Ok(ordered.into_iter().flatten().collect())
+    }
+
+    /// Redeems a token; `Ok((token, replayed))`.
+    pub async fn redeem(
+        &self,
+        account: AccountId,
+        id: TokenId,
+        merchant_id: Option<String>,
+        idempotency_key: Option<String>,
+        redeemed_by: String,
+    ) -> Result<(Token, bool), EngineError> {
+        let command = ShardCommand::Redeem {
+            account_id: account,
+            id,
+            merchant_id,
+            idempotency_key,
+            redeemed_by,
+        };
+        match self.execute(id, command).await? {
+            Outcome::Redeemed { token, replayed } => Ok((token, replayed)),
+            _ => unreachable!("a redeem command yields a redeem outcome"),
+        }
+    }
+
+    /// Deletes a token (again is fine).
+    pub async fn delete(&self, account: AccountId, id: TokenId) -> Result<(), EngineError> {
+        let command = ShardCommand::Delete {
+            account_id: account,
+            id,
+        };
+        self.execute(id, command).await.map(|_| ())
+    }
+
+    async fn execute(&self, id: TokenId, command: ShardCommand) -> Result<Outcome, EngineError> {
+        let outcome = self
+            .shard_of(id)
+            .send(Execute(command))
+            .await
+            .map_err(|_| EngineError::Unavailable)??;
+        Ok(outcome)
+    }
+
+    /// The tokens `ids` as `account` sees them, in order.
+    pub async fn fetch(
+        &self,
+        account: AccountId,
+        ids: &[TokenId],
+    ) -> Result<Vec<Option<Token>>, EngineError> {
+        if let [id] = ids {
+            let mut found = self
+                .shard_of(*id)
+                .send(Fetch {
+                    account_id: account,
+                    ids: vec![*id],
+                })
+                .await
+                .map_err(|_| EngineError::Unavailable)?;
+            return Ok(vec![found.pop().flatten()]);
+        }
+        let mut groups: BTreeMap<usize, Vec<(usize, TokenId)>> = BTreeMap::new();
+        for (position, id) in ids.iter().enumerate() {
+            groups
+                .entry(id.shard(self.shard_count()))
+                .or_default()
+                .push((position, *id));
+        }
+        let mut positions = Vec::new();
+        let mut sends = Vec::new();
+        for (shard, group) in groups {
+            let (places, ids): (Vec<usize>, Vec<TokenId>) = group.into_iter().unzip();
+            positions.push(places);
+            sends.push(self.inner.shards[shard].send(Fetch {
+                account_id: account,
+                ids,
+            }));
+        }
+        let mut ordered = vec![None; ids.len()];
+        for (places, result) in positions.into_iter().zip(join_all(sends).await) {
+            let found = result.map_err(|_| EngineError::Unavailable)?;
+            for (place, token) in places.into_iter().zip(found) {
+                ordered[place] = token;
+            }
+        }
+        Ok(ordered)
+    }
+
+    /// One page of the account's tokens, merged over every shard.
+    pub async fn list(&self, query: ListQuery) -> Result<TokenPage, EngineError> {
+        let limit = query.limit;
+        let sends = (0..self.shard_count()).map(|shard| {
+            let mut part = query.clone();
+            part.ids.retain(|id| id.shard(self.shard_count()) == shard);
+            let skip = !query.ids.is_empty() && part.ids.is_empty();
+            (!skip).then(|| self.inner.shards[shard].send(List(part)))
+        });
+        let mut tokens = Vec::new();
+        for result in join_all(sends.flatten()).await {
+            tokens.extend(result.map_err(|_| EngineError::Unavailable)?.tokens);
+        }
+        tokens.sort_by_key(|t| (t.created_at_ms, t.id));
+        let has_more = tokens.len() > limit;
+        tokens.truncate(limit);
+        Ok(TokenPage { tokens, has_more })
+    }
+
+    /// Runs every shard's timers now (tests move the clock, then call this).
+    pub async fn run_timers(&self) -> Result<TimerReport, EngineError> {
+        let mut total = TimerReport::default();
+        for result in join_all(self.inner.shards.iter().map(|s| s.send(RunTimers))).await {
+            let report = result.map_err(|_| EngineError::Unavailable)?;
+            total.expired += report.expired;
+            total.purged += report.purged;
+        }
+        Ok(total)
+    }
+
+    /// Creates an account.
+    pub fn create_account(&self, name: String, liveness: Liveness) -> Result<Account, EngineError> {
+        let account = Account {
+            id: AccountId::random(),
+            name,
+            liveness,
+            created_at_ms: self.now(),
+        };
+        self.catalog_execute(CatalogCommand::CreateAccount(account.clone()))?;
+        Ok(account)
+    }
+
+    /// Creates an API key; returns the record and the key string (shown once).
+    pub fn create_api_key(
+        &self,
+        account: AccountId,
+        name: String,
+        scopes: Scopes,
+    ) -> Result<(ApiKey, String), EngineError> {
+        let GeneratedKey {
+            id,
+            key,
+            secret_sha256,
+        } = api_key::generate_key().map_err(|_| EngineError::Entropy)?;
+        let record = ApiKey {
+            id,
+            account_id: account,
+            name,
+            scopes,
+            secret_sha256,
+            created_at_ms: self.now(),
+        };
+        self.catalog_execute(CatalogCommand::CreateApiKey(record.clone()))?;
+        Ok((record, key))
+    }
+
+    /// Revokes an API key at once.
+    pub fn delete_api_key(&self, account: AccountId, key: KeyId) -> Result<(), EngineError> {
+        self.catalog_execute(CatalogCommand::DeleteApiKey {
+            account_id: account,
+            key_id: key,
+        })
+    }
+
+    /// Creates a collection from a validated record (its id and creation time
+    /// are assigned here).
+    pub fn create_collection(
+        &self,
+        mut record: CollectionRecord,
+    ) -> Result<Arc<Collection>, EngineError> {
+        record.id = CollectionId::random();
+        record.created_at_ms = self.now();
+        let id = record.id;
+        self.catalog_execute(CatalogCommand::CreateCollection(record))?;
+        self.catalog()
+            .collection(id)
+            .ok_or(EngineError::Catalog(CatalogError::DuplicateId))
+    }
+
+    fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
+        self.inner.catalog.execute(command, |_| ())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Collections: the redemption rules and branding shared by their tokens.
+
+use crate::clock::Millis;
+use crate::ids::{AccountId, CollectionId};
+use crate::model::Liveness;
+use serde::{Deserialize, Serialize};
+
+/// An amount of money in one currency, kept as the decimal string the client
+/// sent (`"5.00"`), so no float ever touches a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    /// ISO 4217 code, e.g. `NZD`.
+    pub currency: String,
+    /// Decimal amount, e.g. `5.00`.
+    pub amount: String,
+}
+
+/// The durable description of a collection: what the WAL and snapshots keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Stable identifier.
+    pub id: CollectionId,
+    /// Owner; another account's requests never see the collection.
+    pub account_id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// Free text for people.
+    pub description: Option<String>,
+    /// Branding: the issuer's name, copied onto every token.
+    pub issuer: Option<String>,
+    /// Branding: the issuer's logo URL.
+    pub issuer_img: Option<String>,
+    /// Branding: the token image URL.
+    pub img: Option<String>,
+    /// Branding: the issuer's website.
+    pub issuer_website: Option<String>,
+    /// What one token is worth, per currency.
+    pub value: Vec<Money>,
+    /// When non-empty, only these merchants may redeem.
+    pub merchants: Vec<String>,
+    /// Default token lifetime in seconds, counted from creation.
+    pub token_expires_after_secs: Option<i64>,
+    /// JSON Schema (as JSON text) that token `data` must satisfy.
+    pub data_schema: Option<String>,
+    /// Always the account's liveness.
+    pub liveness: Liveness,
+    /// When it was created.
+    pub created_at_ms: Millis,
+}
+
+/// A collection as the engine uses it: the record plus its compiled schema.
+pub struct Collection {
+    /// The durable part.
+    pub record: CollectionRecord,
+    /// The `dataSchema` compiled once, at creation or restore, so validating a
+    /// token's data costs no schema parsing.
+    pub data_validator: Option<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collection {
+    /// Builds the runtime collection, compiling its data schema.
+    pub fn from_record(record: CollectionRecord) -> Result<Self, String> {
+        let data_validator = match &record.data_schema {
+            None => None,
+            Some(text) => {
+                let schema: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+                Some(compile_data_schema(&schema)?)
+            }
+        };
+        Ok(Self {
+            record,
+            data_validator,
+        })
+    }
+
+    /// Whether `merchant` may redeem tokens of this collection.
+    pub fn allows_merchant(&self, merchant: Option<&str>) -> bool {
+        if self.record.merchants.is_empty() {
+            return true;
+        }
+        merchant.is_some_and(|m| self.record.merchants.iter().any(|allowed| allowed == m))
+    }
+}
+
+/// Checks a client-supplied JSON Schema against its meta-schema and compiles
+/// it. Remote references cannot be resolved (the engine never reaches out to
+/// the network), so a schema that needs them is invalid here.
+pub fn compile_data_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err("must be a JSON Schema object".to_owned());
+    }
+    jsonschema::meta::validate(schema).map_err(|e| format!("is not a valid JSON Schema: {e}"))?;
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| format!("is not a usable JSON Schema: {e}"))
+}

@@ -1,0 +1,13 @@
+//! The domain objects: accounts, API keys, collections and tokens.
+
+pub mod account;
+pub mod api_key;
+pub mod collection;
+pub mod metadata;
+pub mod token;
+
+pub use account::{Account, Liveness};
+pub use api_key::{ApiKey, Scope, Scopes};
+pub use collection::{Collection, Money};
+pub use metadata::Metadata;
+pub use token::{Encryption, EncryptionKey, Redemption, Status, Token, TokenExtra, TokenType};

@@ -1,0 +1,238 @@
+//! Tokens: spend-once objects owned by exactly one shard.
+//!
+//! The struct is laid out for millions of instances in memory: fields every
+//! token has sit inline, and the rarely present ones (description, data,
+//! encryption, children, redemption, deletion) live behind one optional box,
+//! so an ordinary active token costs no allocation for them.
+
+use crate::clock::Millis;
+use crate::ids::TokenId;
+use crate::model::{Collection, Metadata};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// `expires_at_ms` of a token that never expires.
+pub const NEVER: Millis = Millis::MAX;
+
+/// The lifecycle state of a token. Only `Active` tokens can be redeemed; the
+/// other three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Redeemable within `[activeFrom, expiresAt)`.
+    Active,
+    /// Spent, exactly once.
+    Redeemed,
+    /// Reached `expiresAt` unspent.
+    Expired,
+    /// Deleted by its owner; data erased.
+    Deleted,
+}
+
+impl Status {
+    /// Every status, in wire-name order.
+    pub const ALL: [Status; 4] = [
+        Status::Active,
+        Status::Redeemed,
+        Status::Expired,
+        Status::Deleted,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Redeemed => "redeemed",
+            Status::Expired => "expired",
+            Status::Deleted => "deleted",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The kind of value a token stands for (Basis Theory's token types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    /// A generic token (the default).
+    Token,
+    /// A payment card.
+    Card,
+    /// A bank account.
+    Bank,
+}
+
+impl TokenType {
+    /// Every type, in wire-name order.
+    pub const ALL: [TokenType; 3] = [TokenType::Token, TokenType::Card, TokenType::Bank];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Token => "token",
+            TokenType::Card => "card",
+            TokenType::Bank => "bank",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// One key of the envelope that encrypted a token's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EncryptionKey {
+    /// The (wrapped) key or a key identifier.
+    pub key: Option<String>,
+    /// Its algorithm, e.g. `AES` or `RSA`.
+    pub alg: Option<String>,
+}
+
+/// Envelope-encryption metadata for `data` (Basis Theory's `encryption`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Encryption {
+    /// Content encryption key.
+    pub cek: Option<EncryptionKey>,
+    /// Key encryption key.
+    pub kek: Option<EncryptionKey>,
+}
+
+/// How and when a token was spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redemption {
+    /// The merchant that redeemed it, if the request named one.
+    pub merchant_id: Option<Box<str>>,
+    /// The winning request's idempotency key; a repeat of that request (same
+    /// key and merchant) is answered as a replay instead of a conflict.
+    pub idempotency_key: Option<Box<str>>,
+    /// When it was redeemed.
+    pub redeemed_at_ms: Millis,
+    /// Name of the API key that redeemed it (rendered as a CRN).
+    pub redeemed_by: Arc<str>,
+}
+
+/// The rarely present parts of a token, boxed together.
+#[derive(Debug, Clone, Default)]
+pub struct TokenExtra {
+    /// Free text, ≤ 1000 characters.
+    pub description: Option<Box<str>>,
+    /// The tokenized value, as the client's JSON text (rendered verbatim).
+    pub data: Option<Box<RawValue>>,
+    /// Envelope-encryption metadata for `data`.
+    pub encryption: Option<Box<Encryption>>,
+    /// Ids of the child tokens created with this one.
+    pub children: Vec<TokenId>,
+    /// Digest of the create request when it carried an idempotency key: a
+    /// retry with the same key must carry the same body to be a replay.
+    pub create_fingerprint: Option<[u8; 16]>,
+    /// Set once redeemed.
+    pub redemption: Option<Redemption>,
+    /// Set once deleted.
+    pub deleted_at_ms: Option<Millis>,
+}
+
+impl TokenExtra {
+    /// Whether nothing is set (such an extra is not allocated at all).
+    pub fn is_empty(&self) -> bool {
+        self.description.is_none()
+            && self.data.is_none()
+            && self.encryption.is_none()
+            && self.children.is_empty()
+            && self.create_fingerprint.is_none()
+            && self.redemption.is_none()
+            && self.deleted_at_ms.is_none()
+    }
+}
+
+/// A token as its shard holds it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// Identity; also decides the owning shard.
+    pub id: TokenId,
+    /// Governs redemption rules and branding; shared, immutable, so redeem and
+    /// render read it without any lookup or lock.
+    pub collection: Arc<Collection>,
+    /// Name of the API key that created it (interned per shard).
+    pub created_by: Arc<str>,
+    /// Creation time; also the list order (with the id).
+    pub created_at_ms: Millis,
+    /// Start of validity.
+    pub active_from_ms: Millis,
+    /// End of validity (exclusive); [`NEVER`] when it never expires.
+    pub expires_at_ms: Millis,
+    /// Non-sensitive string pairs.
+    pub metadata: Metadata,
+    /// Everything rarely present.
+    pub extra: Option<Box<TokenExtra>>,
+    /// Stored state; expiry may be due but not yet applied by the timer, so
+    /// readers use [`Token::status_at`].
+    pub status: Status,
+    /// Token, card or bank.
+    pub kind: TokenType,
+}
+
+impl Token {
+    /// The status at `now`: an active token past `expiresAt` is expired even
+    /// when its timer has not fired yet.
+    pub fn status_at(&self, now: Millis) -> Status {
+        if self.status == Status::Active && now >= self.expires_at_ms {
+            Status::Expired
+        } else {
+            self.status
+        }
+    }
+
+    /// Since when the token has been a tombstone (final status), if it is one.
+    pub fn tombstone_since(&self, now: Millis) -> Option<Millis> {
+        let extra = self.extra.as_deref();
+        match self.status_at(now) {
+            Status::Active => None,
+            Status::Expired => Some(self.expires_at_ms),
+            Status::Redeemed => extra
+                .and_then(|e| e.redemption.as_ref())
+                .map(|r| r.redeemed_at_ms),
+            Status::Deleted => extra.and_then(|e| e.deleted_at_ms),
+        }
+    }
+
+    /// Whether the tombstone outlived its retention: such a token is gone.
+    pub fn is_purged(&self, now: Millis, retention_ms: i64) -> bool {
+        self.tombstone_since(now)
+            .is_some_and(|since| now >= since.saturating_add(retention_ms))
+    }
+
+    /// The extra part, allocated on first use.
+    pub fn extra_mut(&mut self) -> &mut TokenExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The extra part or an empty one.
+    pub fn extra(&self) -> &TokenExtra {
+        static EMPTY: std::sync::OnceLock<TokenExtra> = std::sync::OnceLock::new();
+        self.extra
+            .as_deref()
+            .unwrap_or_else(|| EMPTY.get_or_init(TokenExtra::default))
+    }
+
+    /// Frees the tokenized value (on redeem and expiry): spent tokens keep
+    /// only what audit needs.
+    pub fn free_data(&mut self) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.data = None;
+            extra.encryption = None;
+        }
+    }
+
+    /// Erases every client-supplied value (on delete).
+    pub fn erase(&mut self) {
+        self.free_data();
+        self.metadata = Metadata::default();
+    }
+}
