@@ -186,6 +186,36 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every object, for a snapshot, captured under the writer lock so it is
+    /// one consistent state; `at` runs under the same lock (to read the LSN
+    /// of the last change included).
+    pub fn image_at<T>(&self, at: impl FnOnce() -> T) -> (crate::persist::image::CatalogImage, T) {
+        let _writer = self.writer.lock();
+        let image = crate::persist::image::CatalogImage {
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| a.value().as_ref().clone())
+                .collect(),
+            api_keys: self
+                .keys
+                .iter()
+                .map(|k| k.value().as_ref().clone())
+                .collect(),
+            collections: self
+                .collections
+                .iter()
+                .map(|c| c.value().record.clone())
+                .collect(),
+        };
+        (image, at())
+    }
+
+    /// Every object, for a snapshot.
+    pub fn image(&self) -> crate::persist::image::CatalogImage {
+        self.image_at(|| ()).0
+    }
+
     /// The account with `id`.
     pub fn account(&self, id: AccountId) -> Option<Arc<Account>> {
         self.accounts.get(&id).map(|a| Arc::clone(a.value()))

@@ -33,5 +33,6 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod model;
+pub mod persist;
 pub mod shard;
 pub mod timestamp;

@@ -456,6 +456,45 @@ impl ShardState {
         }
     }
 
+    /// Inserts a token read back from a snapshot, scheduling its timers.
+    /// Call [`ShardState::finish_restore`] after the last one.
+    pub fn restore(&mut self, token: Token) {
+        match token.status {
+            Status::Active if token.expires_at_ms != NEVER => {
+                self.expiries.push(token.expires_at_ms, token.id)
+            }
+            Status::Active => {}
+            Status::Expired | Status::Redeemed | Status::Deleted => {
+                // `tombstone_since` of a final status never needs `now`.
+                if let Some(since) = token.tombstone_since(Millis::MIN) {
+                    self.purges
+                        .push(since.saturating_add(self.retention_ms), token.id);
+                }
+            }
+        }
+        self.by_account
+            .entry(token.collection.record.account_id)
+            .or_default()
+            .push(token.id);
+        self.tokens.insert(token.id, token);
+    }
+
+    /// Restores the creation order of the account indexes after
+    /// [`ShardState::restore`] (snapshots list tokens in no particular order).
+    pub fn finish_restore(&mut self) {
+        let tokens = &self.tokens;
+        for index in self.by_account.values_mut() {
+            index.sort_by_cached_key(|id| {
+                (tokens.get(id).map_or(Millis::MIN, |t| t.created_at_ms), *id)
+            });
+        }
+    }
+
+    /// A creator name shared by every token that names it.
+    pub fn intern(&mut self, name: &str) -> Arc<str> {
+        self.intern_creator(name)
+    }
+
     fn intern_creator(&mut self, name: &str) -> Arc<str> {
         if let Some(interned) = self.creators.get(name) {
             return Arc::clone(interned);
