@@ -105,7 +105,7 @@ fn new_token(account: AccountId, collection: CollectionId, i: usize) -> NewToken
         encryption: None,
         metadata: Metadata::from_pairs([("i", "x")]),
         active_from_ms: None,
-        expiry: if i % 4 == 0 {
+        expiry: if i.is_multiple_of(4) {
             Expiry::InSecs(3600)
         } else {
             Expiry::CollectionDefault
