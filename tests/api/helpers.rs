@@ -489,3 +489,44 @@ impl Resp {
             .unwrap_or_default()
     }
 }
+
+/// The fields every token has (§5); `redemption` and `deletedAt` are added
+/// once set.
+pub const TOKEN_FIELDS: [&str; 21] = [
+    "id",
+    "accountId",
+    "category",
+    "collectionId",
+    "type",
+    "status",
+    "liveness",
+    "createdAt",
+    "createdBy",
+    "activeFrom",
+    "expiresAt",
+    "description",
+    "data",
+    "metadata",
+    "encryption",
+    "children",
+    "issuer",
+    "issuerImg",
+    "img",
+    "issuerWebsite",
+    "value",
+];
+
+/// Asserts `token` has exactly the token fields plus `extra`.
+#[track_caller]
+pub fn assert_token_fields(token: &Value, extra: &[&str]) {
+    let mut got: Vec<&str> = token
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {token}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = TOKEN_FIELDS.iter().chain(extra).copied().collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "token: {token}");
+}

@@ -10,5 +10,5 @@ mod errors;
 mod helpers;
 // mod redeem;
 // mod rejected;
-// mod tokens_create;
+mod tokens_create;
 // mod tokens_read;
