@@ -154,17 +154,12 @@ impl TestApp {
 
     /// Runs every shard's expiry and purge timers now.
     pub async fn run_timers(&self) {
-        self.engine.run_timers().await.expect("timers run");
+        self.engine().run_timers().await.expect("timers run");
     }
 
     /// Moves the clock forward.
     pub fn advance_ms(&self, ms: i64) {
         self.clock.advance_ms(ms);
-    }
-
-    /// The current time of the clock, as the API renders it.
-    pub fn now_text(&self) -> String {
-        tokend::timestamp::format(tokend::clock::Clock::now_ms(&*self.clock))
     }
 
     /// A name no other call on this app returned.

@@ -3,12 +3,12 @@
 
 mod accounts;
 mod collections;
-// mod concurrency;
-// mod cross_account;
+mod concurrency;
+mod cross_account;
 mod errors;
-// mod expiry;
+mod expiry;
 mod helpers;
-// mod redeem;
-// mod rejected;
+mod redeem;
+mod rejected;
 mod tokens_create;
-// mod tokens_read;
+mod tokens_read;
