@@ -9,7 +9,7 @@ use super::query::{encode_cursor, Query};
 use super::render::{ListJson, PaginationJson, TokenJson};
 use super::respond::json;
 use super::state::AppState;
-use super::validate::{decode, schemas, violations, DATA_BYTES_MAX};
+use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
 use crate::clock::Millis;
 use crate::ids::{CollectionId, TokenId};
 use crate::model::{Encryption, Liveness, Metadata, Scope, Status, Token, TokenType};
@@ -42,6 +42,7 @@ struct TokenBody {
     encryption: Option<Encryption>,
     active_from: Option<String>,
     expires_at: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     expires_in: Option<i64>,
     children: Option<Vec<TokenBody>>,
 }
