@@ -69,6 +69,15 @@ async fn a_minimal_collection_takes_the_accounts_liveness() {
     }
     assert_eq!(created["value"], json!([]));
     assert_eq!(created["merchants"], json!([]));
+
+    // JSON Schema counts 7200.0 as an integer.
+    let created = app
+        .create_collection(
+            &tenant.key,
+            &json!({"name": "c", "tokenExpiresAfter": 7200.0}),
+        )
+        .await;
+    assert_eq!(created["tokenExpiresAfter"], json!(7200));
 }
 
 #[actix_web::test]

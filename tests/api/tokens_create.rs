@@ -135,6 +135,11 @@ async fn expiry_comes_from_expires_in_expires_at_or_the_collection() {
             json!({"collectionId": tenant.collection_id, "expiresIn": 60}),
             json!(at(500 + 60 * SECOND)),
         ),
+        // A whole number written with a fraction is still a whole number.
+        (
+            json!({"collectionId": tenant.collection_id, "expiresIn": 90.0}),
+            json!(at(500 + 90 * SECOND)),
+        ),
         (
             json!({"collectionId": tenant.collection_id, "expiresAt": at(DAY)}),
             json!(at(DAY)),
