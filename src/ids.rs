@@ -77,6 +77,12 @@ impl TokenId {
         Self(Uuid::new_v5(&IDEMPOTENT_TOKEN_NAMESPACE, &name))
     }
 
+    /// The id of child `index` of the idempotent token `parent`: replaying
+    /// the parent's create names the same children.
+    pub fn child_of(parent: TokenId, index: usize) -> Self {
+        Self(Uuid::new_v5(&parent.0, &(index as u64).to_be_bytes()))
+    }
+
     /// The index of the shard, out of `shard_count`, that owns this token.
     ///
     /// Both halves of the id are mixed so that the fixed version and variant
@@ -118,6 +124,14 @@ mod tests {
             TokenId::for_idempotency_key(a, "k1"),
             TokenId::for_idempotency_key(a, "k2")
         );
+    }
+
+    #[test]
+    fn child_ids_are_stable_and_distinct() {
+        let parent = TokenId::for_idempotency_key(AccountId::random(), "k");
+        assert_eq!(TokenId::child_of(parent, 0), TokenId::child_of(parent, 0));
+        assert_ne!(TokenId::child_of(parent, 0), TokenId::child_of(parent, 1));
+        assert_ne!(TokenId::child_of(parent, 0), parent);
     }
 
     #[test]

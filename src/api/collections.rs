@@ -7,7 +7,7 @@ use super::query::{encode_cursor, page, Query};
 use super::render::{CollectionJson, ListJson, PaginationJson};
 use super::respond::json;
 use super::state::AppState;
-use super::validate::{decode, schemas};
+use super::validate::{decode, schemas, whole_number};
 use crate::ids::{AccountId, CollectionId};
 use crate::model::collection::{compile_data_schema, CollectionRecord};
 use crate::model::{Liveness, Money, Scope};
@@ -27,6 +27,7 @@ struct CreateCollection {
     issuer_website: Option<String>,
     value: Option<Vec<Money>>,
     merchants: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "whole_number")]
     token_expires_after: Option<i64>,
     data_schema: Option<Value>,
     liveness: Option<Liveness>,

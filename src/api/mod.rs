@@ -27,8 +27,8 @@ use error::{ApiError, ErrorCode};
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health/live", web::get().to(health::live))
-        .route("/health/ready", web::get().to(health::ready))
+    cfg.service(resource("/health/live").route(web::get().to(health::live)))
+        .service(resource("/health/ready").route(web::get().to(health::ready)))
         .service(resource("/api/accounts").route(web::post().to(accounts::create_account)))
         .service(
             resource("/api/accounts/{accountId}/api-keys")

@@ -9,7 +9,7 @@ use super::query::{encode_cursor, Query};
 use super::render::{ListJson, PaginationJson, TokenJson};
 use super::respond::json;
 use super::state::AppState;
-use super::validate::{decode, schemas, violations, DATA_BYTES_MAX};
+use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
 use crate::clock::Millis;
 use crate::ids::{CollectionId, TokenId};
 use crate::model::{Encryption, Liveness, Metadata, Scope, Status, Token, TokenType};
@@ -42,6 +42,7 @@ struct TokenBody {
     encryption: Option<Encryption>,
     active_from: Option<String>,
     expires_at: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     expires_in: Option<i64>,
     children: Option<Vec<TokenBody>>,
 }
@@ -110,7 +111,10 @@ impl<'a> Planner<'a> {
         let collection_id = CollectionId::parse(&collection_text);
         let top = self.tokens.len();
         let mut child_ids = Vec::new();
-        self.plan_one(&body, collection_id, print, path);
+        let parent_id = self.plan_one(&body, collection_id, print, path, None);
+        // Children of an idempotent parent get ids derived from the parent's,
+        // so a replayed create names the same children instead of new ones.
+        let idempotent_parent = parent_id.filter(|_| body.idempotency_key.is_some());
         for (j, child) in body.children.iter().flatten().enumerate() {
             let child_path = format!("{path}.children[{j}]");
             if child
@@ -124,7 +128,8 @@ impl<'a> Planner<'a> {
                 ));
             }
             let print = child_prints.get(j).copied().unwrap_or_default();
-            if let Some(id) = self.plan_one(child, collection_id, print, &child_path) {
+            let derived = idempotent_parent.map(|parent| TokenId::child_of(parent, j));
+            if let Some(id) = self.plan_one(child, collection_id, print, &child_path, derived) {
                 child_ids.push(id);
             }
         }
@@ -134,13 +139,15 @@ impl<'a> Planner<'a> {
         top
     }
 
-    /// Plans one token; `None` when it has errors.
+    /// Plans one token; `None` when it has errors. `derived` is the id of a
+    /// child of an idempotent parent, used unless it has its own key.
     fn plan_one(
         &mut self,
         body: &TokenBody,
         collection_id: Option<CollectionId>,
         print: [u8; 16],
         path: &str,
+        derived: Option<TokenId>,
     ) -> Option<TokenId> {
         let errors_before = self.errors.len();
         let account = &self.caller.account;
@@ -231,9 +238,10 @@ impl<'a> Planner<'a> {
             return None;
         }
         let collection = collection?;
-        let id = match &body.idempotency_key {
-            Some(key) => TokenId::for_idempotency_key(account.id, key),
-            None => TokenId::random(),
+        let id = match (&body.idempotency_key, derived) {
+            (Some(key), _) => TokenId::for_idempotency_key(account.id, key),
+            (None, Some(id)) => id,
+            (None, None) => TokenId::random(),
         };
         let metadata = body
             .metadata
@@ -253,7 +261,7 @@ impl<'a> Planner<'a> {
             active_from_ms: active_from,
             expiry,
             children: Vec::new(),
-            fingerprint: body.idempotency_key.is_some().then_some(print),
+            fingerprint: (body.idempotency_key.is_some() || derived.is_some()).then_some(print),
         });
         Some(id)
     }

@@ -9,7 +9,8 @@
 use super::error::{ApiError, FieldError};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 
@@ -227,6 +228,25 @@ pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<
         }
     }
     errors
+}
+
+/// Decodes an optional `integer` field of a schema-checked body. JSON Schema
+/// counts `60.0` as an integer, so the typed decode accepts it too instead of
+/// failing later without naming the field.
+pub fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    number
+        .as_i64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= LIFETIME_SECS_MAX as f64)
+                .map(|f| f as i64)
+        })
+        .map(Some)
+        .ok_or_else(|| de::Error::custom("expected a whole number"))
 }
 
 /// Validates `value` against `validator`, then decodes it into `T`.
