@@ -48,6 +48,19 @@ struct FaultState {
     gate_changed: Condvar,
 }
 
+/// Holds file fsyncs of a [`FaultyStorage`] until dropped.
+pub struct HeldSyncs {
+    /// The storage's state, whose gate this opens on drop.
+    state: Arc<FaultState>,
+}
+
+impl Drop for HeldSyncs {
+    fn drop(&mut self) {
+        self.state.gate.lock().held = false;
+        self.state.gate_changed.notify_all();
+    }
+}
+
 /// State of the fsync gate.
 #[derive(Default)]
 struct Gate {
@@ -99,15 +112,16 @@ impl FaultyStorage {
         self.state.dir_syncs.load(Ordering::SeqCst)
     }
 
-    /// From now on, file fsyncs wait until [`FaultyStorage::release_syncs`].
-    pub fn hold_syncs(&self) {
+    /// From now on, file fsyncs wait until the returned guard is dropped.
+    ///
+    /// Declare the guard after whatever would block on a held fsync when dropped (a WAL joins
+    /// its writer thread), so that a failing assertion fails the test instead of hanging it.
+    #[must_use = "fsyncs are released when the guard is dropped"]
+    pub fn hold_syncs(&self) -> HeldSyncs {
         self.state.gate.lock().held = true;
-    }
-
-    /// Lets held and future file fsyncs run.
-    pub fn release_syncs(&self) {
-        self.state.gate.lock().held = false;
-        self.state.gate_changed.notify_all();
+        HeldSyncs {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Blocks until at least `n` file fsyncs are waiting at the held gate.
@@ -289,12 +303,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FaultyStorage::new();
         let mut f = s.open_append(&dir.path().join("f")).unwrap();
-        s.hold_syncs();
+        let held = s.hold_syncs();
         let t = std::thread::spawn(move || f.sync());
         s.wait_for_held_syncs(1);
         // The sync is parked at the gate: it has not been counted yet.
         assert_eq!(s.syncs(), 0);
-        s.release_syncs();
+        drop(held);
         t.join().unwrap().unwrap();
         assert_eq!(s.syncs(), 1);
     }

@@ -7,7 +7,7 @@
 mod fault;
 mod fs;
 
-pub use fault::FaultyStorage;
+pub use fault::{FaultyStorage, HeldSyncs};
 pub use fs::FsStorage;
 
 use std::io;
