@@ -5,3 +5,4 @@
 //! files ([`snapshot_file`]). Payloads are opaque bytes to all of them.
 
 pub mod storage;
+pub mod wal;
