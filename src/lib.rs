@@ -4,5 +4,6 @@
 //! [`storage`] trait, the group-committing write-ahead log ([`wal`]) and checksummed snapshot
 //! files ([`snapshot_file`]). Payloads are opaque bytes to all of them.
 
+pub mod snapshot_file;
 pub mod storage;
 pub mod wal;
