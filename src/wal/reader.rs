@@ -134,7 +134,7 @@ pub(crate) fn find_later_frame(
 }
 
 /// Reads a segment file whole, within the size the options allow.
-fn read_segment(
+pub(crate) fn read_segment(
     storage: &dyn Storage,
     info: &SegmentInfo,
     options: &WalOptions,

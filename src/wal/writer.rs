@@ -11,7 +11,7 @@
 //! fsync can ever be acknowledged. A restart recovers from what is on disk.
 
 use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
-use super::reader::scan_segment;
+use super::reader::{read_segment, scan_segment};
 use super::segment::{list_segments, ActiveSegment, SegmentInfo};
 use super::{FsyncMode, Lsn, WalError, WalOptions};
 use crate::storage::Storage;
@@ -374,10 +374,7 @@ fn continue_or_start(
     last: &SegmentInfo,
     next_lsn: Lsn,
 ) -> Result<ActiveSegment, WalError> {
-    let max = options.segment_read_bytes_max();
-    let data = storage
-        .read_file(&last.path, max)
-        .map_err(|e| WalError::io("reading", &last.path, e))?;
+    let data = read_segment(storage, last, options)?;
     let scan = scan_segment(&data, last.first_lsn, options.record_bytes_max);
     if let Some((offset, reason)) = scan.bad {
         return Err(WalError::Corrupt {
