@@ -379,6 +379,29 @@ fn an_older_record_copied_over_a_newer_one_is_detected_by_its_lsn() {
 }
 
 #[test]
+fn a_valid_record_that_skips_ahead_at_the_tail_is_corruption_not_a_torn_tail() {
+    let opts = options(1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    write_equal_records(dir.path(), &opts, 10);
+    let frames = frames_on_disk(dir.path());
+    let last = frames.last().unwrap();
+    // Record 10 replaced by a well-formed record 13: records 10..=12 are missing, not torn.
+    let body = b"same-size-0013";
+    let mut skipped = Vec::new();
+    frame::encode_into(&mut skipped, 13, body, &frame::PayloadCrc::new(body));
+    assert_eq!(skipped.len(), last.len);
+    let mut data = std::fs::read(&last.file).unwrap();
+    data[last.offset..].copy_from_slice(&skipped);
+    std::fs::write(&last.file, data).unwrap();
+    match replay(dir.path(), 0, &opts) {
+        Err(WalError::Corrupt { file, offset, .. }) => {
+            assert_eq!((file, offset), (last.file.clone(), last.offset as u64));
+        }
+        other => panic!("{:?}", other.map(|r| r.records.len())),
+    }
+}
+
+#[test]
 fn a_missing_segment_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(500);

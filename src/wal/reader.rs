@@ -8,12 +8,16 @@
 //! previous record's, or the segment name's LSN for the first record).
 //!
 //! - In the **last** segment, a bad frame is a torn tail (a write cut short by a crash, or stale
-//!   blocks exposed after a power loss) only when no valid frame with that LSN or a later one
-//!   exists anywhere after it in the file: everything from the bad frame on is then garbage that
-//!   was never acknowledged, and the file is truncated there (fsynced) and the cut reported.
+//!   blocks exposed after a power loss) only when no valid frame with the expected LSN or a
+//!   later one starts at any byte offset from the bad frame to the end of the file (the bad
+//!   frame itself counts: a valid frame whose LSN skips ahead means records are missing). Then
+//!   everything from the bad frame on is garbage that was never acknowledged: the file is
+//!   truncated there (fsynced) and the cut reported. Valid frames with *older* LSNs do not count:
+//!   they are what stale blocks of a deleted segment look like.
 //! - Anything else — a bad frame in an earlier segment (those were fsynced before the next one
-//!   was created), a bad frame followed by a valid later record, a segment that does not start
-//!   where the previous one ended — is [`WalError::Corrupt`] naming the file and byte offset.
+//!   was created), a bad frame with a valid later record at or after it, a segment that does not
+//!   start where the previous one ended — is [`WalError::Corrupt`] naming the file and byte
+//!   offset.
 
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::segment::{list_segments, SegmentInfo};
@@ -234,13 +238,13 @@ pub fn read_from(
     let mut truncation = None;
     if let Some((offset, reason)) = scan.bad {
         if let Some((later, lsn)) =
-            find_later_frame(&data, offset + 1, scan.next_lsn, options.record_bytes_max)
+            find_later_frame(&data, offset, scan.next_lsn, options.record_bytes_max)
         {
             return Err(WalError::Corrupt {
                 file: last.path,
                 offset: offset as u64,
                 reason: format!(
-                    "{reason}; a valid record with LSN {lsn} follows at byte offset {later}, \
+                    "{reason}; a valid record with LSN {lsn} is at byte offset {later}, \
                      so this is damage, not a torn tail"
                 ),
             });
