@@ -20,6 +20,13 @@
 //!   writer).
 //! - [`model`]: accounts, keys, scopes, collections, tokens, metadata.
 //! - [`ids`]: identifiers and token → shard routing.
+//! - [`persist`]: what is logged and snapshotted, the durable store of a
+//!   data dir (lock, WAL, snapshots) and restore.
+//! - [`wal`]: the write-ahead log: checksummed frames with LSNs in segment
+//!   files, group commit, torn-tail recovery.
+//! - [`snapshot_file`]: checksummed snapshot files, written durably.
+//! - [`storage`]: the file I/O trait (and a fault-injecting implementation).
+//! - [`offline`]: `tokend inspect` and `tokend compact`.
 //! - [`clock`]: time as an input (`SystemClock`, `ManualClock` for tests).
 //! - [`timestamp`]: RFC 3339 parsing and rendering.
 //! - [`admin_key`]: the admin key bootstrap.
@@ -35,4 +42,7 @@ pub mod ids;
 pub mod model;
 pub mod persist;
 pub mod shard;
+pub mod snapshot_file;
+pub mod storage;
 pub mod timestamp;
+pub mod wal;

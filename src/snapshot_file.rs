@@ -1,0 +1,534 @@
+//! Durable snapshot files: `snapshot-{lsn:020}.mpk` in the data directory, each an opaque
+//! payload (the engine's serialized state as of an LSN) behind a checksummed header.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "TOKDSNAP"
+//!      8     4  format version, u32 little endian (1)
+//!     12     8  LSN, u64 little endian: the state includes every WAL record up to it
+//!     20     8  payload length, u64 little endian
+//!     28     4  CRC32 of the payload
+//!     32     4  CRC32 of bytes 0..32
+//!     36     n  payload
+//! ```
+//!
+//! A snapshot is written to a temporary file, fsynced, renamed into place and the directory
+//! fsynced, so a crash leaves either the complete file or none (plus a stray temporary file,
+//! removed at the next load). The newest two are kept: when the newest turns out damaged, the
+//! previous one plus the WAL after it still restores the state.
+
+use crate::storage::Storage;
+use crate::wal::Lsn;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// First bytes of every snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TOKDSNAP";
+/// The header layout version this code writes and reads.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Bytes of the header before the payload.
+pub const SNAPSHOT_HEADER_BYTES: usize = 36;
+/// How many snapshots are kept after a new one is durable.
+pub const SNAPSHOTS_KEPT: usize = 2;
+/// Default limit of a snapshot payload, checked before writing and before reading.
+pub const SNAPSHOT_PAYLOAD_BYTES_MAX: u64 = 8 << 30;
+
+/// File name prefix of snapshots.
+const PREFIX: &str = "snapshot-";
+/// File name suffix of snapshots.
+const SUFFIX: &str = ".mpk";
+/// Suffix added to a snapshot file while it is being written.
+const TMP_SUFFIX: &str = ".tmp";
+/// Suffix added to a damaged snapshot set aside by a load, so it no longer counts as one of the
+/// kept snapshots but stays for inspection.
+const DAMAGED_SUFFIX: &str = ".damaged";
+/// Offset of the header CRC; the bytes before it are covered by it.
+const HEADER_CRC_OFFSET: usize = 32;
+
+/// Errors of the snapshot store. Every variant about a file names it.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// An I/O operation failed.
+    #[error("snapshot I/O error: {op} {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A payload (to write) or a file (to read) over the configured limit.
+    #[error("snapshot {path} of {bytes} bytes is over the limit of {max}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Payload or file size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Snapshot files exist but none is valid: starting from an empty state would lose data.
+    #[error("no valid snapshot: {}", describe_damage(.damaged))]
+    AllDamaged {
+        /// Each damaged file and what is wrong with it.
+        damaged: Vec<(PathBuf, String)>,
+    },
+}
+
+fn describe_damage(damaged: &[(PathBuf, String)]) -> String {
+    damaged
+        .iter()
+        .map(|(file, why)| format!("{}: {why}", file.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn io_error(op: &'static str, path: &Path, source: io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// A snapshot just made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenSnapshot {
+    /// Its file.
+    pub file: PathBuf,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Size of the file.
+    pub bytes: u64,
+    /// LSN of the oldest snapshot still kept: the WAL must keep every record after it (cut it
+    /// before `oldest_kept_lsn + 1`), so that a damaged newest snapshot can fall back.
+    pub oldest_kept_lsn: Lsn,
+    /// Older snapshots deleted because more than [`SNAPSHOTS_KEPT`] existed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// A snapshot read back and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSnapshot {
+    /// The LSN the state is as of: replay the WAL after it.
+    pub lsn: Lsn,
+    /// The payload as written.
+    pub payload: Bytes,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+/// One snapshot file as seen by [`SnapshotStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// LSN from the file name.
+    pub lsn: Lsn,
+    /// The file.
+    pub file: PathBuf,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Why it is not valid, or `None` when header and payload check out.
+    pub problem: Option<String>,
+    /// Set aside by a load after it was found damaged (no longer one of the kept snapshots).
+    pub set_aside: bool,
+}
+
+impl SnapshotInfo {
+    /// Header and payload check out and the file is one of the live snapshots.
+    pub fn is_valid(&self) -> bool {
+        self.problem.is_none() && !self.set_aside
+    }
+}
+
+/// The snapshot files of a data directory.
+pub struct SnapshotStore {
+    /// File access.
+    storage: Arc<dyn Storage>,
+    /// The data directory.
+    dir: PathBuf,
+    /// Largest payload written or read; bounds the memory a load can take.
+    payload_bytes_max: u64,
+    /// Serializes writes, so that two snapshots never race on the retention of old ones.
+    write_lock: Mutex<()>,
+}
+
+/// The LSN in a snapshot file name, or `None` when the name is not a snapshot's.
+fn parse_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The file name of the snapshot at `lsn`.
+pub fn snapshot_file_name(lsn: Lsn) -> String {
+    format!("{PREFIX}{lsn:020}{SUFFIX}")
+}
+
+fn encode_header(lsn: Lsn, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&lsn.to_le_bytes());
+    header[20..28].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    header[28..32].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let header_crc = crc32fast::hash(&header[..HEADER_CRC_OFFSET]);
+    header[HEADER_CRC_OFFSET..].copy_from_slice(&header_crc.to_le_bytes());
+    header
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Checks a whole snapshot file named for `lsn`; returns the payload's byte range.
+fn validate(file: &[u8], lsn: Lsn) -> Result<std::ops::Range<usize>, String> {
+    if file.len() < SNAPSHOT_HEADER_BYTES {
+        return Err(format!(
+            "{} bytes, shorter than the {SNAPSHOT_HEADER_BYTES}-byte header",
+            file.len()
+        ));
+    }
+    if file[0..8] != SNAPSHOT_MAGIC {
+        return Err("bad magic bytes".into());
+    }
+    let stored_header_crc = u32_at(file, HEADER_CRC_OFFSET);
+    let header_crc = crc32fast::hash(&file[..HEADER_CRC_OFFSET]);
+    if stored_header_crc != header_crc {
+        return Err(format!(
+            "header CRC mismatch: stored {stored_header_crc:#010x}, computed {header_crc:#010x}"
+        ));
+    }
+    // The header checks out, so its fields are what was written.
+    let version = u32_at(file, 8);
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"
+        ));
+    }
+    let header_lsn = u64_at(file, 12);
+    if header_lsn != lsn {
+        return Err(format!("header says LSN {header_lsn}, file name {lsn}"));
+    }
+    let payload_len = u64_at(file, 20);
+    let actual = (file.len() - SNAPSHOT_HEADER_BYTES) as u64;
+    if payload_len != actual {
+        return Err(format!(
+            "header says {payload_len} payload bytes, file has {actual}"
+        ));
+    }
+    let stored_crc = u32_at(file, 28);
+    let payload = &file[SNAPSHOT_HEADER_BYTES..];
+    let crc = crc32fast::hash(payload);
+    if stored_crc != crc {
+        return Err(format!(
+            "payload CRC mismatch: stored {stored_crc:#010x}, computed {crc:#010x}"
+        ));
+    }
+    Ok(SNAPSHOT_HEADER_BYTES..file.len())
+}
+
+impl SnapshotStore {
+    /// The snapshots in `dir`, with the default payload limit.
+    pub fn new(storage: Arc<dyn Storage>, dir: impl Into<PathBuf>) -> Self {
+        SnapshotStore {
+            storage,
+            dir: dir.into(),
+            payload_bytes_max: SNAPSHOT_PAYLOAD_BYTES_MAX,
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    /// Sets the largest payload written or read.
+    pub fn with_payload_bytes_max(mut self, payload_bytes_max: u64) -> Self {
+        self.payload_bytes_max = payload_bytes_max;
+        self
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn sync_dir(&self) -> Result<(), SnapshotError> {
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io_error("fsyncing directory", &self.dir, e))
+    }
+
+    /// File names in the directory; an absent directory has none.
+    fn names(&self) -> Result<Vec<String>, SnapshotError> {
+        match self.storage.list_dir(&self.dir) {
+            Ok(names) => Ok(names),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_error("listing", &self.dir, e)),
+        }
+    }
+
+    /// Live snapshots, newest first.
+    fn snapshots(&self) -> Result<Vec<(Lsn, PathBuf)>, SnapshotError> {
+        let mut found: Vec<(Lsn, PathBuf)> = self
+            .names()?
+            .iter()
+            .filter_map(|name| parse_name(name).map(|lsn| (lsn, self.path(name))))
+            .collect();
+        found.sort_by_key(|s| std::cmp::Reverse(s.0));
+        Ok(found)
+    }
+
+    /// Writes the snapshot of the state as of `lsn` durably, then deletes all but the newest
+    /// [`SNAPSHOTS_KEPT`] snapshots.
+    ///
+    /// Blocks on fsyncs: call it from a blocking thread. The WAL must hold every record up to
+    /// `lsn` durably before the snapshot is written (flush it first), so that the log never
+    /// ends before the newest snapshot.
+    pub fn write(&self, lsn: Lsn, payload: &[u8]) -> Result<WrittenSnapshot, SnapshotError> {
+        let _one_writer = self.write_lock.lock();
+        let name = snapshot_file_name(lsn);
+        let path = self.path(&name);
+        if payload.len() as u64 > self.payload_bytes_max {
+            return Err(SnapshotError::TooLarge {
+                path,
+                bytes: payload.len() as u64,
+                max: self.payload_bytes_max,
+            });
+        }
+        self.storage
+            .create_dir_all(&self.dir)
+            .map_err(|e| io_error("creating directory", &self.dir, e))?;
+        let tmp = self.path(&format!("{name}{TMP_SUFFIX}"));
+        // A temporary file left by a crash during an earlier attempt at the same LSN.
+        match self.storage.remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("removing stale", &tmp, e)),
+        }
+        let header = encode_header(lsn, payload);
+        debug_assert_eq!(
+            validate(&[&header[..], payload].concat(), lsn).map(|r| r.len()),
+            Ok(payload.len())
+        );
+        if let Err(e) = self.write_tmp(&tmp, &header, payload) {
+            // Best effort: a leftover temporary file is removed at the next load anyway.
+            let _ = self.storage.remove_file(&tmp);
+            return Err(e);
+        }
+        self.storage
+            .rename(&tmp, &path)
+            .map_err(|e| io_error("renaming into place", &tmp, e))?;
+        self.sync_dir()?;
+
+        // Only now that the new snapshot is durable may older ones go.
+        let snapshots = self.snapshots()?;
+        let mut removed = Vec::new();
+        for (_, old) in snapshots.iter().skip(SNAPSHOTS_KEPT) {
+            self.storage
+                .remove_file(old)
+                .map_err(|e| io_error("removing old snapshot", old, e))?;
+            removed.push(old.clone());
+        }
+        if !removed.is_empty() {
+            self.sync_dir()?;
+        }
+        let oldest_kept_lsn = snapshots
+            .iter()
+            .take(SNAPSHOTS_KEPT)
+            .map(|(l, _)| *l)
+            .min()
+            .unwrap_or(lsn);
+        Ok(WrittenSnapshot {
+            file: path,
+            lsn,
+            bytes: (SNAPSHOT_HEADER_BYTES + payload.len()) as u64,
+            oldest_kept_lsn,
+            removed,
+        })
+    }
+
+    fn write_tmp(&self, tmp: &Path, header: &[u8], payload: &[u8]) -> Result<(), SnapshotError> {
+        let mut file = self
+            .storage
+            .create_new(tmp)
+            .map_err(|e| io_error("creating", tmp, e))?;
+        file.write_all(header)
+            .and_then(|()| file.write_all(payload))
+            .map_err(|e| io_error("writing", tmp, e))?;
+        file.sync().map_err(|e| io_error("fsyncing", tmp, e))
+    }
+
+    /// Reads one snapshot file within the limit.
+    fn read(&self, path: &Path) -> Result<Vec<u8>, SnapshotError> {
+        let max = self
+            .payload_bytes_max
+            .saturating_add(SNAPSHOT_HEADER_BYTES as u64);
+        let bytes = self
+            .storage
+            .file_len(path)
+            .map_err(|e| io_error("measuring", path, e))?;
+        if bytes > max {
+            return Err(SnapshotError::TooLarge {
+                path: path.to_path_buf(),
+                bytes,
+                max,
+            });
+        }
+        self.storage
+            .read_file(path, max)
+            .map_err(|e| io_error("reading", path, e))
+    }
+
+    /// Loads the newest snapshot that checks out.
+    ///
+    /// Removes stray temporary files first. A damaged snapshot (bad magic, version, CRC or
+    /// length) is logged, set aside (renamed with a `.damaged` suffix, so it no longer counts
+    /// as one of the kept snapshots) and the previous one is tried. `Ok(None)` when there is no
+    /// snapshot at all; [`SnapshotError::AllDamaged`] when there are some but none is valid.
+    pub fn load_newest_valid(&self) -> Result<Option<LoadedSnapshot>, SnapshotError> {
+        let mut dir_changed = false;
+        for name in self.names()? {
+            if name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX) {
+                let path = self.path(&name);
+                tracing::warn!(file = %path.display(), "removing unfinished snapshot file");
+                self.storage
+                    .remove_file(&path)
+                    .map_err(|e| io_error("removing unfinished", &path, e))?;
+                dir_changed = true;
+            }
+        }
+        let mut damaged = Vec::new();
+        let mut found = None;
+        for (lsn, path) in self.snapshots()? {
+            let data = self.read(&path)?;
+            match validate(&data, lsn) {
+                Ok(range) => {
+                    found = Some(LoadedSnapshot {
+                        lsn,
+                        payload: Bytes::from(data).slice(range),
+                        file: path,
+                    });
+                    break;
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        problem = %why,
+                        "damaged snapshot skipped, trying the previous one"
+                    );
+                    let mut aside = path.clone().into_os_string();
+                    aside.push(DAMAGED_SUFFIX);
+                    self.storage
+                        .rename(&path, Path::new(&aside))
+                        .map_err(|e| io_error("setting aside damaged", &path, e))?;
+                    dir_changed = true;
+                    damaged.push((path, why));
+                }
+            }
+        }
+        if dir_changed {
+            self.sync_dir()?;
+        }
+        match found {
+            Some(snapshot) => Ok(Some(snapshot)),
+            None if damaged.is_empty() => Ok(None),
+            None => Err(SnapshotError::AllDamaged { damaged }),
+        }
+    }
+
+    /// Every snapshot file, checked, newest first (for the offline `inspect` tool); includes
+    /// snapshots set aside as damaged by an earlier load. Changes nothing.
+    pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        let mut found: Vec<(Lsn, PathBuf, bool)> = self
+            .names()?
+            .iter()
+            .filter_map(|name| {
+                let (base, set_aside) = match name.strip_suffix(DAMAGED_SUFFIX) {
+                    Some(base) => (base, true),
+                    None => (name.as_str(), false),
+                };
+                parse_name(base).map(|lsn| (lsn, self.path(name), set_aside))
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+        found
+            .into_iter()
+            .map(|(lsn, file, set_aside)| {
+                let (bytes, problem) = match self.read(&file) {
+                    Ok(data) => (data.len() as u64, validate(&data, lsn).err()),
+                    Err(SnapshotError::TooLarge { bytes, max, .. }) => (
+                        bytes,
+                        Some(format!("{bytes} bytes, over the limit of {max}")),
+                    ),
+                    Err(e) => return Err(e),
+                };
+                Ok(SnapshotInfo {
+                    lsn,
+                    file,
+                    bytes,
+                    problem,
+                    set_aside,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(lsn: Lsn, payload: &[u8]) -> Vec<u8> {
+        [&encode_header(lsn, payload)[..], payload].concat()
+    }
+
+    #[test]
+    fn header_layout() {
+        let bytes = file(0x0102, b"xyz");
+        assert_eq!(&bytes[0..8], b"TOKDSNAP");
+        assert_eq!(u32_at(&bytes, 8), 1);
+        assert_eq!(u64_at(&bytes, 12), 0x0102);
+        assert_eq!(u64_at(&bytes, 20), 3);
+        assert_eq!(u32_at(&bytes, 28), crc32fast::hash(b"xyz"));
+        assert_eq!(u32_at(&bytes, 32), crc32fast::hash(&bytes[..32]));
+        assert_eq!(validate(&bytes, 0x0102), Ok(36..39));
+    }
+
+    #[test]
+    fn every_bit_flip_and_truncation_is_detected() {
+        let bytes = file(7, b"snapshot payload");
+        for bit in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(validate(&damaged, 7).is_err(), "bit {bit}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(validate(&bytes[..cut], 7).is_err(), "cut {cut}");
+        }
+        assert!(validate(&bytes, 8).unwrap_err().contains("file name 8"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(snapshot_file_name(5), "snapshot-00000000000000000005.mpk");
+        assert_eq!(parse_name(&snapshot_file_name(5)), Some(5));
+        assert_eq!(parse_name("snapshot-00000000000000000005.mpk.tmp"), None);
+        assert_eq!(parse_name("snapshot-5.mpk"), None);
+    }
+}

@@ -1,0 +1,442 @@
+//! Replay: reads the records after an LSN back from the segment files, recovering a torn tail
+//! and refusing anything else that is damaged.
+//!
+//! # Torn tail or corruption
+//!
+//! A frame is *bad* when its header is short, its length is over the limit or runs past the end
+//! of the file, its CRC does not match, or its LSN is not the one expected (one more than the
+//! previous record's, or the segment name's LSN for the first record).
+//!
+//! - In the **last** segment, a bad frame is a torn tail (a write cut short by a crash, or stale
+//!   blocks exposed after a power loss) only when no valid frame with the expected LSN or a
+//!   later one starts at any byte offset from the bad frame to the end of the file (the bad
+//!   frame itself counts: a valid frame whose LSN skips ahead means records are missing). Then
+//!   everything from the bad frame on is garbage that was never acknowledged: the file is
+//!   truncated there (fsynced) and the cut reported. Valid frames with *older* LSNs do not count:
+//!   they are what stale blocks of a deleted segment look like.
+//! - Anything else — a bad frame in an earlier segment (those were fsynced before the next one
+//!   was created), a bad frame with a valid later record at or after it, a segment that does not
+//!   start where the previous one ended — is [`WalError::Corrupt`] naming the file and byte
+//!   offset.
+
+use super::frame::{self, FRAME_HEADER_BYTES};
+use super::segment::{list_segments, SegmentInfo};
+use super::{Lsn, WalError, WalOptions};
+use crate::storage::Storage;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One replayed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The record's payload: a view into the segment buffer, so holding it keeps that segment's
+    /// bytes alive; copy it if it is kept long.
+    pub payload: Bytes,
+}
+
+/// A torn tail that replay cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment file that was truncated.
+    pub file: PathBuf,
+    /// Its new length: the byte offset of the bad frame.
+    pub offset: u64,
+    /// How many bytes were cut off.
+    pub dropped_bytes: u64,
+    /// What was wrong with the frame at `offset`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "torn WAL tail dropped: {} truncated at byte offset {} ({} bytes: {})",
+            self.file.display(),
+            self.offset,
+            self.dropped_bytes,
+            self.reason
+        )
+    }
+}
+
+/// Result of checking the frames of one segment in order.
+pub(crate) struct SegmentScan {
+    /// Bytes of valid, in-sequence frames from the start of the file.
+    pub(crate) valid_len: usize,
+    /// LSN the next frame must have.
+    pub(crate) next_lsn: Lsn,
+    /// The first bad frame: its offset and what is wrong with it.
+    pub(crate) bad: Option<(usize, String)>,
+}
+
+/// Checks the frames of a segment whose first record must be `first_lsn`.
+pub(crate) fn scan_segment(data: &[u8], first_lsn: Lsn, record_bytes_max: usize) -> SegmentScan {
+    let mut pos = 0;
+    let mut next_lsn = first_lsn;
+    while pos < data.len() {
+        match frame::decode(&data[pos..], record_bytes_max) {
+            Ok(f) if f.lsn == next_lsn => {
+                pos += f.encoded_len();
+                next_lsn += 1;
+            }
+            Ok(f) => {
+                let reason = format!("LSN {} where {next_lsn} was expected", f.lsn);
+                return SegmentScan {
+                    valid_len: pos,
+                    next_lsn,
+                    bad: Some((pos, reason)),
+                };
+            }
+            Err(e) => {
+                return SegmentScan {
+                    valid_len: pos,
+                    next_lsn,
+                    bad: Some((pos, e.to_string())),
+                }
+            }
+        }
+    }
+    SegmentScan {
+        valid_len: pos,
+        next_lsn,
+        bad: None,
+    }
+}
+
+/// Looks for a valid frame with LSN `expected_lsn` or later at any byte offset from `from` on:
+/// evidence that the bad frame before it is damage in the middle of the log, not a torn tail.
+///
+/// Frames with older LSNs are ignored: stale blocks of a deleted segment that a power loss
+/// exposed at the end of a file are tail garbage too.
+pub(crate) fn find_later_frame(
+    data: &[u8],
+    from: usize,
+    expected_lsn: Lsn,
+    record_bytes_max: usize,
+) -> Option<(usize, Lsn)> {
+    // Every frame takes at least a header, so no genuine frame after `from` can carry an LSN
+    // above this; the bound only saves CRC work on random bytes.
+    let lsn_max = expected_lsn.saturating_add((data.len() / FRAME_HEADER_BYTES) as u64);
+    let last_start = data.len().checked_sub(FRAME_HEADER_BYTES)?;
+    (from..=last_start).find_map(|q| {
+        let (length, lsn) = frame::peek_header(&data[q..])?;
+        let plausible = lsn >= expected_lsn
+            && lsn <= lsn_max
+            && (length as usize) <= record_bytes_max
+            && (length as usize) <= data.len() - q - FRAME_HEADER_BYTES;
+        if !plausible {
+            return None;
+        }
+        frame::decode(&data[q..], record_bytes_max)
+            .ok()
+            .map(|f| (q, f.lsn))
+    })
+}
+
+/// Reads a segment file whole, within the size the options allow.
+pub(crate) fn read_segment(
+    storage: &dyn Storage,
+    info: &SegmentInfo,
+    options: &WalOptions,
+) -> Result<Vec<u8>, WalError> {
+    let max = options.segment_read_bytes_max();
+    let bytes = storage
+        .file_len(&info.path)
+        .map_err(|e| WalError::io("measuring", &info.path, e))?;
+    if bytes > max {
+        return Err(WalError::SegmentTooLarge {
+            file: info.path.clone(),
+            bytes,
+            max,
+        });
+    }
+    storage
+        .read_file(&info.path, max)
+        .map_err(|e| WalError::io("reading", &info.path, e))
+}
+
+/// The records after some LSN, in LSN order, one segment in memory at a time (plus the last
+/// segment, which is read and checked up front).
+///
+/// Iterate to the end: an `Err` item (corruption, I/O) ends the iteration and must stop
+/// start-up. After a complete iteration, [`Replay::next_lsn`] is the LSN to open the WAL with.
+pub struct Replay {
+    /// Where segments are read from.
+    storage: Arc<dyn Storage>,
+    /// Limits for reading.
+    options: WalOptions,
+    /// Segments still to read, oldest first; the last one is the WAL's last segment.
+    segments: std::vec::IntoIter<SegmentInfo>,
+    /// The last segment's contents, checked and truncated in [`read_from`], until reached.
+    last_segment: Option<Bytes>,
+    /// The segment being read.
+    current: Option<OpenSegment>,
+    /// LSN the next segment must start at; `None` before the first segment read.
+    expected_lsn: Option<Lsn>,
+    /// Records up to this LSN are skipped.
+    after_lsn: Lsn,
+    /// LSN after the last valid record of the WAL (from the last segment's name and frames).
+    end_next_lsn: Lsn,
+    /// The torn tail cut off by [`read_from`], if any.
+    truncation: Option<Truncation>,
+    /// Set after an error is returned, to end the iteration.
+    failed: bool,
+}
+
+/// A segment being read by [`Replay`].
+struct OpenSegment {
+    /// Its path, for error messages.
+    path: PathBuf,
+    /// Its bytes (valid frames only, for the last segment).
+    data: Bytes,
+    /// Offset of the next frame.
+    pos: usize,
+    /// LSN the next frame must have.
+    next_lsn: Lsn,
+}
+
+/// Starts replaying the WAL in `dir`: every record with LSN > `after_lsn`, in order.
+///
+/// Checks the last segment at once: a torn tail is cut off (the file truncated and fsynced,
+/// see [`Replay::truncation`]); damage that is not a torn tail is returned as
+/// [`WalError::Corrupt`]. Earlier segments are checked as the iteration reaches them.
+pub fn read_from(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    after_lsn: Lsn,
+    options: &WalOptions,
+) -> Result<Replay, WalError> {
+    options.validate()?;
+    let all = list_segments(storage.as_ref(), dir)?;
+    let wanted = after_lsn.saturating_add(1);
+    // Start at the last segment that begins at or before the first wanted record: every earlier
+    // one holds only records below that segment's first LSN.
+    let start = all.iter().rposition(|s| s.first_lsn <= wanted).unwrap_or(0);
+    let segments: Vec<SegmentInfo> = all.into_iter().skip(start).collect();
+    let Some(last) = segments.last().cloned() else {
+        return Ok(Replay::empty(storage, options.clone(), after_lsn));
+    };
+    if let Some(first) = segments.first().filter(|f| f.first_lsn > wanted) {
+        return Err(WalError::Corrupt {
+            file: first.path.clone(),
+            offset: 0,
+            reason: format!(
+                "the oldest segment starts at LSN {} but records from LSN {wanted} are needed: \
+                 LSNs {wanted}..{} are missing",
+                first.first_lsn,
+                first.first_lsn - 1
+            ),
+        });
+    }
+
+    let mut data = read_segment(storage.as_ref(), &last, options)?;
+    let scan = scan_segment(&data, last.first_lsn, options.record_bytes_max);
+    let mut truncation = None;
+    if let Some((offset, reason)) = scan.bad {
+        if let Some((later, lsn)) =
+            find_later_frame(&data, offset, scan.next_lsn, options.record_bytes_max)
+        {
+            return Err(WalError::Corrupt {
+                file: last.path,
+                offset: offset as u64,
+                reason: format!(
+                    "{reason}; a valid record with LSN {lsn} is at byte offset {later}, \
+                     so this is damage, not a torn tail"
+                ),
+            });
+        }
+        debug_assert_eq!(offset, scan.valid_len);
+        let dropped_bytes = (data.len() - offset) as u64;
+        truncate_segment(storage.as_ref(), &last.path, offset as u64)?;
+        data.truncate(offset);
+        truncation = Some(Truncation {
+            file: last.path.clone(),
+            offset: offset as u64,
+            dropped_bytes,
+            reason,
+        });
+    }
+    Ok(Replay {
+        storage,
+        options: options.clone(),
+        segments: segments.into_iter(),
+        last_segment: Some(Bytes::from(data)),
+        current: None,
+        expected_lsn: None,
+        after_lsn,
+        end_next_lsn: scan.next_lsn,
+        truncation,
+        failed: false,
+    })
+}
+
+fn truncate_segment(storage: &dyn Storage, path: &Path, len: u64) -> Result<(), WalError> {
+    let mut file = storage
+        .open_append(path)
+        .map_err(|e| WalError::io("opening to truncate", path, e))?;
+    file.truncate(len)
+        .map_err(|e| WalError::io("truncating", path, e))
+}
+
+impl Replay {
+    fn empty(storage: Arc<dyn Storage>, options: WalOptions, after_lsn: Lsn) -> Self {
+        Replay {
+            storage,
+            options,
+            segments: Vec::new().into_iter(),
+            last_segment: None,
+            current: None,
+            expected_lsn: None,
+            after_lsn,
+            end_next_lsn: 1,
+            truncation: None,
+            failed: false,
+        }
+    }
+
+    /// The torn tail cut off when replay started, for the caller to log.
+    pub fn truncation(&self) -> Option<&Truncation> {
+        self.truncation.as_ref()
+    }
+
+    /// The LSN to give [`super::Wal::open`] once the iteration has completed without error: one
+    /// past the last record in the WAL, or past `after_lsn` when the WAL ends before it (for
+    /// example when a snapshot is newer than the WAL kept without fsync).
+    pub fn next_lsn(&self) -> Lsn {
+        self.end_next_lsn.max(self.after_lsn.saturating_add(1))
+    }
+
+    fn fail(&mut self, err: WalError) -> Option<Result<Record, WalError>> {
+        self.failed = true;
+        self.current = None;
+        Some(Err(err))
+    }
+
+    /// Opens the next segment, checking that it starts where the previous one ended.
+    fn open_next(&mut self) -> Result<bool, WalError> {
+        let Some(info) = self.segments.next() else {
+            return Ok(false);
+        };
+        if let Some(expected) = self.expected_lsn {
+            if info.first_lsn != expected {
+                return Err(WalError::Corrupt {
+                    file: info.path,
+                    offset: 0,
+                    reason: format!(
+                        "segment starts at LSN {} but the previous segment ended before LSN \
+                         {expected}: records are missing or duplicated",
+                        info.first_lsn
+                    ),
+                });
+            }
+        }
+        let data = if self.segments.as_slice().is_empty() {
+            // The last segment was read, checked and cut in `read_from`.
+            self.last_segment.take().unwrap_or_default()
+        } else {
+            Bytes::from(read_segment(self.storage.as_ref(), &info, &self.options)?)
+        };
+        self.current = Some(OpenSegment {
+            path: info.path,
+            data,
+            pos: 0,
+            next_lsn: info.first_lsn,
+        });
+        Ok(true)
+    }
+}
+
+impl Iterator for Replay {
+    type Item = Result<Record, WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(seg) = self.current.as_mut() {
+                if seg.pos < seg.data.len() {
+                    let pos = seg.pos;
+                    let decoded = frame::decode(&seg.data[pos..], self.options.record_bytes_max)
+                        .map(|f| (f.lsn, f.payload.len()));
+                    let err = match decoded {
+                        Ok((lsn, len)) if lsn == seg.next_lsn => {
+                            let payload_start = pos + FRAME_HEADER_BYTES;
+                            seg.pos = payload_start + len;
+                            seg.next_lsn += 1;
+                            if lsn <= self.after_lsn {
+                                continue;
+                            }
+                            let payload = seg.data.slice(payload_start..payload_start + len);
+                            return Some(Ok(Record { lsn, payload }));
+                        }
+                        Ok((lsn, _)) => {
+                            format!("LSN {lsn} where {} was expected", seg.next_lsn)
+                        }
+                        Err(e) => e.to_string(),
+                    };
+                    // Only earlier segments get here: the last one was cut to valid frames.
+                    let err = WalError::Corrupt {
+                        file: seg.path.clone(),
+                        offset: pos as u64,
+                        reason: format!("{err} (not the last segment, so not a torn tail)"),
+                    };
+                    return self.fail(err);
+                }
+                self.expected_lsn = Some(seg.next_lsn);
+                self.current = None;
+            }
+            match self.open_next() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::frame::{encode_into, PayloadCrc};
+
+    fn frames(first: Lsn, n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        for lsn in first..first + n {
+            starts.push(out.len());
+            let payload = format!("record {lsn}").into_bytes();
+            encode_into(&mut out, lsn, &payload, &PayloadCrc::new(&payload));
+        }
+        (out, starts)
+    }
+
+    #[test]
+    fn scan_stops_at_the_first_out_of_sequence_frame() {
+        let (mut data, starts) = frames(10, 3);
+        let (other, _) = frames(50, 1);
+        data.truncate(starts[2]);
+        data.extend_from_slice(&other);
+        let scan = scan_segment(&data, 10, 1024);
+        assert_eq!(scan.valid_len, starts[2]);
+        assert_eq!(scan.next_lsn, 12);
+        assert_eq!(scan.bad.unwrap().0, starts[2]);
+    }
+
+    #[test]
+    fn later_frame_search_finds_the_next_record_and_ignores_older_ones() {
+        let (data, starts) = frames(1, 5);
+        assert_eq!(
+            find_later_frame(&data, starts[1] + 1, 2, 1024),
+            Some((starts[2], 3))
+        );
+        // Only records 1 and 2 remain before LSN 6: none is "later".
+        assert_eq!(find_later_frame(&data[..starts[2]], 1, 6, 1024), None);
+        assert_eq!(find_later_frame(&data, 0, 1, 1024), Some((0, 1)));
+        assert_eq!(find_later_frame(&data[..3], 0, 1, 1024), None);
+    }
+}

@@ -1,0 +1,770 @@
+//! [`Wal`]: appends with group commit.
+//!
+//! Appenders (shard threads, any number, concurrently) only encode their record into a shared
+//! in-memory buffer under a short lock; that fixes the LSN and the order on disk. One dedicated
+//! OS thread (never an async worker: it blocks in fsync) repeatedly takes the whole buffer,
+//! writes it with one call per segment, fsyncs once for the batch when the mode asks for it,
+//! then publishes the new durable LSN and wakes exactly the waiters it covers.
+//!
+//! A failed write or fsync poisons the WAL for good: after a failed fsync the kernel may have
+//! dropped the data and a retry could report success, so nothing written since the last good
+//! fsync can ever be acknowledged. A restart recovers from what is on disk.
+
+use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
+use super::reader::{read_segment, scan_segment};
+use super::segment::{list_segments, ActiveSegment, SegmentInfo};
+use super::{FsyncMode, Lsn, WalError, WalOptions};
+use crate::storage::Storage;
+use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A spare batch buffer bigger than this is freed rather than kept for reuse, so one huge
+/// record does not pin its memory for the life of the process.
+const SPARE_BUFFER_BYTES_MAX: usize = 8 << 20;
+
+/// The write-ahead log, open for appending. Share it (e.g. in an `Arc`) between appenders.
+///
+/// Dropping it writes and fsyncs whatever is buffered, then stops the writer thread; call
+/// [`Wal::flush`] first to learn whether that succeeded.
+pub struct Wal {
+    /// State shared with the writer thread.
+    shared: Arc<Shared>,
+    /// The writer thread, joined on drop.
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Counters of the writer thread, for metrics and for checking that group commit groups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Batches taken from the buffer and written.
+    pub batches: u64,
+    /// Records written.
+    pub records: u64,
+    /// File fsyncs done (batch commits, rotations, flushes).
+    pub fsyncs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// State shared by appenders, waiters and the writer thread.
+struct Shared {
+    /// Options the WAL was opened with.
+    options: WalOptions,
+    /// The data directory.
+    dir: PathBuf,
+    /// File access.
+    storage: Arc<dyn Storage>,
+    /// The append buffer and what goes with it; held only for short, non-blocking sections.
+    state: Mutex<AppendState>,
+    /// Wakes the writer thread when there is work (first record in an empty buffer, flush,
+    /// close).
+    work: Condvar,
+    /// Wakes `flush` callers (paired with `state`) when the synced LSN moves or the WAL fails.
+    flushed: Condvar,
+    /// Copy of `AppendState::next_lsn`, so `wait_durable` can reject unknown LSNs lock-free.
+    next_lsn: AtomicU64,
+    /// Highest LSN acknowledged under the fsync mode (fsynced for `Always`, written otherwise).
+    durable_lsn: AtomicU64,
+    /// Highest LSN fsynced.
+    synced_lsn: AtomicU64,
+    /// Tasks waiting in `wait_durable`, and the WAL's failure once it has one.
+    waiters: Mutex<Waiters>,
+    /// Segments on disk, oldest first; the last is the one being appended to.
+    segments: Mutex<Vec<SegmentInfo>>,
+    /// Bytes written since the last `cut_before`, for the engine's snapshot trigger.
+    bytes_since_cut: AtomicU64,
+    /// Writer counters.
+    stats: Mutex<WalStats>,
+}
+
+/// What appenders share under [`Shared::state`].
+struct AppendState {
+    /// Encoded frames not yet taken by the writer thread, in LSN order.
+    buf: Vec<u8>,
+    /// Number of frames in `buf`, so the writer knows the batch's first LSN.
+    buf_records: u64,
+    /// LSN the next append gets.
+    next_lsn: Lsn,
+    /// Set once a write or fsync failed: appends are refused from then on.
+    poisoned: Option<Arc<str>>,
+    /// A `flush` caller wants an fsync even if the mode would not do one now.
+    flush_requested: bool,
+    /// The writer thread is gone (drop, poison or panic): nothing will be written any more.
+    stopped: bool,
+    /// The `Wal` is being dropped: write what is left, fsync, stop.
+    closing: bool,
+}
+
+/// Tasks waiting for durability.
+#[derive(Default)]
+struct Waiters {
+    /// Senders by the LSN they wait for; completed (by sending) or failed (by dropping).
+    by_lsn: BTreeMap<Lsn, Vec<oneshot::Sender<()>>>,
+    /// Why nothing more will be acknowledged, once that is so.
+    failure: Option<Failure>,
+}
+
+/// Why the WAL stopped acknowledging.
+#[derive(Clone)]
+enum Failure {
+    /// A write or fsync failed.
+    Poisoned(Arc<str>),
+    /// The WAL was closed.
+    Closed,
+}
+
+impl Failure {
+    fn to_error(&self) -> WalError {
+        match self {
+            Failure::Poisoned(cause) => WalError::Poisoned {
+                cause: Arc::clone(cause),
+            },
+            Failure::Closed => WalError::Closed,
+        }
+    }
+}
+
+impl Wal {
+    /// Opens the WAL in `dir` for appending, the next record getting `next_lsn` (use
+    /// [`super::Replay::next_lsn`] after replaying; 1 for an empty log).
+    ///
+    /// Replay first: the last segment must end in a whole frame (replay cuts a torn tail).
+    /// Appends continue the last segment when it ends at `next_lsn - 1`; when the log ends
+    /// earlier (a snapshot newer than the log), a new segment starts at `next_lsn`.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        options: WalOptions,
+        next_lsn: Lsn,
+    ) -> Result<Wal, WalError> {
+        options.validate()?;
+        if next_lsn == 0 {
+            return Err(WalError::InvalidOptions("the first LSN is 1, not 0".into()));
+        }
+        let dir = dir.into();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| WalError::io("creating directory", &dir, e))?;
+        let mut segments = list_segments(storage.as_ref(), &dir)?;
+        let active = match segments.last() {
+            None => ActiveSegment::create(storage.as_ref(), &dir, next_lsn)?,
+            Some(last) => continue_or_start(storage.as_ref(), &dir, &options, last, next_lsn)?,
+        };
+        if segments.last() != Some(&active.info) {
+            segments.push(active.info.clone());
+        }
+        let shared = Arc::new(Shared {
+            options,
+            dir,
+            storage,
+            state: Mutex::new(AppendState {
+                buf: Vec::new(),
+                buf_records: 0,
+                next_lsn,
+                poisoned: None,
+                flush_requested: false,
+                stopped: false,
+                closing: false,
+            }),
+            work: Condvar::new(),
+            flushed: Condvar::new(),
+            next_lsn: AtomicU64::new(next_lsn),
+            durable_lsn: AtomicU64::new(next_lsn - 1),
+            synced_lsn: AtomicU64::new(next_lsn - 1),
+            waiters: Mutex::new(Waiters::default()),
+            segments: Mutex::new(segments),
+            bytes_since_cut: AtomicU64::new(0),
+            stats: Mutex::new(WalStats::default()),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("tokend-wal".into())
+            .spawn(move || Writer::new(thread_shared, active, next_lsn - 1).run())
+            .map_err(|e| WalError::io("starting the writer thread of", &shared.dir, e))?;
+        Ok(Wal {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Appends a record and returns its LSN. Cheap and non-blocking (a short lock and a copy);
+    /// the record is durable once [`Wal::wait_durable`] for its LSN returns `Ok`.
+    ///
+    /// LSNs are assigned in the order records reach the buffer, which is their order on disk.
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
+        let max = self.shared.options.record_bytes_max;
+        if payload.len() > max {
+            return Err(WalError::RecordTooLarge {
+                bytes: payload.len(),
+                max,
+            });
+        }
+        // The payload's CRC does not depend on the LSN: compute it before taking the lock.
+        let crc = PayloadCrc::new(payload);
+        let frame_len = FRAME_HEADER_BYTES + payload.len();
+        let mut st = self.shared.state.lock();
+        if let Some(cause) = &st.poisoned {
+            return Err(WalError::Poisoned {
+                cause: Arc::clone(cause),
+            });
+        }
+        if st.stopped || st.closing {
+            return Err(WalError::Closed);
+        }
+        let buffer_max = self.shared.options.buffer_bytes_max;
+        if st.buf.len() + frame_len > buffer_max {
+            return Err(WalError::Overloaded {
+                buffered_bytes: st.buf.len(),
+                max: buffer_max,
+            });
+        }
+        let lsn = st.next_lsn;
+        let was_empty = st.buf.is_empty();
+        encode_into(&mut st.buf, lsn, payload, &crc);
+        st.buf_records += 1;
+        st.next_lsn = lsn + 1;
+        self.shared.next_lsn.store(lsn + 1, Ordering::Release);
+        drop(st);
+        // The writer sleeps only on an empty buffer, so only the first record needs to wake it.
+        if was_empty {
+            self.shared.work.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// Resolves once the record `lsn` is acknowledgeable under the fsync mode (fsynced for
+    /// `Always`; handed to the OS for `Interval` and `Never`). Fails with
+    /// [`WalError::Poisoned`] when the WAL failed before that.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        let next_lsn = self.shared.next_lsn.load(Ordering::Acquire);
+        if lsn >= next_lsn {
+            return Err(WalError::NotAppended { lsn, next_lsn });
+        }
+        if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let rx = {
+            let mut waiters = self.shared.waiters.lock();
+            if let Some(failure) = &waiters.failure {
+                return Err(failure.to_error());
+            }
+            // Checked again under the lock: the writer publishes the LSN before taking this lock
+            // to wake waiters, so either it is visible now or this waiter will be woken.
+            if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.by_lsn.entry(lsn).or_default().push(tx);
+            rx
+        };
+        match rx.await {
+            Ok(()) => Ok(()),
+            // The sender was dropped: the WAL failed or closed before this LSN was durable.
+            Err(_) => Err(self.failure()),
+        }
+    }
+
+    fn failure(&self) -> WalError {
+        self.shared
+            .waiters
+            .lock()
+            .failure
+            .as_ref()
+            .map_or(WalError::Closed, Failure::to_error)
+    }
+
+    /// Writes and fsyncs everything appended before the call, in any mode. Blocks the calling
+    /// thread (use it at shutdown or from a blocking task, not on an async worker).
+    pub fn flush(&self) -> Result<(), WalError> {
+        let mut st = self.shared.state.lock();
+        let target = st.next_lsn - 1;
+        st.flush_requested = true;
+        self.shared.work.notify_one();
+        loop {
+            if self.shared.synced_lsn.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(WalError::Poisoned {
+                    cause: Arc::clone(cause),
+                });
+            }
+            if st.stopped {
+                return Err(WalError::Closed);
+            }
+            self.shared.flushed.wait(&mut st);
+        }
+    }
+
+    /// Highest LSN acknowledged under the fsync mode (what [`Wal::wait_durable`] waits for).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// Highest LSN known to be fsynced.
+    pub fn synced_lsn(&self) -> Lsn {
+        self.shared.synced_lsn.load(Ordering::Acquire)
+    }
+
+    /// The LSN the next append will get.
+    pub fn next_lsn(&self) -> Lsn {
+        self.shared.next_lsn.load(Ordering::Acquire)
+    }
+
+    /// Bytes written to the WAL since it was opened or since the last [`Wal::cut_before`]; the
+    /// engine snapshots when this passes a threshold.
+    pub fn bytes_since_cut(&self) -> u64 {
+        self.shared.bytes_since_cut.load(Ordering::Acquire)
+    }
+
+    /// Writer counters so far.
+    pub fn stats(&self) -> WalStats {
+        *self.shared.stats.lock()
+    }
+
+    /// The options the WAL was opened with.
+    pub fn options(&self) -> &WalOptions {
+        &self.shared.options
+    }
+
+    /// Deletes the segments all of whose records have LSN < `lsn` (never the segment being
+    /// appended to), makes the deletion durable, and resets [`Wal::bytes_since_cut`]. Returns
+    /// the deleted files.
+    ///
+    /// Call it with one past the LSN of the oldest snapshot still kept, so that a damaged newest
+    /// snapshot can fall back to the previous one plus the log.
+    pub fn cut_before(&self, lsn: Lsn) -> Result<Vec<PathBuf>, WalError> {
+        let doomed: Vec<SegmentInfo> = {
+            let mut segments = self.shared.segments.lock();
+            // Segment i holds LSNs below segment i+1's first LSN; the last one is never cut.
+            let count = segments
+                .windows(2)
+                .take_while(|pair| pair[1].first_lsn <= lsn)
+                .count();
+            segments.drain(..count).collect()
+        };
+        self.shared.bytes_since_cut.store(0, Ordering::Release);
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let storage = self.shared.storage.as_ref();
+        for segment in &doomed {
+            storage
+                .remove_file(&segment.path)
+                .map_err(|e| WalError::io("removing", &segment.path, e))?;
+        }
+        storage
+            .sync_dir(&self.shared.dir)
+            .map_err(|e| WalError::io("fsyncing directory", &self.shared.dir, e))?;
+        Ok(doomed.into_iter().map(|s| s.path).collect())
+    }
+}
+
+/// Decides where appends go when segments exist: continue the last one or start a new one.
+fn continue_or_start(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &WalOptions,
+    last: &SegmentInfo,
+    next_lsn: Lsn,
+) -> Result<ActiveSegment, WalError> {
+    let data = read_segment(storage, last, options)?;
+    let scan = scan_segment(&data, last.first_lsn, options.record_bytes_max);
+    if let Some((offset, reason)) = scan.bad {
+        return Err(WalError::Corrupt {
+            file: last.path.clone(),
+            offset: offset as u64,
+            reason: format!("{reason} (replay the WAL before opening it: replay cuts a torn tail)"),
+        });
+    }
+    let last_lsn = scan.next_lsn - 1;
+    if next_lsn <= last_lsn {
+        return Err(WalError::LsnBehind {
+            next_lsn,
+            last_lsn,
+            file: last.path.clone(),
+        });
+    }
+    if next_lsn == scan.next_lsn {
+        ActiveSegment::open_existing(storage, last.clone(), data.len() as u64)
+    } else {
+        // The log ends before `next_lsn` (records that were never fsynced are covered by a
+        // snapshot): start a segment at `next_lsn` so that names keep matching contents.
+        ActiveSegment::create(storage, dir, next_lsn)
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.shared.state.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.take() {
+            // A panic in the writer thread has already failed every waiter (see ExitGuard).
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    /// Shared with the `Wal`.
+    shared: Arc<Shared>,
+    /// The segment being appended to.
+    segment: ActiveSegment,
+    /// Highest LSN written to the OS.
+    written_lsn: Lsn,
+    /// Highest LSN fsynced.
+    synced_lsn: Lsn,
+    /// When the last fsync happened (for `Interval`).
+    last_sync: Instant,
+    /// The previous batch's buffer, emptied, handed back to appenders to avoid reallocating.
+    spare: Vec<u8>,
+}
+
+/// Fails all waiters when the writer thread ends for any reason, a panic included, so that no
+/// waiter hangs.
+struct ExitGuard(Arc<Shared>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let failure = if std::thread::panicking() {
+            Failure::Poisoned("the WAL writer thread panicked".into())
+        } else {
+            Failure::Closed
+        };
+        self.0.fail(failure);
+    }
+}
+
+impl Shared {
+    /// Stops acknowledging: records the failure (the first one wins), refuses appends, and
+    /// fails every waiter by dropping its sender.
+    fn fail(&self, failure: Failure) {
+        {
+            let mut st = self.state.lock();
+            if let Failure::Poisoned(cause) = &failure {
+                st.poisoned.get_or_insert_with(|| Arc::clone(cause));
+            }
+            st.stopped = true;
+        }
+        self.flushed.notify_all();
+        let dropped = {
+            let mut waiters = self.waiters.lock();
+            waiters.failure.get_or_insert(failure);
+            std::mem::take(&mut waiters.by_lsn)
+        };
+        drop(dropped);
+    }
+
+    /// Publishes the acknowledged LSN and wakes exactly the waiters it covers.
+    fn acknowledge(&self, lsn: Lsn) {
+        // Stored before taking the waiters lock: see `Wal::wait_durable`.
+        self.durable_lsn.store(lsn, Ordering::Release);
+        let ready = {
+            let mut waiters = self.waiters.lock();
+            let later = waiters.by_lsn.split_off(&(lsn + 1));
+            std::mem::replace(&mut waiters.by_lsn, later)
+        };
+        // Sent outside the lock: waking is the slow part with hundreds of waiters.
+        for sender in ready.into_values().flatten() {
+            // A waiter that gave up (dropped its future) is not an error.
+            let _ = sender.send(());
+        }
+    }
+}
+
+/// One batch taken from the buffer.
+struct Batch {
+    /// Encoded frames.
+    bytes: Vec<u8>,
+    /// LSN of the first frame in `bytes`.
+    first_lsn: Lsn,
+    /// Number of frames in `bytes`.
+    records: u64,
+    /// A flush was requested: fsync after writing whatever the mode.
+    flush: bool,
+    /// The WAL is closing: this is the last batch.
+    closing: bool,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, segment: ActiveSegment, last_lsn: Lsn) -> Self {
+        Writer {
+            shared,
+            segment,
+            written_lsn: last_lsn,
+            synced_lsn: last_lsn,
+            last_sync: Instant::now(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let _guard = ExitGuard(Arc::clone(&self.shared));
+        loop {
+            let batch = self.take_batch();
+            let closing = batch.closing;
+            if let Err(e) = self.commit(batch) {
+                tracing::error!(error = %e, "WAL poisoned: nothing more will be acknowledged");
+                self.shared.fail(Failure::Poisoned(e.to_string().into()));
+                return;
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.shared.options.fsync_interval_ms)
+    }
+
+    /// Waits for work and takes the whole buffer.
+    fn take_batch(&mut self) -> Batch {
+        let interval_mode = self.shared.options.fsync == FsyncMode::Interval;
+        let mut st = self.shared.state.lock();
+        loop {
+            let unsynced = self.written_lsn > self.synced_lsn;
+            let sync_due = interval_mode && unsynced && self.last_sync.elapsed() >= self.interval();
+            if !st.buf.is_empty() || st.flush_requested || st.closing || sync_due {
+                break;
+            }
+            if interval_mode && unsynced {
+                let deadline = self.last_sync + self.interval();
+                self.shared.work.wait_until(&mut st, deadline);
+            } else {
+                self.shared.work.wait(&mut st);
+            }
+        }
+        let bytes = std::mem::replace(&mut st.buf, std::mem::take(&mut self.spare));
+        let records = std::mem::take(&mut st.buf_records);
+        Batch {
+            first_lsn: st.next_lsn - records,
+            records,
+            bytes,
+            flush: std::mem::take(&mut st.flush_requested),
+            closing: st.closing,
+        }
+    }
+
+    /// Writes a batch, fsyncs as the mode (or a flush, or closing) asks, and acknowledges.
+    fn commit(&mut self, mut batch: Batch) -> Result<(), WalError> {
+        let records = batch.records;
+        if records > 0 {
+            self.write_batch(&batch.bytes, batch.first_lsn)?;
+            // Every frame of the batch was walked and written.
+            assert_eq!(self.written_lsn, batch.first_lsn + records - 1);
+            self.shared
+                .bytes_since_cut
+                .fetch_add(batch.bytes.len() as u64, Ordering::AcqRel);
+            let mut stats = self.shared.stats.lock();
+            stats.batches += 1;
+            stats.records += records;
+            stats.bytes += batch.bytes.len() as u64;
+        }
+        let unsynced = self.written_lsn > self.synced_lsn;
+        let must_sync = match self.shared.options.fsync {
+            FsyncMode::Always => unsynced,
+            FsyncMode::Interval => {
+                unsynced
+                    && (batch.flush || batch.closing || self.last_sync.elapsed() >= self.interval())
+            }
+            FsyncMode::Never => unsynced && (batch.flush || batch.closing),
+        };
+        if must_sync {
+            self.sync()?;
+        }
+        // Nothing is acknowledged before this point: under `Always` only fsynced records.
+        let ack = match self.shared.options.fsync {
+            FsyncMode::Always => self.synced_lsn,
+            FsyncMode::Interval | FsyncMode::Never => self.written_lsn,
+        };
+        debug_assert!(ack <= self.written_lsn && self.synced_lsn <= self.written_lsn);
+        if ack > self.shared.durable_lsn.load(Ordering::Acquire) {
+            self.shared.acknowledge(ack);
+        }
+        if batch.flush || must_sync {
+            // Taking the lock orders this wake-up after a flusher's check of the synced LSN.
+            let _st = self.shared.state.lock();
+            self.shared.flushed.notify_all();
+        }
+        batch.bytes.clear();
+        if batch.bytes.capacity() <= SPARE_BUFFER_BYTES_MAX {
+            self.spare = batch.bytes;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), WalError> {
+        self.segment.sync()?;
+        self.synced_lsn = self.written_lsn;
+        self.last_sync = Instant::now();
+        self.shared.stats.lock().fsyncs += 1;
+        self.shared
+            .synced_lsn
+            .store(self.synced_lsn, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the frames of `bytes` (first LSN `first_lsn`), rotating to a new segment before a
+    /// frame whenever the current one has reached `segment_bytes_max`.
+    fn write_batch(&mut self, bytes: &[u8], first_lsn: Lsn) -> Result<(), WalError> {
+        let segment_max = self.shared.options.segment_bytes_max;
+        let mut pos = 0;
+        let mut lsn = first_lsn;
+        while pos < bytes.len() {
+            if self.segment.len >= segment_max {
+                self.rotate(lsn)?;
+            }
+            // Take frames up to and including the one that reaches the limit.
+            let start = pos;
+            loop {
+                let header = frame::peek_header(&bytes[pos..]);
+                // SAFETY-style check: the buffer holds only frames encoded by `append`.
+                assert!(
+                    matches!(header, Some((_, l)) if l == lsn),
+                    "WAL buffer out of step at LSN {lsn}"
+                );
+                let payload_len = header.map_or(0, |(len, _)| len as usize);
+                pos += FRAME_HEADER_BYTES + payload_len;
+                lsn += 1;
+                let reached = self.segment.len + (pos - start) as u64 >= segment_max;
+                if pos >= bytes.len() || reached {
+                    break;
+                }
+            }
+            assert!(pos <= bytes.len(), "frame runs past the WAL batch");
+            self.segment.write(&bytes[start..pos])?;
+            self.written_lsn = lsn - 1;
+        }
+        Ok(())
+    }
+
+    /// Closes the current segment durably and starts a new one at `first_lsn`.
+    fn rotate(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
+        // The closed segment is fsynced in every mode: damage in a non-last segment can then
+        // only be corruption, never a torn write.
+        if self.written_lsn > self.synced_lsn {
+            self.sync()?;
+        }
+        debug_assert_eq!(self.written_lsn + 1, first_lsn);
+        let next =
+            ActiveSegment::create(self.shared.storage.as_ref(), &self.shared.dir, first_lsn)?;
+        self.shared.segments.lock().push(next.info.clone());
+        self.segment = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FaultyStorage, FsStorage};
+
+    fn options() -> WalOptions {
+        WalOptions {
+            record_bytes_max: 100,
+            buffer_bytes_max: 3 * (FRAME_HEADER_BYTES + 100),
+            ..WalOptions::default()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn limits_are_enforced_without_consuming_lsns() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let wal = Wal::open(Arc::new(storage.clone()), dir.path(), options(), 1).unwrap();
+        assert!(matches!(
+            wal.append(&[0u8; 101]),
+            Err(WalError::RecordTooLarge {
+                bytes: 101,
+                max: 100
+            })
+        ));
+        // Hold the writer in the fsync of the first record so the buffer fills up.
+        let held = storage.hold_syncs();
+        assert_eq!(wal.append(&[1u8; 100]).unwrap(), 1);
+        storage.wait_for_held_syncs(1);
+        for lsn in 2..=4 {
+            assert_eq!(wal.append(&[1u8; 100]).unwrap(), lsn);
+        }
+        assert!(matches!(
+            wal.append(&[1u8; 100]),
+            Err(WalError::Overloaded { .. })
+        ));
+        drop(held);
+        block_on(wal.wait_durable(4)).unwrap();
+        assert_eq!(wal.append(b"").unwrap(), 5);
+    }
+
+    #[test]
+    fn waiting_for_an_unknown_lsn_fails_and_lsn_zero_is_always_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(Arc::new(FsStorage::new()), dir.path(), options(), 1).unwrap();
+        block_on(wal.wait_durable(0)).unwrap();
+        assert!(matches!(
+            block_on(wal.wait_durable(1)),
+            Err(WalError::NotAppended {
+                lsn: 1,
+                next_lsn: 1
+            })
+        ));
+        assert_eq!(wal.append(b"x").unwrap(), 1);
+        block_on(wal.wait_durable(1)).unwrap();
+        assert_eq!(wal.durable_lsn(), 1);
+        assert_eq!(wal.synced_lsn(), 1);
+        assert_eq!(wal.next_lsn(), 2);
+    }
+
+    #[test]
+    fn open_refuses_lsn_zero_and_bad_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
+        assert!(matches!(
+            Wal::open(Arc::clone(&storage), dir.path(), options(), 0),
+            Err(WalError::InvalidOptions(_))
+        ));
+        let bad = WalOptions {
+            segment_bytes_max: 0,
+            ..options()
+        };
+        assert!(matches!(
+            Wal::open(storage, dir.path(), bad, 1),
+            Err(WalError::InvalidOptions(_))
+        ));
+    }
+
+    #[test]
+    fn drop_writes_and_fsyncs_what_is_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let opts = WalOptions {
+            fsync: FsyncMode::Never,
+            ..options()
+        };
+        let wal = Wal::open(Arc::new(storage.clone()), dir.path(), opts.clone(), 1).unwrap();
+        for _ in 0..3 {
+            wal.append(b"bye").unwrap();
+        }
+        drop(wal);
+        assert_eq!(storage.syncs(), 1);
+        let replay = crate::wal::read_from(Arc::new(FsStorage::new()), dir.path(), 0, &opts)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(replay.len(), 3);
+    }
+}

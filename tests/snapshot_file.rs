@@ -1,0 +1,202 @@
+//! Scenario tests of snapshot files: round trip, fallback from damage, retention, temporary
+//! files, failures while writing.
+
+use std::path::Path;
+use std::sync::Arc;
+use tokend::snapshot_file::{
+    snapshot_file_name, SnapshotError, SnapshotStore, SNAPSHOT_HEADER_BYTES,
+};
+use tokend::storage::{FaultyStorage, FsStorage};
+
+fn store(dir: &Path) -> SnapshotStore {
+    SnapshotStore::new(Arc::new(FsStorage::new()), dir)
+}
+
+fn payload(lsn: u64) -> Vec<u8> {
+    (0..1000 + lsn as usize)
+        .map(|i| (i * 31 + lsn as usize) as u8)
+        .collect()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn damage(dir: &Path, lsn: u64, edit: impl FnOnce(&mut Vec<u8>)) {
+    let path = dir.join(snapshot_file_name(lsn));
+    let mut data = std::fs::read(&path).unwrap();
+    edit(&mut data);
+    std::fs::write(&path, data).unwrap();
+}
+
+#[test]
+fn write_then_load_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir.path().join("data"));
+    assert_eq!(s.load_newest_valid().unwrap(), None);
+    let written = s.write(42, &payload(42)).unwrap();
+    assert_eq!(
+        written.file,
+        dir.path().join("data").join(snapshot_file_name(42))
+    );
+    assert_eq!(
+        written.bytes,
+        (SNAPSHOT_HEADER_BYTES + payload(42).len()) as u64
+    );
+    assert_eq!(written.oldest_kept_lsn, 42);
+    let loaded = s.load_newest_valid().unwrap().unwrap();
+    assert_eq!((loaded.lsn, loaded.file), (42, written.file));
+    assert_eq!(loaded.payload.as_ref(), payload(42).as_slice());
+    let empty = s.write(43, b"").unwrap();
+    assert_eq!(empty.oldest_kept_lsn, 42);
+    assert_eq!(s.load_newest_valid().unwrap().unwrap().payload.len(), 0);
+}
+
+#[test]
+fn only_the_newest_two_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    for lsn in 1..=5 {
+        let written = s.write(lsn * 10, &payload(lsn)).unwrap();
+        assert_eq!(written.oldest_kept_lsn, (lsn.max(2) - 1) * 10);
+        if lsn > 2 {
+            assert_eq!(
+                written.removed,
+                vec![dir.path().join(snapshot_file_name((lsn - 2) * 10))]
+            );
+        }
+    }
+    assert_eq!(
+        names(dir.path()),
+        vec![snapshot_file_name(40), snapshot_file_name(50)]
+    );
+}
+
+#[test]
+fn each_kind_of_damage_in_the_newest_falls_back_to_the_previous() {
+    type Edit = fn(&mut Vec<u8>);
+    let kinds: [(&str, Edit); 6] = [
+        ("magic", |d| d[0] ^= 0xff),
+        ("version", |d| {
+            // A well-formed header of a format this build does not know.
+            d[8..12].copy_from_slice(&2u32.to_le_bytes());
+            let crc = crc32fast::hash(&d[..32]);
+            d[32..36].copy_from_slice(&crc.to_le_bytes());
+        }),
+        ("header CRC", |d| d[13] ^= 1),
+        ("payload CRC", |d| *d.last_mut().unwrap() ^= 0x80),
+        ("length", |d| d.push(0)),
+        ("short", |d| d.truncate(20)),
+    ];
+    for (kind, edit) in kinds {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.write(10, &payload(10)).unwrap();
+        s.write(20, &payload(20)).unwrap();
+        damage(dir.path(), 20, edit);
+        let loaded = s.load_newest_valid().unwrap().unwrap();
+        assert_eq!(loaded.lsn, 10, "{kind}");
+        assert_eq!(loaded.payload.as_ref(), payload(10).as_slice(), "{kind}");
+
+        // The damaged one is set aside, listed as such, and no longer counts as kept.
+        let listed = s.list().unwrap();
+        assert_eq!(listed.len(), 2, "{kind}");
+        assert!(listed[0].set_aside && listed[0].problem.is_some(), "{kind}");
+        assert_eq!(listed[0].lsn, 20);
+        assert!(listed[1].is_valid(), "{kind}");
+        let written = s.write(30, &payload(30)).unwrap();
+        assert_eq!(written.oldest_kept_lsn, 10, "{kind}");
+        assert!(written.removed.is_empty(), "{kind}");
+    }
+}
+
+#[test]
+fn all_damaged_is_an_error_naming_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.write(10, &payload(10)).unwrap();
+    s.write(20, &payload(20)).unwrap();
+    damage(dir.path(), 10, |d| d[40] ^= 1);
+    damage(dir.path(), 20, |d| d[40] ^= 1);
+    match s.load_newest_valid() {
+        Err(e @ SnapshotError::AllDamaged { .. }) => {
+            let message = e.to_string();
+            for lsn in [10, 20] {
+                assert!(message.contains(&snapshot_file_name(lsn)), "{message}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stray_temporary_files_are_removed_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.write(10, &payload(10)).unwrap();
+    let stray = format!("{}.tmp", snapshot_file_name(20));
+    std::fs::write(dir.path().join(&stray), b"half a snapshot").unwrap();
+    std::fs::write(dir.path().join("unrelated.tmp"), b"not ours").unwrap();
+    assert_eq!(s.load_newest_valid().unwrap().unwrap().lsn, 10);
+    assert_eq!(
+        names(dir.path()),
+        vec![snapshot_file_name(10), "unrelated.tmp".to_string()]
+    );
+}
+
+#[test]
+fn a_failed_write_or_fsync_leaves_the_previous_snapshots_and_no_temporary_file() {
+    for fault in ["write", "fsync", "directory fsync"] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let s = SnapshotStore::new(Arc::new(storage.clone()), dir.path());
+        s.write(10, &payload(10)).unwrap();
+        s.write(20, &payload(20)).unwrap();
+        match fault {
+            "write" => storage.fail_write_at(Some(storage.writes() + 2)),
+            "fsync" => storage.fail_sync_at(Some(storage.syncs() + 1)),
+            _ => storage.fail_dir_sync_at(Some(storage.dir_syncs() + 1)),
+        }
+        assert!(s.write(30, &payload(30)).is_err(), "{fault}");
+        // Nothing older was deleted before the new snapshot was durable.
+        assert!(
+            names(dir.path()).contains(&snapshot_file_name(10)),
+            "{fault}"
+        );
+        assert!(
+            names(dir.path()).contains(&snapshot_file_name(20)),
+            "{fault}"
+        );
+        assert!(
+            names(dir.path()).iter().all(|n| !n.ends_with(".tmp")),
+            "{fault}"
+        );
+        // The newest loadable snapshot is a complete one.
+        let loaded = s.load_newest_valid().unwrap().unwrap();
+        assert_eq!(
+            loaded.payload.as_ref(),
+            payload(loaded.lsn).as_slice(),
+            "{fault}"
+        );
+    }
+}
+
+#[test]
+fn payload_limit_is_checked_on_write_and_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path()).with_payload_bytes_max(100);
+    assert!(matches!(
+        s.write(1, &[0u8; 101]),
+        Err(SnapshotError::TooLarge { .. })
+    ));
+    store(dir.path()).write(2, &[0u8; 101]).unwrap();
+    assert!(matches!(
+        s.load_newest_valid(),
+        Err(SnapshotError::TooLarge { .. })
+    ));
+}
