@@ -1,23 +1,27 @@
-//! `Application::build(config)`: the engine plus the HTTP server, bound and
-//! ready to run — what `main` runs and what tests start on port 0.
+//! `Application::build(config)`: the HTTP server plus the engine, restored
+//! from its data dir — what `main` runs and what tests start on port 0.
 
 use crate::admin_key::AdminKey;
 use crate::api;
 use crate::api::state::AppState;
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig};
+use crate::persist::store::StoreError;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How often the snapshot scheduler looks at the clock and the log size.
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 
 /// Everything the application needs to start.
 pub struct AppConfig {
     /// Address to bind (port 0 picks a free one).
     pub listen: SocketAddr,
-    /// Shards and timers.
+    /// Shards, timers, data dir.
     pub engine: EngineConfig,
     /// The admin key's digest.
     pub admin_key: AdminKey,
@@ -25,9 +29,24 @@ pub struct AppConfig {
     pub clock: Arc<dyn Clock>,
     /// HTTP worker threads.
     pub http_workers: usize,
+    /// Period of automatic snapshots.
+    pub snapshot_interval: Duration,
+    /// A snapshot is also taken once the log grows by this many bytes.
+    pub snapshot_wal_bytes: u64,
 }
 
-/// A bound, not yet running, application.
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] io::Error),
+    /// The data dir could not be restored.
+    #[error("cannot restore the data dir: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running application.
 pub struct Application {
     /// The HTTP server future.
     server: Server,
@@ -35,18 +54,19 @@ pub struct Application {
     addr: SocketAddr,
     /// The engine, for shutdown and for tests.
     engine: Engine,
+    /// Takes periodic and size-triggered snapshots.
+    scheduler: actix_web::rt::task::JoinHandle<()>,
 }
 
 impl Application {
-    /// Starts the engine and binds the server; must run inside an actix
-    /// system (`#[actix_web::main]` or `#[actix_web::test]`).
-    pub fn build(config: AppConfig) -> io::Result<Self> {
-        let engine = Engine::start(&config.engine, config.clock);
-        let ready = Arc::new(AtomicBool::new(false));
+    /// Binds the server (health routes answer at once: `/health/ready` is 503
+    /// until restore ends), restores the engine, then serves everything. Must
+    /// run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
+    pub fn build(config: AppConfig) -> Result<Self, StartError> {
+        let slot = Arc::new(OnceLock::new());
         let state = web::Data::new(AppState {
-            engine: engine.clone(),
+            engine: Arc::clone(&slot),
             admin_key: config.admin_key,
-            ready: Arc::clone(&ready),
         });
         let listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
@@ -58,14 +78,29 @@ impl Application {
         })
         .workers(config.http_workers.max(1))
         .backlog(4096)
+        .disable_signals()
         .listen(listener)?
         .run();
-        // Nothing to restore yet: the shards are running.
-        ready.store(true, Ordering::Release);
+        let engine = match Engine::open(&config.engine, config.clock) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // Dropping the server future would leave its workers running.
+                drop(server.handle().stop(false));
+                return Err(e.into());
+            }
+        };
+        let installed = slot.set(engine.clone()).is_ok();
+        assert!(installed, "the engine is installed once");
+        let scheduler = actix_web::rt::spawn(schedule_snapshots(
+            engine.clone(),
+            config.snapshot_interval,
+            config.snapshot_wal_bytes,
+        ));
         Ok(Self {
             server,
             addr,
             engine,
+            scheduler,
         })
     }
 
@@ -84,11 +119,30 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGTERM/SIGINT, or the handle), finishing
-    /// in-flight requests, then stops the shards.
+    /// Serves until stopped through the handle, finishing in-flight requests,
+    /// then flushes the log, writes a final snapshot and stops the shards.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        let result = self.server.await;
-        self.engine.stop();
-        result
+        let served = self.server.await;
+        self.scheduler.abort();
+        let shutdown = self.engine.shutdown().await;
+        served?;
+        shutdown.map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Takes a snapshot every `interval`, and sooner once the log has grown by
+/// `wal_bytes` since it was last cut.
+async fn schedule_snapshots(engine: Engine, interval: Duration, wal_bytes: u64) {
+    let mut last = Instant::now();
+    loop {
+        actix_web::rt::time::sleep(SCHEDULER_TICK).await;
+        let due = last.elapsed() >= interval || engine.wal_bytes_since_cut() >= wal_bytes;
+        if !due {
+            continue;
+        }
+        last = Instant::now();
+        if let Err(e) = engine.snapshot().await {
+            tracing::error!(error = %e, "periodic snapshot failed");
+        }
     }
 }

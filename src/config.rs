@@ -2,7 +2,8 @@
 //! variable; the admin key is only ever an environment variable (flags show
 //! in `ps`).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::wal::FsyncMode;
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -31,17 +32,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Summarize a data dir no server holds: snapshots, WAL, counts by
+    /// status, checksums. Exits 1 on corruption.
+    Inspect(OfflineArgs),
+    /// Write a fresh snapshot of a data dir no server holds and drop the WAL
+    /// segments it covers.
+    Compact(OfflineArgs),
 }
 
-/// When the write-ahead log is fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FsyncMode {
-    /// Reply only after the record is fsynced (group commit).
-    Always,
-    /// Fsync every `--fsync-interval-ms`; a power loss may lose that window.
-    Interval,
-    /// Leave flushing to the operating system.
-    Never,
+/// Flags of the offline tools.
+#[derive(Debug, Clone, Args)]
+pub struct OfflineArgs {
+    /// The data dir.
+    #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./snapshots")]
+    pub data_dir: PathBuf,
 }
 
 /// Flags of `tokend serve`.
@@ -75,11 +79,16 @@ pub struct ServeArgs {
 }
 
 impl Cli {
-    /// The serve flags, whether given with or without the subcommand.
-    pub fn serve_args(self) -> ServeArgs {
-        match self.command {
-            Some(Command::Serve(args)) => args,
-            None => self.serve,
+    /// The subcommand, `serve` when none was given.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+
+    /// The serve flags (tests of the defaults).
+    pub fn serve_args(self) -> Option<ServeArgs> {
+        match self.command() {
+            Command::Serve(args) => Some(args),
+            _ => None,
         }
     }
 }
@@ -90,7 +99,10 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let args = Cli::try_parse_from(["tokend"]).unwrap().serve_args();
+        let args = Cli::try_parse_from(["tokend"])
+            .unwrap()
+            .serve_args()
+            .unwrap();
         assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(args.data_dir, PathBuf::from("./snapshots"));
         assert_eq!(args.fsync, FsyncMode::Always);
@@ -103,7 +115,8 @@ mod tests {
     fn serve_subcommand_takes_the_same_flags() {
         let args = Cli::try_parse_from(["tokend", "serve", "--shards", "3", "--fsync", "never"])
             .unwrap()
-            .serve_args();
+            .serve_args()
+            .unwrap();
         assert_eq!(args.shards, Some(3));
         assert_eq!(args.fsync, FsyncMode::Never);
         assert!(Cli::try_parse_from(["tokend", "--shards", "0"]).is_err());

@@ -1,9 +1,10 @@
-//! The engine: the catalog plus the shard actors, and the routing between
-//! them. The HTTP layer calls only this.
+//! The engine: the catalog plus the shard actors, the durable store, and the
+//! routing between them. The HTTP layer calls only this.
 //!
 //! A token operation goes to the shard that owns the token id; a create that
 //! spans shards (children, batches) is split per shard, each part applied
-//! atomically by its shard.
+//! atomically by its shard. No answer leaves the engine before the log
+//! records it depends on are durable.
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogError};
 use crate::clock::{Clock, Millis};
@@ -11,10 +12,14 @@ use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
 use crate::model::api_key::{self, GeneratedKey};
 use crate::model::collection::CollectionRecord;
 use crate::model::{Account, ApiKey, Collection, Liveness, Scopes, Token};
-use crate::shard::actor::{Execute, Fetch, List, Precheck, RunTimers};
+use crate::persist::image::{SnapshotImage, FORMAT_VERSION};
+use crate::persist::record::WalRecord;
+use crate::persist::store::{Restored, SnapshotInfo, Store, StoreConfig, StoreError};
+use crate::shard::actor::{Decided, Execute, Fetch, List, Precheck, RunTimers, TakeImage};
 use crate::shard::{
-    Created, ListQuery, NewToken, Outcome, Rejection, Shard, ShardCommand, ShardState, TimerReport,
+    Created, ListQuery, NewToken, Outcome, Rejection, Shard, ShardCommand, TimerReport,
 };
+use crate::wal::{Lsn, WalError};
 use actix::{Actor, Addr, Arbiter};
 use futures_util::future::join_all;
 use parking_lot::Mutex;
@@ -34,6 +39,8 @@ pub struct EngineConfig {
     pub tombstone_retention_ms: i64,
     /// How often shard timers run on their own.
     pub timer_period: Duration,
+    /// Where and how state is kept durable.
+    pub store: StoreConfig,
 }
 
 /// Why the engine refused an operation.
@@ -48,6 +55,10 @@ pub enum EngineError {
     /// A shard is gone (shutting down).
     #[error("the engine is shutting down")]
     Unavailable,
+    /// The log failed (write or fsync error): nothing more is acknowledged
+    /// until a restart.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
     /// The operating system could not supply randomness for a key.
     #[error("no randomness available")]
     Entropy,
@@ -78,38 +89,70 @@ struct Inner {
     catalog: Arc<Catalog>,
     /// The engine clock.
     clock: Arc<dyn Clock>,
+    /// The log and snapshots.
+    store: Arc<Store>,
+    /// One snapshot at a time.
+    snapshotting: tokio::sync::Mutex<()>,
+}
+
+fn storage_error(error: WalError) -> EngineError {
+    EngineError::Storage(error.to_string())
 }
 
 impl Engine {
-    /// Starts the shards; must run inside an actix system.
-    pub fn start(config: &EngineConfig, clock: Arc<dyn Clock>) -> Self {
+    /// Restores the data dir's state and starts the shards; must run inside
+    /// an actix system. Blocks while restoring.
+    pub fn open(config: &EngineConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         assert!(
             (1..=SHARDS_MAX).contains(&config.shards),
             "shard count is validated by the CLI"
         );
-        let catalog = Arc::new(Catalog::new());
+        let (store, restored) =
+            Store::open(&config.store, config.shards, config.tombstone_retention_ms)?;
+        let Restored {
+            catalog,
+            shards: states,
+            ..
+        } = restored;
+        let store = Arc::new(store);
         let mut arbiters = Vec::with_capacity(config.shards);
         let mut shards = Vec::with_capacity(config.shards);
-        for _ in 0..config.shards {
+        for state in states {
             let arbiter = Arbiter::new();
-            let state = ShardState::new(config.tombstone_retention_ms);
             let shard = Shard::new(
                 state,
                 Arc::clone(&catalog),
+                Arc::clone(&store),
                 Arc::clone(&clock),
                 config.timer_period,
             );
             shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| shard));
             arbiters.push(arbiter);
         }
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 shards,
                 arbiters: Mutex::new(arbiters),
                 catalog,
                 clock,
+                store,
+                snapshotting: tokio::sync::Mutex::new(()),
             }),
-        }
+        })
+    }
+
+    /// Flushes the log, writes a final snapshot and stops the shards. Called
+    /// after the HTTP server has finished its in-flight requests.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        let flushed = self.inner.store.flush().map_err(storage_error);
+        let snapshot = match &flushed {
+            Ok(()) => self.snapshot().await.map(|_| ()),
+            // A poisoned log means memory may hold changes that were refused
+            // to clients: they must not reach a snapshot.
+            Err(_) => Ok(()),
+        };
+        self.stop();
+        flushed.and(snapshot)
     }
 
     /// Stops the shard threads.
@@ -177,6 +220,8 @@ impl Engine {
             for result in join_all(checks).await {
                 result.map_err(|_| EngineError::Unavailable)??;
             }
+            // The checks read state that may rest on records not yet durable.
+            self.wait_durable(self.inner.store.last_lsn()).await?;
         }
         let mut positions = Vec::with_capacity(groups.len());
         let mut sends = Vec::with_capacity(groups.len());
@@ -185,9 +230,19 @@ impl Engine {
             positions.push(places);
             sends.push(self.inner.shards[shard].send(Execute(ShardCommand::Create { tokens })));
         }
+        let mut decided = Vec::with_capacity(positions.len());
+        let mut lsn = 0;
+        for result in join_all(sends).await {
+            let part = result
+                .map_err(|_| EngineError::Unavailable)?
+                .map_err(storage_error)?;
+            lsn = lsn.max(part.lsn);
+            decided.push(part.value);
+        }
+        self.wait_durable(lsn).await?;
         let mut ordered: Vec<Option<Created>> = vec![None; count];
-        for (places, result) in positions.into_iter().zip(join_all(sends).await) {
-            let outcome = result.map_err(|_| EngineError::Unavailable)??;
+        for (places, result) in positions.into_iter().zip(decided) {
+            let outcome = result?;
             let Outcome::Created(created) = outcome else {
                 unreachable!("a create command yields a create outcome");
             };
@@ -231,12 +286,28 @@ impl Engine {
     }
 
     async fn execute(&self, id: TokenId, command: ShardCommand) -> Result<Outcome, EngineError> {
-        let outcome = self
+        let decided = self
             .shard_of(id)
             .send(Execute(command))
             .await
-            .map_err(|_| EngineError::Unavailable)??;
-        Ok(outcome)
+            .map_err(|_| EngineError::Unavailable)?
+            .map_err(storage_error)?;
+        self.wait_durable(decided.lsn).await?;
+        Ok(decided.value?)
+    }
+
+    async fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
+        self.inner
+            .store
+            .wait_durable(lsn)
+            .await
+            .map_err(storage_error)
+    }
+
+    /// Waits for the records a read depends on, then hands back its value.
+    async fn durable<T>(&self, decided: Decided<T>) -> Result<T, EngineError> {
+        self.wait_durable(decided.lsn).await?;
+        Ok(decided.value)
     }
 
     /// The tokens `ids` as `account` sees them, in order.
@@ -246,7 +317,7 @@ impl Engine {
         ids: &[TokenId],
     ) -> Result<Vec<Option<Token>>, EngineError> {
         if let [id] = ids {
-            let mut found = self
+            let decided = self
                 .shard_of(*id)
                 .send(Fetch {
                     account_id: account,
@@ -254,6 +325,7 @@ impl Engine {
                 })
                 .await
                 .map_err(|_| EngineError::Unavailable)?;
+            let mut found = self.durable(decided).await?;
             return Ok(vec![found.pop().flatten()]);
         }
         let mut groups: BTreeMap<usize, Vec<(usize, TokenId)>> = BTreeMap::new();
@@ -275,7 +347,9 @@ impl Engine {
         }
         let mut ordered = vec![None; ids.len()];
         for (places, result) in positions.into_iter().zip(join_all(sends).await) {
-            let found = result.map_err(|_| EngineError::Unavailable)?;
+            let found = self
+                .durable(result.map_err(|_| EngineError::Unavailable)?)
+                .await?;
             for (place, token) in places.into_iter().zip(found) {
                 ordered[place] = token;
             }
@@ -294,7 +368,10 @@ impl Engine {
         });
         let mut tokens = Vec::new();
         for result in join_all(sends.flatten()).await {
-            tokens.extend(result.map_err(|_| EngineError::Unavailable)?.tokens);
+            let page = self
+                .durable(result.map_err(|_| EngineError::Unavailable)?)
+                .await?;
+            tokens.extend(page.tokens);
         }
         tokens.sort_by_key(|t| (t.created_at_ms, t.id));
         let has_more = tokens.len() > limit;
@@ -314,19 +391,24 @@ impl Engine {
     }
 
     /// Creates an account.
-    pub fn create_account(&self, name: String, liveness: Liveness) -> Result<Account, EngineError> {
+    pub async fn create_account(
+        &self,
+        name: String,
+        liveness: Liveness,
+    ) -> Result<Account, EngineError> {
         let account = Account {
             id: AccountId::random(),
             name,
             liveness,
             created_at_ms: self.now(),
         };
-        self.catalog_execute(CatalogCommand::CreateAccount(account.clone()))?;
+        self.catalog_execute(CatalogCommand::CreateAccount(account.clone()))
+            .await?;
         Ok(account)
     }
 
     /// Creates an API key; returns the record and the key string (shown once).
-    pub fn create_api_key(
+    pub async fn create_api_key(
         &self,
         account: AccountId,
         name: String,
@@ -345,35 +427,99 @@ impl Engine {
             secret_sha256,
             created_at_ms: self.now(),
         };
-        self.catalog_execute(CatalogCommand::CreateApiKey(record.clone()))?;
+        self.catalog_execute(CatalogCommand::CreateApiKey(record.clone()))
+            .await?;
         Ok((record, key))
     }
 
     /// Revokes an API key at once.
-    pub fn delete_api_key(&self, account: AccountId, key: KeyId) -> Result<(), EngineError> {
+    pub async fn delete_api_key(&self, account: AccountId, key: KeyId) -> Result<(), EngineError> {
         self.catalog_execute(CatalogCommand::DeleteApiKey {
             account_id: account,
             key_id: key,
         })
+        .await
     }
 
     /// Creates a collection from a validated record (its id and creation time
     /// are assigned here).
-    pub fn create_collection(
+    pub async fn create_collection(
         &self,
         mut record: CollectionRecord,
     ) -> Result<Arc<Collection>, EngineError> {
         record.id = CollectionId::random();
         record.created_at_ms = self.now();
         let id = record.id;
-        self.catalog_execute(CatalogCommand::CreateCollection(record))?;
+        self.catalog_execute(CatalogCommand::CreateCollection(record))
+            .await?;
         self.catalog()
             .collection(id)
             .ok_or(EngineError::Catalog(CatalogError::DuplicateId))
     }
 
-    fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
-        self.inner.catalog.execute(command, |_| ())?;
-        Ok(())
+    async fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
+        let store = &self.inner.store;
+        let lsn = self
+            .inner
+            .catalog
+            .execute(command, |command| {
+                store.append(&WalRecord::Catalog(command.clone()))
+            })?
+            .map_err(storage_error)?;
+        self.wait_durable(lsn).await
+    }
+
+    /// Writes a snapshot of every component and returns once it is durable.
+    /// Shards are captured one after another, each in one message turn, so a
+    /// snapshot never stops more than one shard at a time; encoding and
+    /// writing run off the async workers.
+    pub async fn snapshot(&self) -> Result<SnapshotInfo, EngineError> {
+        let _one_at_a_time = self.inner.snapshotting.lock().await;
+        let store = Arc::clone(&self.inner.store);
+        let (catalog, catalog_lsn) = self.inner.catalog.image_at(|| store.last_lsn());
+        let mut shards = Vec::with_capacity(self.shard_count());
+        for shard in &self.inner.shards {
+            shards.push(
+                shard
+                    .send(TakeImage)
+                    .await
+                    .map_err(|_| EngineError::Unavailable)?,
+            );
+        }
+        let image = SnapshotImage {
+            format_version: FORMAT_VERSION,
+            taken_at_ms: self.now(),
+            shard_count: self.shard_count() as u32,
+            catalog_lsn,
+            catalog,
+            shards,
+        };
+        // The image may hold changes whose records are not yet durable; it is
+        // written only once they are (a poisoned log refuses it here).
+        let newest = image
+            .shards
+            .iter()
+            .map(|s| s.lsn)
+            .fold(catalog_lsn, Lsn::max);
+        self.wait_durable(newest).await?;
+        let started = std::time::Instant::now();
+        let info = actix_web::rt::task::spawn_blocking(move || store.write_snapshot(&image))
+            .await
+            .map_err(|_| EngineError::Unavailable)?
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        tracing::info!(
+            lsn = info.lsn,
+            tokens = info.tokens,
+            bytes = info.bytes,
+            file = %info.file.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(info)
+    }
+
+    /// Bytes logged since the WAL was last cut.
+    pub fn wal_bytes_since_cut(&self) -> u64 {
+        self.inner.store.wal_bytes_since_cut()
     }
 }

@@ -40,6 +40,7 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod model;
+pub mod offline;
 pub mod persist;
 pub mod shard;
 pub mod snapshot_file;

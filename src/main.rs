@@ -7,12 +7,19 @@ use std::time::Duration;
 use tokend::admin_key::{AdminKey, Bootstrap};
 use tokend::app::{AppConfig, Application};
 use tokend::clock::SystemClock;
-use tokend::config::{Cli, ServeArgs};
+use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
+use tokend::offline;
+use tokend::persist::store::StoreConfig;
+use tokend::storage::FsStorage;
+use tokend::wal::WalOptions;
 use tracing_subscriber::EnvFilter;
 
 /// How often shard timers run (expiry, purges).
 const TIMER_PERIOD: Duration = Duration::from_millis(100);
+/// A snapshot is taken once the log grows by this much since the last cut,
+/// which bounds restart time under heavy write load.
+const SNAPSHOT_WAL_BYTES: u64 = 256 << 20;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -21,8 +28,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Cli::parse().serve_args();
-    match actix_web::rt::System::new().block_on(serve(args)) {
+    let result = match Cli::parse().command() {
+        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+        Command::Inspect(args) => offline::inspect(&args.data_dir, &mut std::io::stdout()),
+        Command::Compact(args) => offline::compact(&args.data_dir, &mut std::io::stdout()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -54,17 +65,51 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
             timer_period: TIMER_PERIOD,
+            store: StoreConfig {
+                data_dir: args.data_dir.clone(),
+                wal: WalOptions {
+                    fsync: args.fsync,
+                    fsync_interval_ms: args.fsync_interval_ms,
+                    ..WalOptions::default()
+                },
+                storage: Arc::new(FsStorage),
+            },
         },
         admin_key,
         clock: Arc::new(SystemClock),
         http_workers: cpus,
+        snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
+        snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
     };
-    let app =
-        Application::build(config).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(addr = %app.addr(), shards, "tokend listening");
+    let app = Application::build(config).map_err(|e| e.to_string())?;
+    tracing::info!(addr = %app.addr(), shards, fsync = %args.fsync, "tokend ready");
+    let handle = app.handle();
+    actix_web::rt::spawn(async move {
+        let signal = stop_signal().await;
+        tracing::info!(signal, "stopping: finishing in-flight requests");
+        handle.stop(true).await;
+    });
     app.run_until_stopped()
         .await
-        .map_err(|e| format!("server error: {e}"))?;
+        .map_err(|e| format!("shutdown: {e}"))?;
     tracing::info!("tokend stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT, naming it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on SIGKILL, and the
+        // WAL makes that safe; wait forever rather than stop at once.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

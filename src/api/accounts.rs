@@ -33,8 +33,9 @@ fn account_not_found() -> ApiError {
 }
 
 fn account_id(state: &AppState, text: &str) -> Result<AccountId, ApiError> {
+    let catalog = state.engine()?.catalog();
     AccountId::parse(text)
-        .filter(|id| state.engine.catalog().account(*id).is_some())
+        .filter(|id| catalog.account(*id).is_some())
         .ok_or_else(account_not_found)
 }
 
@@ -48,7 +49,10 @@ pub async fn create_account(
     caller.require_admin()?;
     let body = read_json(&req, payload, BODY_BYTES_MAX, false).await?;
     let body: CreateAccount = decode(&schemas().account, body)?;
-    let account = state.engine.create_account(body.name, body.liveness)?;
+    let account = state
+        .engine()?
+        .create_account(body.name, body.liveness)
+        .await?;
     json(StatusCode::CREATED, &AccountJson(&account))
 }
 
@@ -70,7 +74,10 @@ pub async fn create_api_key(
         let known = scopes.insert_named(name);
         debug_assert!(known);
     }
-    let (key, secret) = state.engine.create_api_key(account, body.name, scopes)?;
+    let (key, secret) = state
+        .engine()?
+        .create_api_key(account, body.name, scopes)
+        .await?;
     json(
         StatusCode::CREATED,
         &ApiKeyJson {
@@ -96,7 +103,7 @@ pub async fn list_api_keys(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let mut keys = state.engine.catalog().api_keys_of(account);
+    let mut keys = state.engine()?.catalog().api_keys_of(account);
     keys.sort_by_key(|k| (k.created_at_ms, k.id.0));
     let (keys, has_more) = page(&keys, |k| (k.created_at_ms, k.id.0), after, limit);
     let next_cursor = has_more
@@ -130,6 +137,6 @@ pub async fn delete_api_key(
     let account = account_id(&state, &account)?;
     let key = KeyId::parse(&key)
         .ok_or_else(|| ApiError::new(ErrorCode::ApiKeyNotFound, "No such API key."))?;
-    state.engine.delete_api_key(account, key)?;
+    state.engine()?.delete_api_key(account, key).await?;
     Ok(HttpResponse::NoContent().finish())
 }

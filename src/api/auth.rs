@@ -77,7 +77,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "Application state missing."))?;
     if let Some((key_id, secret)) = api_key::split_key(key) {
-        let catalog = state.engine.catalog();
+        let catalog = state.engine()?.catalog();
         let record = catalog
             .api_key(key_id)
             .filter(|record| record.secret_matches(secret))

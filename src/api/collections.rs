@@ -78,7 +78,7 @@ pub async fn create(
         liveness: account_liveness,
         created_at_ms: 0,
     };
-    let collection = state.engine.create_collection(record)?;
+    let collection = state.engine()?.create_collection(record).await?;
     json(StatusCode::CREATED, &CollectionJson(&collection))
 }
 
@@ -97,7 +97,7 @@ pub async fn list(
         return Err(ApiError::validation(errors));
     }
     let account: AccountId = caller.account.id;
-    let mut collections = state.engine.catalog().collections_of(account);
+    let mut collections = state.engine()?.catalog().collections_of(account);
     collections.sort_by_key(|c| (c.record.created_at_ms, c.record.id.0));
     let position =
         |c: &std::sync::Arc<crate::model::Collection>| (c.record.created_at_ms, c.record.id.0);
@@ -130,8 +130,9 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::CollectionRead)?;
+    let catalog = state.engine()?.catalog();
     let collection = CollectionId::parse(&path)
-        .and_then(|id| state.engine.catalog().collection_of(caller.account.id, id))
+        .and_then(|id| catalog.collection_of(caller.account.id, id))
         .ok_or_else(|| ApiError::new(ErrorCode::CollectionNotFound, "No such collection."))?;
     json(StatusCode::OK, &CollectionJson(&collection))
 }

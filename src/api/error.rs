@@ -57,6 +57,8 @@ pub enum ErrorCode {
     LimitReached,
     /// Restore has not finished, or the engine is stopping.
     ServiceUnavailable,
+    /// The log failed; writes are refused until a restart.
+    StorageUnavailable,
     /// A bug.
     Internal,
 }
@@ -85,7 +87,9 @@ impl ErrorCode {
             }
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
             ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServiceUnavailable | ErrorCode::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +117,7 @@ impl ErrorCode {
             ErrorCode::MerchantNotAllowed => "MERCHANT_NOT_ALLOWED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -283,6 +288,13 @@ impl From<EngineError> for ApiError {
                 ErrorCode::ServiceUnavailable,
                 "The service is shutting down.",
             ),
+            EngineError::Storage(cause) => {
+                tracing::error!(%cause, "write refused: storage unavailable");
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "Storage is unavailable; the change was not made durable.",
+                )
+            }
             EngineError::Entropy => ApiError::new(ErrorCode::Internal, "No randomness available."),
         }
     }

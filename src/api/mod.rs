@@ -6,9 +6,11 @@
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
-//! - [`accounts`], [`collections`], [`tokens`], [`health`]: the handlers.
+//! - [`accounts`], [`collections`], [`tokens`], [`admin`], [`health`]: the
+//!   handlers.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod collections;
@@ -29,6 +31,7 @@ use error::{ApiError, ErrorCode};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/api/admin/snapshot").route(web::post().to(admin::snapshot)))
         .service(resource("/api/accounts").route(web::post().to(accounts::create_account)))
         .service(
             resource("/api/accounts/{accountId}/api-keys")

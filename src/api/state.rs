@@ -1,23 +1,32 @@
 //! What every handler shares.
 
+use super::error::{ApiError, ErrorCode};
 use crate::admin_key::AdminKey;
 use crate::engine::Engine;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Shared by all HTTP workers.
 pub struct AppState {
-    /// The engine every route talks to.
-    pub engine: Engine,
+    /// The engine every route talks to; set once restore is done, so the
+    /// server can answer health checks (503 not ready) while it restores.
+    pub engine: Arc<OnceLock<Engine>>,
     /// Digest of the admin key.
     pub admin_key: AdminKey,
-    /// Set once restore is done and the shards run (`/health/ready`).
-    pub ready: Arc<AtomicBool>,
 }
 
 impl AppState {
+    /// The engine, or 503 while restore runs.
+    pub fn engine(&self) -> Result<&Engine, ApiError> {
+        self.engine.get().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The engine is restoring its state; retry shortly.",
+            )
+        })
+    }
+
     /// Whether the engine serves requests.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.engine.get().is_some()
     }
 }

@@ -11,6 +11,7 @@ use super::respond::json;
 use super::state::AppState;
 use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
 use crate::clock::Millis;
+use crate::engine::Engine;
 use crate::ids::{CollectionId, TokenId};
 use crate::model::{Encryption, Liveness, Metadata, Scope, Status, Token, TokenType};
 use crate::shard::{Created, Expiry, ListQuery, NewToken};
@@ -58,7 +59,7 @@ struct RedeemBody {
 /// problem before giving up, so one response lists them all.
 struct Planner<'a> {
     caller: &'a AccountCaller,
-    state: &'a AppState,
+    engine: &'a Engine,
     now: Millis,
     tokens: Vec<NewToken>,
     errors: Vec<FieldError>,
@@ -78,11 +79,11 @@ fn fingerprint(body: &Value) -> [u8; 16] {
 }
 
 impl<'a> Planner<'a> {
-    fn new(caller: &'a AccountCaller, state: &'a AppState) -> Self {
+    fn new(caller: &'a AccountCaller, engine: &'a Engine) -> Self {
         Self {
             caller,
-            state,
-            now: state.engine.now(),
+            engine,
+            now: engine.now(),
             tokens: Vec::new(),
             errors: Vec::new(),
             collection_missing: false,
@@ -152,7 +153,7 @@ impl<'a> Planner<'a> {
         let errors_before = self.errors.len();
         let account = &self.caller.account;
         let collection =
-            collection_id.and_then(|id| self.state.engine.catalog().collection_of(account.id, id));
+            collection_id.and_then(|id| self.engine.catalog().collection_of(account.id, id));
         if collection.is_none() {
             self.collection_missing = true;
         }
@@ -314,17 +315,17 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let mut planner = Planner::new(&caller, &state);
+    let mut planner = Planner::new(&caller, state.engine()?);
     let top = planner.plan_top(body, "$");
     let tokens = planner.finish()?;
-    let created = state.engine.create(caller.account.id, tokens).await?;
+    let created = state.engine()?.create(caller.account.id, tokens).await?;
     let parent = created.get(top).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Internal,
             "The engine returned fewer tokens than asked for.",
         )
     })?;
-    let now = state.engine.now();
+    let now = state.engine()?.now();
     match parent {
         Created::New(token) => json(StatusCode::CREATED, &render(token, now)),
         Created::Replayed(token) => {
@@ -354,15 +355,15 @@ pub async fn create_batch(
     let Some(Value::Array(items)) = body.remove("tokens") else {
         return Err(ApiError::invalid("$.tokens", "must be an array"));
     };
-    let mut planner = Planner::new(&caller, &state);
+    let mut planner = Planner::new(&caller, state.engine()?);
     let tops: Vec<usize> = items
         .into_iter()
         .enumerate()
         .map(|(i, item)| planner.plan_top(item, &format!("$.tokens[{i}]")))
         .collect();
     let tokens = planner.finish()?;
-    let created = state.engine.create(caller.account.id, tokens).await?;
-    let now = state.engine.now();
+    let created = state.engine()?.create(caller.account.id, tokens).await?;
+    let now = state.engine()?.now();
     let data: Vec<TokenJson<'_>> = tops
         .iter()
         .filter_map(|&top| created.get(top))
@@ -389,7 +390,7 @@ async fn children_of(
         return Ok(vec![Vec::new(); tokens.len()]);
     }
     let mut found = state
-        .engine
+        .engine()?
         .fetch(caller.account.id, &ids)
         .await?
         .into_iter();
@@ -420,13 +421,13 @@ pub async fn get(
     }
     let id = token_id(&path)?;
     let token = state
-        .engine
+        .engine()?
         .fetch(caller.account.id, &[id])
         .await?
         .pop()
         .flatten()
         .ok_or_else(ApiError::token_not_found)?;
-    let now = state.engine.now();
+    let now = state.engine()?.now();
     if expand {
         let children = children_of(&state, &caller, std::slice::from_ref(&token)).await?;
         let children = children.first().map(Vec::as_slice);
@@ -452,13 +453,13 @@ pub async fn head(
     let caller = caller.require(Scope::TokenRead)?;
     let id = token_id(&path)?;
     let token = state
-        .engine
+        .engine()?
         .fetch(caller.account.id, &[id])
         .await?
         .pop()
         .flatten()
         .ok_or_else(ApiError::token_not_found)?;
-    let now = state.engine.now();
+    let now = state.engine()?.now();
     let status = token.status_at(now);
     let code = match status {
         Status::Active if now < token.active_from_ms => StatusCode::UNPROCESSABLE_ENTITY,
@@ -516,7 +517,7 @@ pub async fn list(
         return Err(ApiError::validation(errors));
     }
     let page = state
-        .engine
+        .engine()?
         .list(ListQuery {
             account_id: caller.account.id,
             collection_ids,
@@ -527,7 +528,7 @@ pub async fn list(
             limit,
         })
         .await?;
-    let now = state.engine.now();
+    let now = state.engine()?.now();
     let children = if expand {
         children_of(&state, &caller, &page.tokens).await?
     } else {
@@ -572,7 +573,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenDelete)?;
     let id = token_id(&path)?;
-    state.engine.delete(caller.account.id, id).await?;
+    state.engine()?.delete(caller.account.id, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -589,7 +590,7 @@ pub async fn redeem(
     let body: RedeemBody = decode(&schemas().redeem, body)?;
     let id = token_id(&path)?;
     let (token, replayed) = state
-        .engine
+        .engine()?
         .redeem(
             caller.account.id,
             id,
@@ -598,7 +599,7 @@ pub async fn redeem(
             caller.key.name.clone(),
         )
         .await?;
-    let mut response = json(StatusCode::OK, &render(&token, state.engine.now()))?;
+    let mut response = json(StatusCode::OK, &render(&token, state.engine()?.now()))?;
     if replayed {
         mark_replayed(&mut response);
     }

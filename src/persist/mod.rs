@@ -3,8 +3,12 @@
 //! - [`record`]: the WAL record (a catalog change or a shard command);
 //! - [`image`]: the snapshot image (catalog plus per-shard tokens, each with
 //!   the LSN it includes);
-//! - [`restore`]: snapshot image + logged records → catalog and shards.
+//! - [`lock`]: one process per data dir;
+//! - [`restore`]: snapshot image + logged records → catalog and shards;
+//! - [`store`]: a data dir's lock, log and snapshots, opened with restore.
 
 pub mod image;
+pub mod lock;
 pub mod record;
 pub mod restore;
+pub mod store;

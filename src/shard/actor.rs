@@ -4,6 +4,13 @@
 //! time, so every create, redeem, delete and expiry of its tokens is decided
 //! in one order without locks. It stamps each command with a `now` that never
 //! goes backwards, so creation order is time order within the shard.
+//!
+//! A change is applied in memory and appended to the write-ahead log in the
+//! same message turn, so the log order of a shard's records is its decision
+//! order. The shard never waits for the disk: it replies with the LSN the
+//! answer depends on, and the caller waits for that LSN to be durable before
+//! answering the client — for a rejection too, since a "409 already redeemed"
+//! must not be sent for a redemption that a crash could still undo.
 
 use super::command::{Outcome, Rejection, ShardCommand};
 use super::state::{ListPage, ListQuery, ShardState, TimerReport};
@@ -11,6 +18,11 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, Millis};
 use crate::ids::{AccountId, TokenId};
 use crate::model::Token;
+use crate::persist::image::ShardImage;
+use crate::persist::record::WalRecord;
+use crate::persist::restore::shard_image;
+use crate::persist::store::Store;
+use crate::wal::{Lsn, WalError};
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +31,29 @@ use std::time::Duration;
 /// burst from every HTTP worker, bounded so overload turns into backpressure.
 const MAILBOX_CAPACITY: usize = 4_096;
 
-/// Applies a command; replies with its outcome.
+/// A shard's answer, valid once `lsn` is durable.
+#[derive(Debug)]
+pub struct Decided<T> {
+    /// The answer.
+    pub value: T,
+    /// The LSN of the last record the answer depends on (0: none).
+    pub lsn: Lsn,
+}
+
+/// Applies a command; replies with its outcome. `Err` when the log refused
+/// the record (the engine is poisoned).
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, Rejection>")]
+#[rtype(result = "Result<Decided<Result<Outcome, Rejection>>, WalError>")]
 pub struct Execute(pub ShardCommand);
+
+/// Captures the shard for a snapshot.
+#[derive(Message)]
+#[rtype(result = "ShardImage")]
+pub struct TakeImage;
 
 /// Reads tokens by id.
 #[derive(Message)]
-#[rtype(result = "Vec<Option<Token>>")]
+#[rtype(result = "Decided<Vec<Option<Token>>>")]
 pub struct Fetch {
     /// The requester.
     pub account_id: AccountId,
@@ -46,7 +73,7 @@ pub struct Precheck {
 
 /// One page of a list.
 #[derive(Message)]
-#[rtype(result = "ListPage")]
+#[rtype(result = "Decided<ListPage>")]
 pub struct List(pub ListQuery);
 
 /// Runs the expiry and purge timers now.
@@ -60,6 +87,10 @@ pub struct Shard {
     state: ShardState,
     /// Collections and accounts, read-only here.
     catalog: Arc<Catalog>,
+    /// The write-ahead log every change goes to.
+    store: Arc<Store>,
+    /// LSN of this shard's last logged change: what its answers depend on.
+    last_lsn: Lsn,
     /// The engine clock.
     clock: Arc<dyn Clock>,
     /// The last decision time: `now` never goes backwards within a shard.
@@ -73,12 +104,15 @@ impl Shard {
     pub fn new(
         state: ShardState,
         catalog: Arc<Catalog>,
+        store: Arc<Store>,
         clock: Arc<dyn Clock>,
         timer_period: Duration,
     ) -> Self {
         Self {
             state,
             catalog,
+            last_lsn: store.last_lsn(),
+            store,
             clock,
             last_now_ms: Millis::MIN,
             timer_period,
@@ -105,20 +139,49 @@ impl Actor for Shard {
 }
 
 impl Handler<Execute> for Shard {
-    type Result = Result<Outcome, Rejection>;
+    type Result = Result<Decided<Result<Outcome, Rejection>>, WalError>;
 
     fn handle(&mut self, Execute(command): Execute, _: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        self.state.apply(&command, now, &self.catalog)
+        let result = self.state.apply(&command, now, &self.catalog);
+        if result.as_ref().is_ok_and(Outcome::changed) {
+            let record = WalRecord::Shard {
+                now_ms: now,
+                command,
+            };
+            // On error the change stays in memory but is never acknowledged:
+            // the log is poisoned and every later answer that depends on it
+            // fails too.
+            self.last_lsn = self.store.append(&record)?;
+        }
+        Ok(Decided {
+            value: result,
+            lsn: self.last_lsn,
+        })
     }
 }
 
 impl Handler<Fetch> for Shard {
-    type Result = Vec<Option<Token>>;
+    type Result = actix::MessageResult<Fetch>;
 
     fn handle(&mut self, fetch: Fetch, _: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        self.state.fetch(fetch.account_id, &fetch.ids, now)
+        actix::MessageResult(Decided {
+            value: self.state.fetch(fetch.account_id, &fetch.ids, now),
+            lsn: self.last_lsn,
+        })
+    }
+}
+
+impl Handler<TakeImage> for Shard {
+    type Result = actix::MessageResult<TakeImage>;
+
+    fn handle(&mut self, _: TakeImage, _: &mut Self::Context) -> Self::Result {
+        // Every record of this shard at or below the log's current end has
+        // been applied (append happens in the same turn as apply), and every
+        // later one will be above it.
+        let lsn = self.store.last_lsn();
+        actix::MessageResult(shard_image(&self.state, lsn))
     }
 }
 
@@ -136,7 +199,10 @@ impl Handler<List> for Shard {
 
     fn handle(&mut self, List(query): List, _: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        actix::MessageResult(self.state.list(&query, now))
+        actix::MessageResult(Decided {
+            value: self.state.list(&query, now),
+            lsn: self.last_lsn,
+        })
     }
 }
 

@@ -11,7 +11,7 @@ mod reader;
 pub mod segment;
 mod writer;
 
-pub use reader::{read_from, Record, Replay, Truncation};
+pub use reader::{read_from, read_from_read_only, Record, Replay, Truncation};
 pub use segment::{list_segments, SegmentInfo};
 pub use writer::{Wal, WalStats};
 

@@ -210,6 +210,37 @@ pub fn read_from(
     after_lsn: Lsn,
     options: &WalOptions,
 ) -> Result<Replay, WalError> {
+    read(storage, dir, after_lsn, options, TailRepair::Truncate)
+}
+
+/// Like [`read_from`], but changes nothing on disk: a torn tail is reported
+/// in [`Replay::truncation`] (as what the next start would cut off) and
+/// skipped in memory only. For `tokend inspect`.
+pub fn read_from_read_only(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    after_lsn: Lsn,
+    options: &WalOptions,
+) -> Result<Replay, WalError> {
+    read(storage, dir, after_lsn, options, TailRepair::ReportOnly)
+}
+
+/// What replay does with a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TailRepair {
+    /// Cut it off the file (start-up).
+    Truncate,
+    /// Leave the file alone (inspection).
+    ReportOnly,
+}
+
+fn read(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    after_lsn: Lsn,
+    options: &WalOptions,
+    repair: TailRepair,
+) -> Result<Replay, WalError> {
     options.validate()?;
     let all = list_segments(storage.as_ref(), dir)?;
     let wanted = after_lsn.saturating_add(1);
@@ -251,7 +282,9 @@ pub fn read_from(
         }
         debug_assert_eq!(offset, scan.valid_len);
         let dropped_bytes = (data.len() - offset) as u64;
-        truncate_segment(storage.as_ref(), &last.path, offset as u64)?;
+        if repair == TailRepair::Truncate {
+            truncate_segment(storage.as_ref(), &last.path, offset as u64)?;
+        }
         data.truncate(offset);
         truncation = Some(Truncation {
             file: last.path.clone(),

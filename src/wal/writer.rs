@@ -95,6 +95,10 @@ struct AppendState {
     poisoned: Option<Arc<str>>,
     /// A `flush` caller wants an fsync even if the mode would not do one now.
     flush_requested: bool,
+    /// A `rotate` caller wants the current segment closed after the flush.
+    rotate_requested: bool,
+    /// Rotation requests served so far (a `rotate` caller waits for its own).
+    rotations_done: u64,
     /// The writer thread is gone (drop, poison or panic): nothing will be written any more.
     stopped: bool,
     /// The `Wal` is being dropped: write what is left, fsync, stop.
@@ -169,6 +173,8 @@ impl Wal {
                 next_lsn,
                 poisoned: None,
                 flush_requested: false,
+                rotate_requested: false,
+                rotations_done: 0,
                 stopped: false,
                 closing: false,
             }),
@@ -288,6 +294,31 @@ impl Wal {
         self.shared.work.notify_one();
         loop {
             if self.shared.synced_lsn.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(WalError::Poisoned {
+                    cause: Arc::clone(cause),
+                });
+            }
+            if st.stopped {
+                return Err(WalError::Closed);
+            }
+            self.shared.flushed.wait(&mut st);
+        }
+    }
+
+    /// Flushes, then closes the current segment and starts a new one, so that
+    /// every record appended before the call sits in a closed segment that
+    /// [`Wal::cut_before`] can delete. Blocks like [`Wal::flush`].
+    pub fn rotate(&self) -> Result<(), WalError> {
+        let mut st = self.shared.state.lock();
+        let served_before = st.rotations_done;
+        st.flush_requested = true;
+        st.rotate_requested = true;
+        self.shared.work.notify_one();
+        loop {
+            if st.rotations_done > served_before {
                 return Ok(());
             }
             if let Some(cause) = &st.poisoned {
@@ -489,6 +520,8 @@ struct Batch {
     records: u64,
     /// A flush was requested: fsync after writing whatever the mode.
     flush: bool,
+    /// A rotation was requested: close the segment after the flush.
+    rotate: bool,
     /// The WAL is closing: this is the last batch.
     closing: bool,
 }
@@ -549,6 +582,7 @@ impl Writer {
             records,
             bytes,
             flush: std::mem::take(&mut st.flush_requested),
+            rotate: std::mem::take(&mut st.rotate_requested),
             closing: st.closing,
         }
     }
@@ -588,6 +622,14 @@ impl Writer {
         debug_assert!(ack <= self.written_lsn && self.synced_lsn <= self.written_lsn);
         if ack > self.shared.durable_lsn.load(Ordering::Acquire) {
             self.shared.acknowledge(ack);
+        }
+        if batch.rotate {
+            // Everything written is fsynced (a rotation implies a flush), so
+            // the closed segment holds only durable records.
+            if self.segment.len > 0 {
+                self.rotate(self.written_lsn + 1)?;
+            }
+            self.shared.state.lock().rotations_done += 1;
         }
         if batch.flush || must_sync {
             // Taking the lock orders this wake-up after a flusher's check of the synced LSN.

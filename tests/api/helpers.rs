@@ -15,6 +15,9 @@ use tokend::admin_key::AdminKey;
 use tokend::app::{AppConfig, Application};
 use tokend::clock::ManualClock;
 use tokend::engine::{Engine, EngineConfig};
+use tokend::persist::store::StoreConfig;
+use tokend::storage::{FsStorage, Storage};
+use tokend::wal::{FsyncMode, WalOptions};
 
 /// The admin key every test app is started with.
 pub const ADMIN: &str = "integration-tests-admin-key";
@@ -33,6 +36,9 @@ pub const RETENTION_DEFAULT_MS: i64 = 30 * DAY;
 pub struct TestAppBuilder {
     shards: usize,
     retention_ms: i64,
+    data_dir: Option<Arc<tempfile::TempDir>>,
+    storage: Option<Arc<dyn Storage>>,
+    fsync: FsyncMode,
 }
 
 impl TestAppBuilder {
@@ -48,9 +54,30 @@ impl TestAppBuilder {
         self
     }
 
+    /// Serves from this data dir (e.g. the one of a stopped app).
+    pub fn data_dir(mut self, dir: Arc<tempfile::TempDir>) -> Self {
+        self.data_dir = Some(dir);
+        self
+    }
+
+    /// Does file I/O through `storage` (fault injection).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The WAL fsync mode (default `always`, as in production).
+    pub fn fsync(mut self, fsync: FsyncMode) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
     /// Builds the application and serves it in the background.
     pub async fn spawn(self) -> TestApp {
         let clock = Arc::new(ManualClock::new(T0));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("a temporary data dir")));
         let application = Application::build(AppConfig {
             listen: "127.0.0.1:0".parse().expect("a socket address"),
             engine: EngineConfig {
@@ -58,20 +85,35 @@ impl TestAppBuilder {
                 tombstone_retention_ms: self.retention_ms,
                 // Only explicit `run_timers()` calls run the timers.
                 timer_period: Duration::from_secs(3600),
+                store: StoreConfig {
+                    data_dir: data_dir.path().to_path_buf(),
+                    wal: WalOptions {
+                        fsync: self.fsync,
+                        ..WalOptions::default()
+                    },
+                    storage: self.storage.unwrap_or_else(|| Arc::new(FsStorage)),
+                },
             },
             admin_key: AdminKey::from_key(ADMIN),
             clock: clock.clone(),
             http_workers: 1,
+            // Snapshots only when a test asks for one.
+            snapshot_interval: Duration::from_secs(24 * 3600),
+            snapshot_wal_bytes: u64::MAX,
         })
         .expect("the application builds");
         let address = format!("http://{}", application.addr());
         let engine = application.engine().clone();
-        actix_web::rt::spawn(application.run_until_stopped());
+        let handle = application.handle();
+        let stopped = actix_web::rt::spawn(application.run_until_stopped());
         TestApp {
             address,
             client: client(),
             clock,
             engine,
+            data_dir,
+            handle,
+            stopped: Mutex::new(Some(stopped)),
             request_ids: Mutex::new(HashSet::new()),
             names: AtomicUsize::new(0),
         }
@@ -101,6 +143,10 @@ pub struct TestApp {
     /// The engine clock: moves only when a test moves it.
     pub clock: Arc<ManualClock>,
     engine: Engine,
+    /// The data dir (removed when the last holder drops it).
+    pub data_dir: Arc<tempfile::TempDir>,
+    handle: actix_web::dev::ServerHandle,
+    stopped: Mutex<Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>>,
     request_ids: Mutex<HashSet<String>>,
     names: AtomicUsize,
 }
@@ -144,12 +190,27 @@ impl TestApp {
         TestAppBuilder {
             shards: 3,
             retention_ms: RETENTION_DEFAULT_MS,
+            data_dir: None,
+            storage: None,
+            fsync: FsyncMode::Always,
         }
     }
 
     /// The engine, to run timers.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Stops gracefully as on SIGTERM (finish requests, flush the log, final
+    /// snapshot); returns how the shutdown went and the data dir.
+    pub async fn stop(self) -> (std::io::Result<()>, Arc<tempfile::TempDir>) {
+        self.handle.stop(true).await;
+        let stopped = self.stopped.lock().take();
+        let result = match stopped {
+            Some(task) => task.await.expect("the server task ends"),
+            None => Ok(()),
+        };
+        (result, Arc::clone(&self.data_dir))
     }
 
     /// Runs every shard's expiry and purge timers now.
