@@ -241,7 +241,11 @@ impl Store {
     /// the log. Blocking: run off the async workers.
     pub fn write_snapshot(&self, image: &SnapshotImage) -> Result<SnapshotInfo, StoreError> {
         let (info, oldest_kept_lsn) = self.write_image(image)?;
-        self.wal.cut_before(oldest_kept_lsn + 1)?;
+        // With a single snapshot on disk there is nothing to fall back on:
+        // the log stays whole until a second one exists.
+        if oldest_kept_lsn < info.lsn {
+            self.wal.cut_before(oldest_kept_lsn + 1)?;
+        }
         Ok(info)
     }
 
