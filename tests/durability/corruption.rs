@@ -172,12 +172,17 @@ async fn a_damaged_newest_snapshot_falls_back_to_the_previous_one_plus_the_wal()
         newest,
         SNAPSHOT_HEADER_BYTES + (len - SNAPSHOT_HEADER_BYTES) / 2,
     );
+    // And a snapshot write that a crash cut short.
+    let unfinished = dir.path().join("snapshot-99999999999999999999.mpk.tmp");
+    std::fs::write(&unfinished, b"TOKDSNAP half").unwrap();
 
     let mut server = Server::start(dir.path());
     let skipped = server.log_line("damaged snapshot skipped");
     assert!(skipped.contains(&names[1]), "{skipped}");
     let loading = server.log_line("loading snapshot");
     assert!(loading.contains(&names[0]), "{loading}");
+    server.log_line("removing unfinished snapshot file");
+    assert!(!unfinished.exists(), "the unfinished snapshot is removed");
     let mut aside = newest.clone().into_os_string();
     aside.push(".damaged");
     assert!(

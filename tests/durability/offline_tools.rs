@@ -119,9 +119,23 @@ async fn inspect_counts_what_was_written_and_compact_keeps_it() {
     assert!(run.stdout.lines().any(|l| l == "verdict: ok"));
 
     // The server serves the compacted dir (written with one shard, served
-    // with two) exactly as before.
-    let server = Server::start(dir.path());
+    // with two) exactly as before, and its log goes on from there.
+    let mut server = Server::start(dir.path());
     let loading = server.log_line("loading snapshot");
     assert!(loading.contains(&newest), "{loading}");
+    let api = Api::new(&server);
+    fixture.verify(&api).await;
+    fixture.write_round(&api).await;
+    fixture.capture(&api).await;
+    server.kill9();
+    let mut server = Server::start(dir.path());
     fixture.verify(&Api::new(&server)).await;
+    server.kill9();
+    let run = run_tool("inspect", dir.path());
+    assert!(run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains(&tokens_line(&fixture)),
+        "{}",
+        run.output()
+    );
 }

@@ -153,6 +153,7 @@ pub struct ServerOptions {
     args: Vec<String>,
     env: Vec<(String, String)>,
     fsync_flag: Option<String>,
+    shards: u16,
 }
 
 impl ServerOptions {
@@ -164,7 +165,14 @@ impl ServerOptions {
             args: Vec::new(),
             env: Vec::new(),
             fsync_flag: Some("always".to_owned()),
+            shards: 2,
         }
+    }
+
+    /// `--shards N` (default 2).
+    pub fn shards(mut self, shards: u16) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// Starts without `TOKEND_ADMIN_KEY` (the server generates or reuses one).
@@ -194,7 +202,8 @@ impl ServerOptions {
     fn spawn(&self) -> (Child, Log, JoinHandle<()>) {
         let mut command = command();
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("--shards={}", self.shards))
             .arg("--data-dir")
             .arg(&self.dir);
         if let Some(mode) = &self.fsync_flag {
