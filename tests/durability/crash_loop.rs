@@ -455,6 +455,81 @@ impl Worker {
     }
 }
 
+/// Starts the load: [`TASKS`] workers until `killed` is set.
+fn spawn_workers(
+    server: &Server,
+    key: &str,
+    collection_id: &str,
+    ledger: &Arc<Mutex<Ledger>>,
+    killed: &Arc<AtomicBool>,
+    cycle: usize,
+    rng: &mut Rng,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..TASKS)
+        .map(|task| {
+            let worker = Worker {
+                api: Api::new(server),
+                key: key.to_owned(),
+                collection_id: collection_id.to_owned(),
+                ledger: Arc::clone(ledger),
+                killed: Arc::clone(killed),
+                cycle,
+                task,
+                rng: Rng::new(rng.next()),
+            };
+            tokio::spawn(worker.run())
+        })
+        .collect()
+}
+
+/// A seed from `DURABILITY_SEED`, else from the clock; printed.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("DURABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: DURABILITY_SEED={seed}");
+    seed
+}
+
+/// Creates the account, key and collection the load uses; returns the key
+/// and the collection id.
+async fn tenant(api: &Api) -> (String, String) {
+    let account = api.create_account("load").await;
+    let key = api.create_key(&id_of(&account), "pos", &["*"]).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let collection = api
+        .post("/api/collections", &key, &json!({"name": "load"}))
+        .await
+        .expect(201)
+        .body;
+    (key, id_of(&collection))
+}
+
+/// The first request that validates a body compiles the request schemas
+/// (hundreds of ms in a debug build): pay that before a load window, with a
+/// create that is recorded like any other.
+async fn warm_up(api: &Api, key: &str, collection_id: &str, ledger: &Mutex<Ledger>, cycle: usize) {
+    let body = json!({
+        "collectionId": collection_id,
+        "data": {"warmUp": cycle},
+        "metadata": {"pool": "redeem"}
+    });
+    let created = api.post("/api/tokens", key, &body).await.expect(201);
+    ledger.lock().unwrap().add(
+        id_of(&created.body),
+        Known {
+            pool: Pool::Redeem,
+            fields: Some((body["data"].clone(), body["metadata"].clone())),
+        },
+    );
+}
+
 /// An admin snapshot during the load; counted when acknowledged.
 async fn snapshot_during_load(api: Api, ledger: Arc<Mutex<Ledger>>, after: Duration) {
     tokio::time::sleep(after).await;
@@ -516,16 +591,7 @@ async fn check_earlier_wins(api: &Api, key: &str, ledger: &Mutex<Ledger>, sample
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_loses_nothing_acknowledged_and_never_spends_twice() {
-    let seed = std::env::var("DURABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("crash loop: DURABILITY_SEED={seed}");
+    let seed = seed("crash loop");
     let mut rng = Rng::new(seed);
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -533,17 +599,9 @@ async fn crash_loop_loses_nothing_acknowledged_and_never_spends_twice() {
 
     let (key, collection_id) = {
         let mut server = Server::start(dir.path());
-        let api = Api::new(&server);
-        let account = api.create_account("crash-loop").await;
-        let key = api.create_key(&id_of(&account), "pos", &["*"]).await;
-        let key = key["key"].as_str().unwrap().to_owned();
-        let collection = api
-            .post("/api/collections", &key, &json!({"name": "loop"}))
-            .await
-            .expect(201)
-            .body;
+        let tenant = tenant(&Api::new(&server)).await;
         server.kill9();
-        (key, id_of(&collection))
+        tenant
     };
 
     let mut restores = Vec::new();
@@ -559,22 +617,7 @@ async fn crash_loop_loses_nothing_acknowledged_and_never_spends_twice() {
         api.get(&format!("/api/collections/{collection_id}"), &key)
             .await
             .expect(200);
-        // The first request that validates a body compiles the request
-        // schemas (hundreds of ms in a debug build): pay that before the
-        // load window, with a create that is recorded like any other.
-        let warm_up = json!({
-            "collectionId": collection_id,
-            "data": {"warmUp": cycle},
-            "metadata": {"pool": "redeem"}
-        });
-        let created = api.post("/api/tokens", &key, &warm_up).await.expect(201);
-        ledger.lock().unwrap().add(
-            id_of(&created.body),
-            Known {
-                pool: Pool::Redeem,
-                fields: Some((warm_up["data"].clone(), warm_up["metadata"].clone())),
-            },
-        );
+        warm_up(&api, &key, &collection_id, &ledger, cycle).await;
         check_earlier_wins(&api, &key, &ledger, 5).await;
         if cycle % 3 == 2 {
             api.snapshot().await;
@@ -583,20 +626,15 @@ async fn crash_loop_loses_nothing_acknowledged_and_never_spends_twice() {
 
         let killed = Arc::new(AtomicBool::new(false));
         let load_ms = rng.range(LOAD_MS.0, LOAD_MS.1);
-        let mut tasks = Vec::new();
-        for task in 0..TASKS {
-            let worker = Worker {
-                api: Api::new(&server),
-                key: key.clone(),
-                collection_id: collection_id.clone(),
-                ledger: Arc::clone(&ledger),
-                killed: Arc::clone(&killed),
-                cycle,
-                task,
-                rng: Rng::new(rng.next()),
-            };
-            tasks.push(tokio::spawn(worker.run()));
-        }
+        let mut tasks = spawn_workers(
+            &server,
+            &key,
+            &collection_id,
+            &ledger,
+            &killed,
+            cycle,
+            &mut rng,
+        );
         if cycle % 3 == 1 {
             let after = Duration::from_millis(rng.below(load_ms));
             tasks.push(tokio::spawn(snapshot_during_load(
@@ -666,4 +704,71 @@ async fn crash_loop_loses_nothing_acknowledged_and_never_spends_twice() {
             .any(|&(snap, replayed)| snap > 0 && replayed > 0),
         "some restore combined a snapshot and the WAL after it: {summary}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_in_flight_requests_and_snapshots_everything() {
+    let seed = seed("sigterm under load");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut server = Server::start(dir.path());
+    let api = Api::new(&server);
+    let (key, collection_id) = tenant(&api).await;
+    warm_up(&api, &key, &collection_id, &ledger, 0).await;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let tasks = spawn_workers(
+        &server,
+        &key,
+        &collection_id,
+        &ledger,
+        &stopping,
+        0,
+        &mut rng,
+    );
+    tokio::time::sleep(Duration::from_millis(rng.range(LOAD_MS.0, LOAD_MS.1))).await;
+    // From here a request may find the server gone (not an error); every
+    // answer it still gives is checked as before.
+    stopping.store(true, Ordering::SeqCst);
+    let status = server.terminate();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("workers stop once the server is gone")
+            .expect("a worker panicked");
+    }
+    let log = server.log().text();
+    assert_eq!(status.code(), Some(0), "SIGTERM under load exits 0:\n{log}");
+    server.log_line("snapshot written");
+    server.log_line("tokend stopped");
+    {
+        let ledger = ledger.lock().unwrap();
+        assert!(
+            ledger.violations.is_empty(),
+            "seed {seed}:\n{}",
+            ledger.violations.join("\n")
+        );
+    }
+
+    // The final snapshot holds every acknowledged change: nothing to replay.
+    let server = Server::start(dir.path());
+    let done = server.log_line("restore done");
+    assert_eq!(number_field(&done, "records_applied"), 0, "{done}");
+    let all: HashMap<String, Value> = Api::new(&server)
+        .all_tokens(&key)
+        .await
+        .into_iter()
+        .map(|t| (id_of(&t), t))
+        .collect();
+    let ledger = ledger.lock().unwrap();
+    let problems = ledger.check_final(&all);
+    assert!(
+        problems.is_empty(),
+        "seed {seed}: {:?}\n{}",
+        ledger.counts,
+        problems.join("\n")
+    );
+    assert!(ledger.counts.created > 10, "{:?}", ledger.counts);
+    eprintln!("sigterm under load: seed {seed}: {:?}", ledger.counts);
 }
