@@ -28,6 +28,18 @@ async fn a_torn_wal_tail_is_cut_logged_and_everything_before_it_is_kept() {
         .unwrap()
         .write_all(&[0x5a; 7])
         .unwrap();
+    // inspect reports the torn tail, calls the dir fine, and cuts nothing.
+    let run = run_tool("inspect", dir.path());
+    assert!(run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.lines().any(|l| l.contains("torn tail")
+            && l.contains(&name(&segment))
+            && l.contains(&format!("byte offset {whole}"))),
+        "{}",
+        run.output()
+    );
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole + 7);
+
     let mut server = Server::start(dir.path());
     let cut = server.log_line("torn WAL tail dropped");
     assert!(
