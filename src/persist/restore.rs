@@ -6,6 +6,7 @@ use super::image::{CatalogImage, ShardImage, SnapshotImage, TokenRecord, FORMAT_
 use super::record::WalRecord;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Millis;
+use crate::model::Token;
 use crate::shard::{ShardCommand, ShardState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -221,12 +222,41 @@ fn command_token(command: &ShardCommand) -> crate::ids::TokenId {
     }
 }
 
-/// Captures a shard for a snapshot.
-pub fn shard_image(state: &ShardState, lsn: u64) -> ShardImage {
-    ShardImage {
-        lsn,
-        tokens: state.tokens().map(TokenRecord::from).collect(),
+/// A shard's tokens as of one point in the log, taken in one message turn
+/// of the shard. Cheap: tokens are shared, and later changes copy on write,
+/// so the shard goes on serving while the capture is encoded elsewhere.
+pub struct ShardCapture {
+    /// LSN of the last record the capture includes.
+    pub lsn: u64,
+    /// The tokens as they were.
+    pub tokens: Vec<Arc<Token>>,
+}
+
+impl ShardCapture {
+    /// Captures `state`, which includes every record up to `lsn`.
+    pub fn of(state: &ShardState, lsn: u64) -> Self {
+        Self {
+            lsn,
+            tokens: state.tokens().map(Arc::clone).collect(),
+        }
     }
+
+    /// The storable image (the costly part: run it off the shard).
+    pub fn into_image(self) -> ShardImage {
+        ShardImage {
+            lsn: self.lsn,
+            tokens: self
+                .tokens
+                .iter()
+                .map(|t| TokenRecord::from(&**t))
+                .collect(),
+        }
+    }
+}
+
+/// Captures a shard for a snapshot, in one go.
+pub fn shard_image(state: &ShardState, lsn: u64) -> ShardImage {
+    ShardCapture::of(state, lsn).into_image()
 }
 
 /// Captures the catalog for a snapshot.
