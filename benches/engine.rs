@@ -10,7 +10,7 @@ use tokend::ids::{AccountId, CollectionId, TokenId};
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, TokenType};
 use tokend::persist::image::{SnapshotImage, FORMAT_VERSION};
-use tokend::persist::restore::{catalog_image, shard_image, Restorer};
+use tokend::persist::restore::{catalog_image, shard_image, Restorer, ShardCapture};
 use tokend::shard::{Expiry, NewToken, ShardCommand, ShardState};
 
 /// Tokens in the snapshot and restore benchmarks.
@@ -179,6 +179,15 @@ fn snapshot_and_restore(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.throughput(Throughput::Elements(IMAGE_TOKENS as u64));
+    // What a snapshot costs the shard itself: the rest runs on another thread.
+    group.bench_function("capture_in_shard_turn", |b| {
+        b.iter(|| {
+            shards
+                .iter()
+                .map(|s| ShardCapture::of(s, 2).tokens.len())
+                .sum::<usize>()
+        })
+    });
     group.bench_function("capture_and_encode", |b| {
         b.iter(|| rmp_serde::to_vec(&image(&f, &shards)).expect("encodes"))
     });

@@ -10,6 +10,12 @@ use crate::model::Token;
 use crate::shard::{ShardCommand, ShardState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often restore reports progress on large data.
+pub const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
+/// Tokens between two looks at the clock while loading a snapshot.
+const PROGRESS_CHECK_TOKENS: usize = 65_536;
 
 /// Why restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +102,22 @@ impl Restorer {
         let catalog = Arc::new(image.catalog.restore()?);
         let mut snapshot_tokens = 0;
         let mut shard_lsns = Vec::with_capacity(image.shards.len());
+        let started = Instant::now();
+        let mut last_report = started;
         for shard in image.shards {
             shard_lsns.push(shard.lsn);
             for record in shard.tokens {
+                if snapshot_tokens % PROGRESS_CHECK_TOKENS == 0
+                    && last_report.elapsed() >= PROGRESS_PERIOD
+                {
+                    last_report = Instant::now();
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    tracing::info!(
+                        tokens = snapshot_tokens,
+                        tokens_per_sec = (snapshot_tokens as f64 / secs) as u64,
+                        "loading snapshot tokens"
+                    );
+                }
                 let target = record.id.shard(shard_count);
                 let state = &mut shards[target];
                 let token = record

@@ -13,7 +13,7 @@
 use super::image::SnapshotImage;
 use super::lock::DataDirLock;
 use super::record::WalRecord;
-use super::restore::{RestoreError, RestoreStats, Restorer};
+use super::restore::{RestoreError, RestoreStats, Restorer, PROGRESS_PERIOD};
 use crate::catalog::Catalog;
 use crate::shard::ShardState;
 use crate::snapshot_file::{SnapshotError, SnapshotStore};
@@ -23,9 +23,6 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How often restore reports progress on large data.
-const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
 
 /// Why the store could not open or write.
 #[derive(Debug, thiserror::Error)]
