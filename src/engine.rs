@@ -465,6 +465,7 @@ impl Engine {
 
     async fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
         let store = &self.inner.store;
+        store.check_writable().map_err(storage_error)?;
         let lsn = self
             .inner
             .catalog

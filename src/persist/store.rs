@@ -97,6 +97,10 @@ pub struct Store {
     wal: Wal,
     /// Snapshot files.
     snapshots: SnapshotStore,
+    /// Set when an append is refused (overload, oversized record): the caller
+    /// had already applied the change in memory, so memory and log differ and
+    /// nothing more may be acknowledged — the same rule as a failed write.
+    refused: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What `compact` did.
@@ -183,6 +187,7 @@ impl Store {
             _lock: lock,
             wal,
             snapshots,
+            refused: std::sync::OnceLock::new(),
         };
         Ok((
             store,
@@ -200,12 +205,38 @@ impl Store {
     /// Logs `record`; the change is acknowledged once [`Store::wait_durable`]
     /// for the returned LSN succeeds.
     pub fn append(&self, record: &WalRecord) -> Result<Lsn, WalError> {
-        ENCODE_BUF.with(|buf| {
+        self.check_refused()?;
+        let appended = ENCODE_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
             record.encode_into(&mut buf);
             self.wal.append(&buf)
-        })
+        });
+        if let Err(e) = &appended {
+            let cause: Arc<str> = Arc::from(e.to_string());
+            if self.refused.set(Arc::clone(&cause)).is_ok() {
+                tracing::error!(%cause, "WAL append refused; no further change is acknowledged");
+            }
+        }
+        appended
+    }
+
+    /// `Err` once the store can acknowledge nothing more (a failed write or
+    /// fsync, or a refused append). Shards check it before applying a change,
+    /// so that a poisoned engine stops changing state — reads then show only
+    /// what was there.
+    pub fn check_writable(&self) -> Result<(), WalError> {
+        self.check_refused()?;
+        self.wal.check_writable()
+    }
+
+    fn check_refused(&self) -> Result<(), WalError> {
+        match self.refused.get() {
+            Some(cause) => Err(WalError::Poisoned {
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The LSN of the last appended record (0 when none).
@@ -216,6 +247,7 @@ impl Store {
     /// Resolves once everything up to `lsn` is acknowledgeable under the fsync
     /// mode; an error means it never will be (the log is poisoned).
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        self.check_refused()?;
         if lsn == 0 {
             return Ok(());
         }
@@ -224,6 +256,7 @@ impl Store {
 
     /// Writes and fsyncs everything appended (shutdown).
     pub fn flush(&self) -> Result<(), WalError> {
+        self.check_refused()?;
         self.wal.flush()
     }
 

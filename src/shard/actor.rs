@@ -141,6 +141,8 @@ impl Handler<Execute> for Shard {
     type Result = Result<Decided<Result<Outcome, Rejection>>, WalError>;
 
     fn handle(&mut self, Execute(command): Execute, _: &mut Self::Context) -> Self::Result {
+        // A poisoned store acknowledges nothing; stop changing state too.
+        self.store.check_writable()?;
         let now = self.now();
         let result = self.state.apply(&command, now, &self.catalog);
         if result.as_ref().is_ok_and(Outcome::changed) {

@@ -6,6 +6,7 @@ use crate::helpers::{id_of, TestApp, ADMIN};
 use serde_json::json;
 use std::sync::Arc;
 use tokend::storage::FaultyStorage;
+use tokend::wal::WalOptions;
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -184,4 +185,37 @@ async fn admin_snapshot_then_restart_restores_snapshot_plus_log() {
     app.get(&format!("/api/tokens/{after}"), &revoked)
         .await
         .assert_error(401, "UNAUTHENTICATED");
+}
+
+/// An append the log refuses (here: a record over its size limit) comes after
+/// the shard applied the change in memory, so it poisons the engine exactly
+/// like a failed write: nothing more is acknowledged, reads go on.
+#[actix_web::test]
+async fn a_refused_append_poisons_the_engine() {
+    let app = TestApp::builder()
+        .wal(WalOptions {
+            record_bytes_max: 2_048,
+            buffer_bytes_max: 1 << 20,
+            ..WalOptions::default()
+        })
+        .spawn()
+        .await;
+    let tenant = app.tenant().await;
+    let kept = app
+        .create_token_in(&tenant.key, &tenant.collection_id)
+        .await;
+    let big = json!({"collectionId": tenant.collection_id, "data": "x".repeat(4_000)});
+    app.post("/api/tokens", &tenant.key, &big)
+        .await
+        .assert_error(503, "STORAGE_UNAVAILABLE");
+    app.redeem(&tenant.key, &kept, &json!({}))
+        .await
+        .assert_error(503, "STORAGE_UNAVAILABLE");
+    assert_eq!(app.token(&tenant.key, &kept).await["status"], "active");
+    let (stopped, dir) = app.stop().await;
+    assert!(stopped.is_err(), "a poisoned engine cannot stop cleanly");
+    let app = TestApp::builder().data_dir(dir).spawn().await;
+    app.redeem(&tenant.key, &kept, &json!({}))
+        .await
+        .assert_status(200);
 }

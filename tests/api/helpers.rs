@@ -38,6 +38,7 @@ pub struct TestAppBuilder {
     retention_ms: i64,
     data_dir: Option<Arc<tempfile::TempDir>>,
     storage: Option<Arc<dyn Storage>>,
+    wal: WalOptions,
 }
 
 impl TestAppBuilder {
@@ -65,6 +66,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// WAL options (limits); fsync stays `always` unless changed here.
+    pub fn wal(mut self, wal: WalOptions) -> Self {
+        self.wal = wal;
+        self
+    }
+
     /// Builds the application and serves it in the background.
     pub async fn spawn(self) -> TestApp {
         let clock = Arc::new(ManualClock::new(T0));
@@ -80,8 +87,7 @@ impl TestAppBuilder {
                 timer_period: Duration::from_secs(3600),
                 store: StoreConfig {
                     data_dir: data_dir.path().to_path_buf(),
-                    // fsync `always`, as in production.
-                    wal: WalOptions::default(),
+                    wal: self.wal,
                     storage: self.storage.unwrap_or_else(|| Arc::new(FsStorage)),
                 },
             },
@@ -183,6 +189,8 @@ impl TestApp {
             retention_ms: RETENTION_DEFAULT_MS,
             data_dir: None,
             storage: None,
+            // fsync `always`, as in production.
+            wal: WalOptions::default(),
         }
     }
 
