@@ -153,6 +153,10 @@ impl Engine {
             Err(_) => Ok(()),
         };
         self.stop();
+        // Nothing writes any more: release the data dir now, not whenever the
+        // last handle on the engine drops. A flush failure there is the one
+        // already in `flushed`.
+        let _ = self.inner.store.close();
         flushed.and(snapshot)
     }
 

@@ -91,8 +91,9 @@ pub struct SnapshotInfo {
 
 /// The open store.
 pub struct Store {
-    /// Held for the life of the store.
-    _lock: DataDirLock,
+    /// Held until [`Store::close`]: released explicitly at shutdown rather
+    /// than whenever the last reference to the store happens to drop.
+    lock: parking_lot::Mutex<Option<DataDirLock>>,
     /// The log.
     wal: Wal,
     /// Snapshot files.
@@ -184,7 +185,7 @@ impl Store {
             "restore done"
         );
         let store = Store {
-            _lock: lock,
+            lock: parking_lot::Mutex::new(Some(lock)),
             wal,
             snapshots,
             refused: std::sync::OnceLock::new(),
@@ -252,6 +253,16 @@ impl Store {
             return Ok(());
         }
         self.wal.wait_durable(lsn).await
+    }
+
+    /// Ends the store's use of the data dir: flushes, refuses every later
+    /// append, and releases the lock so another process (or a restart in the
+    /// same process) can open the dir at once.
+    pub fn close(&self) -> Result<(), WalError> {
+        let flushed = self.flush();
+        let _ = self.refused.set(Arc::from("the store is closed"));
+        self.lock.lock().take();
+        flushed
     }
 
     /// Writes and fsyncs everything appended (shutdown).
