@@ -14,8 +14,9 @@ use crate::model::collection::CollectionRecord;
 use crate::model::{Account, ApiKey, Collection, Liveness, Scopes, Token};
 use crate::persist::image::{SnapshotImage, FORMAT_VERSION};
 use crate::persist::record::WalRecord;
+use crate::persist::restore::ShardCapture;
 use crate::persist::store::{Restored, SnapshotInfo, Store, StoreConfig, StoreError};
-use crate::shard::actor::{Decided, Execute, Fetch, List, Precheck, RunTimers, TakeImage};
+use crate::shard::actor::{Capture, Decided, Execute, Fetch, List, Precheck, RunTimers};
 use crate::shard::{
     Created, ListQuery, NewToken, Outcome, Rejection, Shard, ShardCommand, TimerReport,
 };
@@ -68,7 +69,7 @@ pub enum EngineError {
 #[derive(Debug, Clone)]
 pub struct TokenPage {
     /// The tokens, in list order.
-    pub tokens: Vec<Token>,
+    pub tokens: Vec<Arc<Token>>,
     /// Whether more follow the last one.
     pub has_more: bool,
 }
@@ -152,6 +153,10 @@ impl Engine {
             Err(_) => Ok(()),
         };
         self.stop();
+        // Nothing writes any more: release the data dir now, not whenever the
+        // last handle on the engine drops. A flush failure there is the one
+        // already in `flushed`.
+        let _ = self.inner.store.close();
         flushed.and(snapshot)
     }
 
@@ -262,7 +267,7 @@ impl Engine {
         merchant_id: Option<String>,
         idempotency_key: Option<String>,
         redeemed_by: String,
-    ) -> Result<(Token, bool), EngineError> {
+    ) -> Result<(Arc<Token>, bool), EngineError> {
         let command = ShardCommand::Redeem {
             account_id: account,
             id,
@@ -304,9 +309,14 @@ impl Engine {
             .map_err(storage_error)
     }
 
-    /// Waits for the records a read depends on, then hands back its value.
+    /// Waits for the records a read depends on, then hands back its value, so
+    /// that reads do not show changes a crash could still undo. Once the log
+    /// is poisoned those records never become durable; reads go on anyway
+    /// (only writes are refused).
     async fn durable<T>(&self, decided: Decided<T>) -> Result<T, EngineError> {
-        self.wait_durable(decided.lsn).await?;
+        if let Err(e) = self.wait_durable(decided.lsn).await {
+            tracing::debug!(error = %e, "read served from a poisoned engine");
+        }
         Ok(decided.value)
     }
 
@@ -315,7 +325,7 @@ impl Engine {
         &self,
         account: AccountId,
         ids: &[TokenId],
-    ) -> Result<Vec<Option<Token>>, EngineError> {
+    ) -> Result<Vec<Option<Arc<Token>>>, EngineError> {
         if let [id] = ids {
             let decided = self
                 .shard_of(*id)
@@ -459,6 +469,7 @@ impl Engine {
 
     async fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
         let store = &self.inner.store;
+        store.check_writable().map_err(storage_error)?;
         let lsn = self
             .inner
             .catalog
@@ -477,36 +488,37 @@ impl Engine {
         let _one_at_a_time = self.inner.snapshotting.lock().await;
         let store = Arc::clone(&self.inner.store);
         let (catalog, catalog_lsn) = self.inner.catalog.image_at(|| store.last_lsn());
-        let mut shards = Vec::with_capacity(self.shard_count());
+        let mut captures = Vec::with_capacity(self.shard_count());
         for shard in &self.inner.shards {
-            shards.push(
+            captures.push(
                 shard
-                    .send(TakeImage)
+                    .send(Capture)
                     .await
                     .map_err(|_| EngineError::Unavailable)?,
             );
         }
-        let image = SnapshotImage {
-            format_version: FORMAT_VERSION,
-            taken_at_ms: self.now(),
-            shard_count: self.shard_count() as u32,
-            catalog_lsn,
-            catalog,
-            shards,
-        };
-        // The image may hold changes whose records are not yet durable; it is
-        // written only once they are (a poisoned log refuses it here).
-        let newest = image
-            .shards
-            .iter()
-            .map(|s| s.lsn)
-            .fold(catalog_lsn, Lsn::max);
+        // The captures may hold changes whose records are not yet durable;
+        // the snapshot is written only once they are (a poisoned log refuses
+        // it here).
+        let newest = captures.iter().map(|c| c.lsn).fold(catalog_lsn, Lsn::max);
         self.wait_durable(newest).await?;
+        let taken_at_ms = self.now();
+        let shard_count = self.shard_count() as u32;
         let started = std::time::Instant::now();
-        let info = actix_web::rt::task::spawn_blocking(move || store.write_snapshot(&image))
-            .await
-            .map_err(|_| EngineError::Unavailable)?
-            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        let info = actix_web::rt::task::spawn_blocking(move || {
+            let image = SnapshotImage {
+                format_version: FORMAT_VERSION,
+                taken_at_ms,
+                shard_count,
+                catalog_lsn,
+                catalog,
+                shards: captures.into_iter().map(ShardCapture::into_image).collect(),
+            };
+            store.write_snapshot(&image)
+        })
+        .await
+        .map_err(|_| EngineError::Unavailable)?
+        .map_err(|e| EngineError::Storage(e.to_string()))?;
         tracing::info!(
             lsn = info.lsn,
             tokens = info.tokens,

@@ -264,3 +264,38 @@ fn a_restored_shard_keeps_spend_once() {
         }
     }
 }
+
+/// A capture is the state at its LSN: changes the shard makes afterwards
+/// (copy on write) do not leak into the image being encoded.
+#[test]
+fn a_capture_is_unaffected_by_later_changes() {
+    use tokend::persist::restore::ShardCapture;
+    let mut live = Live::new(1);
+    populate(&mut live, None);
+    let capture = ShardCapture::of(&live.shards[0], live.log.len() as u64);
+    let active: Vec<(TokenId, AccountId)> = live.shards[0]
+        .tokens()
+        .filter(|t| t.status == Status::Active)
+        .map(|t| (t.id, t.collection.record.account_id))
+        .collect();
+    assert!(!active.is_empty());
+    for (id, account) in &active {
+        live.shard(
+            *id,
+            ShardCommand::Redeem {
+                account_id: *account,
+                id: *id,
+                merchant_id: None,
+                idempotency_key: None,
+                redeemed_by: "k".into(),
+            },
+        );
+    }
+    let image = capture.into_image();
+    for (id, _) in &active {
+        let record = image.tokens.iter().find(|t| t.id == *id).unwrap();
+        assert_eq!(record.status, Status::Active, "captured before the redeem");
+        assert!(record.data.is_some(), "data captured before it was freed");
+    }
+    assert!(live.shards[0].tokens().all(|t| t.status != Status::Active));
+}

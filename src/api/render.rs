@@ -9,6 +9,7 @@ use crate::timestamp;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// A timestamp as RFC 3339 text.
 struct At(Millis);
@@ -27,12 +28,12 @@ pub struct TokenJson<'a> {
     pub now: Millis,
     /// When `?children=true`: the child tokens to embed instead of their ids
     /// (a child that is gone is left out).
-    pub children: Option<&'a [Token]>,
+    pub children: Option<&'a [Arc<Token>]>,
 }
 
 struct ChildrenJson<'a> {
     ids: &'a [crate::ids::TokenId],
-    expanded: Option<&'a [Token]>,
+    expanded: Option<&'a [Arc<Token>]>,
     now: Millis,
 }
 

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Header marking a response that repeats an earlier one.
 const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -380,8 +381,8 @@ fn token_id(text: &str) -> Result<TokenId, ApiError> {
 async fn children_of(
     state: &AppState,
     caller: &AccountCaller,
-    tokens: &[Token],
-) -> Result<Vec<Vec<Token>>, ApiError> {
+    tokens: &[Arc<Token>],
+) -> Result<Vec<Vec<Arc<Token>>>, ApiError> {
     let ids: Vec<TokenId> = tokens
         .iter()
         .flat_map(|t| t.extra().children.iter().copied())

@@ -224,6 +224,12 @@ pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<
                 push_key(&mut path, property.as_str().unwrap_or_default());
                 errors.push(FieldError::new(path, "is required"));
             }
+            // A bad key is reported at the key itself (`$.metadata.<key>`).
+            ValidationErrorKind::PropertyNames { error: inner } => {
+                let mut path = at;
+                push_key(&mut path, inner.instance.as_str().unwrap_or_default());
+                errors.push(FieldError::new(path, format!("key: {inner}")));
+            }
             _ => errors.push(FieldError::new(at, error.to_string())),
         }
     }

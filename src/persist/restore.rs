@@ -6,9 +6,16 @@ use super::image::{CatalogImage, ShardImage, SnapshotImage, TokenRecord, FORMAT_
 use super::record::WalRecord;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Millis;
+use crate::model::Token;
 use crate::shard::{ShardCommand, ShardState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often restore reports progress on large data.
+pub const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
+/// Tokens between two looks at the clock while loading a snapshot.
+const PROGRESS_CHECK_TOKENS: usize = 65_536;
 
 /// Why restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +102,22 @@ impl Restorer {
         let catalog = Arc::new(image.catalog.restore()?);
         let mut snapshot_tokens = 0;
         let mut shard_lsns = Vec::with_capacity(image.shards.len());
+        let started = Instant::now();
+        let mut last_report = started;
         for shard in image.shards {
             shard_lsns.push(shard.lsn);
             for record in shard.tokens {
+                if snapshot_tokens % PROGRESS_CHECK_TOKENS == 0
+                    && last_report.elapsed() >= PROGRESS_PERIOD
+                {
+                    last_report = Instant::now();
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    tracing::info!(
+                        tokens = snapshot_tokens,
+                        tokens_per_sec = (snapshot_tokens as f64 / secs) as u64,
+                        "loading snapshot tokens"
+                    );
+                }
                 let target = record.id.shard(shard_count);
                 let state = &mut shards[target];
                 let token = record
@@ -221,12 +241,41 @@ fn command_token(command: &ShardCommand) -> crate::ids::TokenId {
     }
 }
 
-/// Captures a shard for a snapshot.
-pub fn shard_image(state: &ShardState, lsn: u64) -> ShardImage {
-    ShardImage {
-        lsn,
-        tokens: state.tokens().map(TokenRecord::from).collect(),
+/// A shard's tokens as of one point in the log, taken in one message turn
+/// of the shard. Cheap: tokens are shared, and later changes copy on write,
+/// so the shard goes on serving while the capture is encoded elsewhere.
+pub struct ShardCapture {
+    /// LSN of the last record the capture includes.
+    pub lsn: u64,
+    /// The tokens as they were.
+    pub tokens: Vec<Arc<Token>>,
+}
+
+impl ShardCapture {
+    /// Captures `state`, which includes every record up to `lsn`.
+    pub fn of(state: &ShardState, lsn: u64) -> Self {
+        Self {
+            lsn,
+            tokens: state.tokens().map(Arc::clone).collect(),
+        }
     }
+
+    /// The storable image (the costly part: run it off the shard).
+    pub fn into_image(self) -> ShardImage {
+        ShardImage {
+            lsn: self.lsn,
+            tokens: self
+                .tokens
+                .iter()
+                .map(|t| TokenRecord::from(&**t))
+                .collect(),
+        }
+    }
+}
+
+/// Captures a shard for a snapshot, in one go.
+pub fn shard_image(state: &ShardState, lsn: u64) -> ShardImage {
+    ShardCapture::of(state, lsn).into_image()
 }
 
 /// Captures the catalog for a snapshot.

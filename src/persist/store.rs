@@ -13,7 +13,7 @@
 use super::image::SnapshotImage;
 use super::lock::DataDirLock;
 use super::record::WalRecord;
-use super::restore::{RestoreError, RestoreStats, Restorer};
+use super::restore::{RestoreError, RestoreStats, Restorer, PROGRESS_PERIOD};
 use crate::catalog::Catalog;
 use crate::shard::ShardState;
 use crate::snapshot_file::{SnapshotError, SnapshotStore};
@@ -23,9 +23,6 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How often restore reports progress on large data.
-const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
 
 /// Why the store could not open or write.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +91,17 @@ pub struct SnapshotInfo {
 
 /// The open store.
 pub struct Store {
-    /// Held for the life of the store.
-    _lock: DataDirLock,
+    /// Held until [`Store::close`]: released explicitly at shutdown rather
+    /// than whenever the last reference to the store happens to drop.
+    lock: parking_lot::Mutex<Option<DataDirLock>>,
     /// The log.
     wal: Wal,
     /// Snapshot files.
     snapshots: SnapshotStore,
+    /// Set when an append is refused (overload, oversized record): the caller
+    /// had already applied the change in memory, so memory and log differ and
+    /// nothing more may be acknowledged — the same rule as a failed write.
+    refused: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What `compact` did.
@@ -183,9 +185,10 @@ impl Store {
             "restore done"
         );
         let store = Store {
-            _lock: lock,
+            lock: parking_lot::Mutex::new(Some(lock)),
             wal,
             snapshots,
+            refused: std::sync::OnceLock::new(),
         };
         Ok((
             store,
@@ -203,12 +206,38 @@ impl Store {
     /// Logs `record`; the change is acknowledged once [`Store::wait_durable`]
     /// for the returned LSN succeeds.
     pub fn append(&self, record: &WalRecord) -> Result<Lsn, WalError> {
-        ENCODE_BUF.with(|buf| {
+        self.check_refused()?;
+        let appended = ENCODE_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
             record.encode_into(&mut buf);
             self.wal.append(&buf)
-        })
+        });
+        if let Err(e) = &appended {
+            let cause: Arc<str> = Arc::from(e.to_string());
+            if self.refused.set(Arc::clone(&cause)).is_ok() {
+                tracing::error!(%cause, "WAL append refused; no further change is acknowledged");
+            }
+        }
+        appended
+    }
+
+    /// `Err` once the store can acknowledge nothing more (a failed write or
+    /// fsync, or a refused append). Shards check it before applying a change,
+    /// so that a poisoned engine stops changing state — reads then show only
+    /// what was there.
+    pub fn check_writable(&self) -> Result<(), WalError> {
+        self.check_refused()?;
+        self.wal.check_writable()
+    }
+
+    fn check_refused(&self) -> Result<(), WalError> {
+        match self.refused.get() {
+            Some(cause) => Err(WalError::Poisoned {
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The LSN of the last appended record (0 when none).
@@ -219,14 +248,26 @@ impl Store {
     /// Resolves once everything up to `lsn` is acknowledgeable under the fsync
     /// mode; an error means it never will be (the log is poisoned).
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        self.check_refused()?;
         if lsn == 0 {
             return Ok(());
         }
         self.wal.wait_durable(lsn).await
     }
 
+    /// Ends the store's use of the data dir: flushes, refuses every later
+    /// append, and releases the lock so another process (or a restart in the
+    /// same process) can open the dir at once.
+    pub fn close(&self) -> Result<(), WalError> {
+        let flushed = self.flush();
+        let _ = self.refused.set(Arc::from("the store is closed"));
+        self.lock.lock().take();
+        flushed
+    }
+
     /// Writes and fsyncs everything appended (shutdown).
     pub fn flush(&self) -> Result<(), WalError> {
+        self.check_refused()?;
         self.wal.flush()
     }
 

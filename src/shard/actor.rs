@@ -18,9 +18,8 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, Millis};
 use crate::ids::{AccountId, TokenId};
 use crate::model::Token;
-use crate::persist::image::ShardImage;
 use crate::persist::record::WalRecord;
-use crate::persist::restore::shard_image;
+use crate::persist::restore::ShardCapture;
 use crate::persist::store::Store;
 use crate::wal::{Lsn, WalError};
 use actix::{Actor, AsyncContext, Context, Handler, Message};
@@ -48,12 +47,12 @@ pub struct Execute(pub ShardCommand);
 
 /// Captures the shard for a snapshot.
 #[derive(Message)]
-#[rtype(result = "ShardImage")]
-pub struct TakeImage;
+#[rtype(result = "ShardCapture")]
+pub struct Capture;
 
 /// Reads tokens by id.
 #[derive(Message)]
-#[rtype(result = "Decided<Vec<Option<Token>>>")]
+#[rtype(result = "Decided<Vec<Option<Arc<Token>>>>")]
 pub struct Fetch {
     /// The requester.
     pub account_id: AccountId,
@@ -142,6 +141,8 @@ impl Handler<Execute> for Shard {
     type Result = Result<Decided<Result<Outcome, Rejection>>, WalError>;
 
     fn handle(&mut self, Execute(command): Execute, _: &mut Self::Context) -> Self::Result {
+        // A poisoned store acknowledges nothing; stop changing state too.
+        self.store.check_writable()?;
         let now = self.now();
         let result = self.state.apply(&command, now, &self.catalog);
         if result.as_ref().is_ok_and(Outcome::changed) {
@@ -173,15 +174,15 @@ impl Handler<Fetch> for Shard {
     }
 }
 
-impl Handler<TakeImage> for Shard {
-    type Result = actix::MessageResult<TakeImage>;
+impl Handler<Capture> for Shard {
+    type Result = actix::MessageResult<Capture>;
 
-    fn handle(&mut self, _: TakeImage, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Capture, _: &mut Self::Context) -> Self::Result {
         // Every record of this shard at or below the log's current end has
         // been applied (append happens in the same turn as apply), and every
         // later one will be above it.
         let lsn = self.store.last_lsn();
-        actix::MessageResult(shard_image(&self.state, lsn))
+        actix::MessageResult(ShardCapture::of(&self.state, lsn))
     }
 }
 

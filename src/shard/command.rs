@@ -9,6 +9,7 @@ use crate::ids::{AccountId, CollectionId, TokenId};
 use crate::model::metadata::{self, Metadata};
 use crate::model::{Encryption, Token, TokenType};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// When a new token expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,9 +88,9 @@ pub enum ShardCommand {
 #[derive(Debug, Clone)]
 pub enum Created {
     /// Newly created.
-    New(Token),
+    New(Arc<Token>),
     /// Existed with the same idempotency key and body: the original.
-    Replayed(Token),
+    Replayed(Arc<Token>),
 }
 
 impl Created {
@@ -109,7 +110,7 @@ pub enum Outcome {
     /// The token after redemption.
     Redeemed {
         /// Its state now.
-        token: Token,
+        token: Arc<Token>,
         /// True when this repeats the winning request (nothing changed).
         replayed: bool,
     },

@@ -42,7 +42,7 @@ pub struct ListQuery {
 #[derive(Debug, Clone, Default)]
 pub struct ListPage {
     /// The tokens, in list order.
-    pub tokens: Vec<Token>,
+    pub tokens: Vec<Arc<Token>>,
 }
 
 /// What one timer run did.
@@ -56,8 +56,11 @@ pub struct TimerReport {
 
 /// The tokens one shard owns, with their indexes and timers.
 pub struct ShardState {
-    /// Every token of this shard (tombstones included until purged).
-    tokens: HashMap<TokenId, Token>,
+    /// Every token of this shard (tombstones included until purged). Shared
+    /// and copied on write: a read or a snapshot capture takes a reference
+    /// instead of a deep copy, and a change copies a token only while a
+    /// reader still holds the old version.
+    tokens: HashMap<TokenId, Arc<Token>>,
     /// Token ids per account ordered by creation time: lists seek into it by
     /// binary search instead of scanning the shard.
     by_account: HashMap<AccountId, Vec<TokenId>>,
@@ -125,7 +128,7 @@ impl ShardState {
 
     /// The token `id` as `account` may see it at `now`: `None` when unknown,
     /// another account's, or purged.
-    fn visible(&self, account: AccountId, id: TokenId, now: Millis) -> Option<&Token> {
+    fn visible(&self, account: AccountId, id: TokenId, now: Millis) -> Option<&Arc<Token>> {
         self.tokens.get(&id).filter(|t| {
             t.collection.record.account_id == account && !t.is_purged(now, self.retention_ms)
         })
@@ -235,7 +238,8 @@ impl ShardState {
                 self.expiries.push(expires_at_ms, token.id);
             }
             self.index(new.account_id, &token);
-            results.push(Created::New(token.clone()));
+            let token = Arc::new(token);
+            results.push(Created::New(Arc::clone(&token)));
             self.tokens.insert(token.id, token);
         }
         Ok(Outcome::Created(results))
@@ -266,7 +270,7 @@ impl ShardState {
                 });
                 if repeats_winner {
                     return Ok(Outcome::Redeemed {
-                        token: token.clone(),
+                        token: Arc::clone(token),
                         replayed: true,
                     });
                 }
@@ -287,6 +291,7 @@ impl ShardState {
         let Some(token) = self.tokens.get_mut(&id) else {
             return Err(Rejection::TokenNotFound);
         };
+        let token = Arc::make_mut(token);
         token.status = Status::Redeemed;
         token.free_data();
         token.extra_mut().redemption = Some(Redemption {
@@ -295,10 +300,10 @@ impl ShardState {
             redeemed_at_ms: now,
             redeemed_by,
         });
-        let redeemed = token.clone();
+        let redeemed = self.tokens.get(&id).map(Arc::clone);
         self.purges.push(now.saturating_add(retention_ms), id);
         Ok(Outcome::Redeemed {
-            token: redeemed,
+            token: redeemed.ok_or(Rejection::TokenNotFound)?,
             replayed: false,
         })
     }
@@ -319,6 +324,7 @@ impl ShardState {
         let Some(token) = self.tokens.get_mut(&id) else {
             return Err(Rejection::TokenNotFound);
         };
+        let token = Arc::make_mut(token);
         token.status = Status::Deleted;
         token.erase();
         token.extra_mut().deleted_at_ms = Some(now);
@@ -327,9 +333,14 @@ impl ShardState {
     }
 
     /// Copies of the tokens `ids` as `account` sees them at `now`.
-    pub fn fetch(&self, account: AccountId, ids: &[TokenId], now: Millis) -> Vec<Option<Token>> {
+    pub fn fetch(
+        &self,
+        account: AccountId,
+        ids: &[TokenId],
+        now: Millis,
+    ) -> Vec<Option<Arc<Token>>> {
         ids.iter()
-            .map(|id| self.visible(account, *id, now).cloned())
+            .map(|id| self.visible(account, *id, now).map(Arc::clone))
             .collect()
     }
 
@@ -343,7 +354,7 @@ impl ShardState {
                 && (query.types.is_empty() || query.types.contains(&t.kind))
         };
         let after = |t: &Token| query.after.is_none_or(|pos| (t.created_at_ms, t.id) > pos);
-        let mut found: Vec<Token> = Vec::new();
+        let mut found: Vec<Arc<Token>> = Vec::new();
         if !query.ids.is_empty() {
             found.extend(
                 query
@@ -351,7 +362,7 @@ impl ShardState {
                     .iter()
                     .filter_map(|id| self.visible(query.account_id, *id, now))
                     .filter(|t| after(t) && matches(t))
-                    .cloned(),
+                    .map(Arc::clone),
             );
         } else if let Some(index) = self.by_account.get(&query.account_id) {
             let created =
@@ -372,7 +383,7 @@ impl ShardState {
                 if token.is_purged(now, self.retention_ms) || !after(token) || !matches(token) {
                     continue;
                 }
-                found.push(token.clone());
+                found.push(Arc::clone(token));
                 if found.len() >= wanted && boundary.is_none() {
                     boundary = Some(token.created_at_ms);
                 }
@@ -395,6 +406,7 @@ impl ShardState {
             if token.status != Status::Active || token.expires_at_ms != deadline {
                 continue;
             }
+            let token = Arc::make_mut(token);
             token.status = Status::Expired;
             token.free_data();
             self.purges
@@ -476,7 +488,7 @@ impl ShardState {
             .entry(token.collection.record.account_id)
             .or_default()
             .push(token.id);
-        self.tokens.insert(token.id, token);
+        self.tokens.insert(token.id, Arc::new(token));
     }
 
     /// Restores the creation order of the account indexes after
@@ -504,8 +516,8 @@ impl ShardState {
         interned
     }
 
-    /// Every token, for invariant checks in tests.
-    pub fn tokens(&self) -> impl Iterator<Item = &Token> {
+    /// Every token (snapshots, tests).
+    pub fn tokens(&self) -> impl Iterator<Item = &Arc<Token>> {
         self.tokens.values()
     }
 }

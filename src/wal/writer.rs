@@ -333,6 +333,18 @@ impl Wal {
         }
     }
 
+    /// `Err(Poisoned)` once a write or fsync has failed: callers that change
+    /// state before appending check this first, so a poisoned log stops
+    /// changes instead of only refusing to record them.
+    pub fn check_writable(&self) -> Result<(), WalError> {
+        match &self.shared.state.lock().poisoned {
+            Some(cause) => Err(WalError::Poisoned {
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Highest LSN acknowledged under the fsync mode (what [`Wal::wait_durable`] waits for).
     pub fn durable_lsn(&self) -> Lsn {
         self.shared.durable_lsn.load(Ordering::Acquire)

@@ -17,7 +17,7 @@ use tokend::clock::ManualClock;
 use tokend::engine::{Engine, EngineConfig};
 use tokend::persist::store::StoreConfig;
 use tokend::storage::{FsStorage, Storage};
-use tokend::wal::{FsyncMode, WalOptions};
+use tokend::wal::WalOptions;
 
 /// The admin key every test app is started with.
 pub const ADMIN: &str = "integration-tests-admin-key";
@@ -38,7 +38,7 @@ pub struct TestAppBuilder {
     retention_ms: i64,
     data_dir: Option<Arc<tempfile::TempDir>>,
     storage: Option<Arc<dyn Storage>>,
-    fsync: FsyncMode,
+    wal: WalOptions,
 }
 
 impl TestAppBuilder {
@@ -66,9 +66,9 @@ impl TestAppBuilder {
         self
     }
 
-    /// The WAL fsync mode (default `always`, as in production).
-    pub fn fsync(mut self, fsync: FsyncMode) -> Self {
-        self.fsync = fsync;
+    /// WAL options (limits); fsync stays `always` unless changed here.
+    pub fn wal(mut self, wal: WalOptions) -> Self {
+        self.wal = wal;
         self
     }
 
@@ -87,10 +87,7 @@ impl TestAppBuilder {
                 timer_period: Duration::from_secs(3600),
                 store: StoreConfig {
                     data_dir: data_dir.path().to_path_buf(),
-                    wal: WalOptions {
-                        fsync: self.fsync,
-                        ..WalOptions::default()
-                    },
+                    wal: self.wal,
                     storage: self.storage.unwrap_or_else(|| Arc::new(FsStorage)),
                 },
             },
@@ -192,7 +189,8 @@ impl TestApp {
             retention_ms: RETENTION_DEFAULT_MS,
             data_dir: None,
             storage: None,
-            fsync: FsyncMode::Always,
+            // fsync `always`, as in production.
+            wal: WalOptions::default(),
         }
     }
 

@@ -5,6 +5,7 @@ mod accounts;
 mod collections;
 mod concurrency;
 mod cross_account;
+mod durability;
 mod errors;
 mod expiry;
 mod helpers;

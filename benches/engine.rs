@@ -1,0 +1,212 @@
+//! Engine micro-benchmarks: shard `apply` (create, redeem) in process,
+//! token → shard routing, snapshot image encode and decode, and restore
+//! (image → running shard states) in tokens per second.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use std::sync::Arc;
+use tokend::catalog::{Catalog, CatalogCommand};
+use tokend::ids::{AccountId, CollectionId, TokenId};
+use tokend::model::collection::CollectionRecord;
+use tokend::model::{Account, Liveness, Metadata, TokenType};
+use tokend::persist::image::{SnapshotImage, FORMAT_VERSION};
+use tokend::persist::restore::{catalog_image, shard_image, Restorer, ShardCapture};
+use tokend::shard::{Expiry, NewToken, ShardCommand, ShardState};
+
+/// Tokens in the snapshot and restore benchmarks.
+const IMAGE_TOKENS: usize = 200_000;
+/// Shards of the engine being imaged.
+const SHARDS: usize = 2;
+const RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+const NOW_MS: i64 = 1_768_672_800_000;
+
+struct Fixture {
+    catalog: Arc<Catalog>,
+    account: AccountId,
+    collection: CollectionId,
+}
+
+fn fixture() -> Fixture {
+    let catalog = Arc::new(Catalog::new());
+    let account = AccountId::random();
+    let collection = CollectionId::random();
+    let commands = [
+        CatalogCommand::CreateAccount(Account {
+            id: account,
+            name: "bench".into(),
+            liveness: Liveness::Main,
+            created_at_ms: NOW_MS,
+        }),
+        CatalogCommand::CreateCollection(CollectionRecord {
+            id: collection,
+            account_id: account,
+            name: "bench".into(),
+            description: None,
+            issuer: Some("Issuer".into()),
+            issuer_img: None,
+            img: None,
+            issuer_website: None,
+            value: vec![],
+            merchants: vec![],
+            token_expires_after_secs: Some(3600),
+            data_schema: None,
+            liveness: Liveness::Main,
+            created_at_ms: NOW_MS,
+        }),
+    ];
+    for command in commands {
+        catalog.execute(command, |_| ()).expect("catalog accepts");
+    }
+    Fixture {
+        catalog,
+        account,
+        collection,
+    }
+}
+
+/// A token as the memory target describes it: three metadata pairs of
+/// 8-character keys and values, no data.
+fn new_token(f: &Fixture) -> NewToken {
+    NewToken {
+        id: TokenId::random(),
+        account_id: f.account,
+        collection_id: f.collection,
+        created_by: "issuer".into(),
+        kind: TokenType::Token,
+        description: None,
+        data: None,
+        encryption: None,
+        metadata: Metadata::from_pairs([
+            ("order-id", "A1234567"),
+            ("store-no", "00000042"),
+            ("campaign", "summer26"),
+        ]),
+        active_from_ms: None,
+        expiry: Expiry::CollectionDefault,
+        children: vec![],
+        fingerprint: None,
+    }
+}
+
+fn filled_shards(f: &Fixture, tokens: usize) -> Vec<ShardState> {
+    let mut shards: Vec<ShardState> = (0..SHARDS).map(|_| ShardState::new(RETENTION_MS)).collect();
+    for _ in 0..tokens {
+        let token = new_token(f);
+        let shard = token.id.shard(SHARDS);
+        let command = ShardCommand::Create {
+            tokens: vec![token],
+        };
+        shards[shard]
+            .apply(&command, NOW_MS, &f.catalog)
+            .expect("create applies");
+    }
+    shards
+}
+
+fn image(f: &Fixture, shards: &[ShardState]) -> SnapshotImage {
+    SnapshotImage {
+        format_version: FORMAT_VERSION,
+        taken_at_ms: NOW_MS,
+        shard_count: SHARDS as u32,
+        catalog_lsn: 2,
+        catalog: catalog_image(&f.catalog),
+        shards: shards.iter().map(|s| shard_image(s, 2)).collect(),
+    }
+}
+
+fn shard_apply(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = c.benchmark_group("shard_apply");
+    group.throughput(Throughput::Elements(1));
+    let mut state = ShardState::new(RETENTION_MS);
+    group.bench_function("create", |b| {
+        b.iter_batched(
+            || ShardCommand::Create {
+                tokens: vec![new_token(&f)],
+            },
+            |command| state.apply(&command, NOW_MS, &f.catalog),
+            BatchSize::SmallInput,
+        )
+    });
+    // Setup creates, the measured routine redeems: both need the state.
+    let state = std::cell::RefCell::new(ShardState::new(RETENTION_MS));
+    group.bench_function("redeem", |b| {
+        b.iter_batched(
+            || {
+                let token = new_token(&f);
+                let id = token.id;
+                let create = ShardCommand::Create {
+                    tokens: vec![token],
+                };
+                state
+                    .borrow_mut()
+                    .apply(&create, NOW_MS, &f.catalog)
+                    .expect("create applies");
+                ShardCommand::Redeem {
+                    account_id: f.account,
+                    id,
+                    merchant_id: Some("m-1".into()),
+                    idempotency_key: None,
+                    redeemed_by: "pos".into(),
+                }
+            },
+            |command| black_box(state.borrow_mut().apply(&command, NOW_MS + 1, &f.catalog)).is_ok(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let ids: Vec<TokenId> = (0..1024).map(|_| TokenId::random()).collect();
+    let mut group = c.benchmark_group("routing");
+    group.throughput(Throughput::Elements(ids.len() as u64));
+    group.bench_function("token_to_shard", |b| {
+        b.iter(|| ids.iter().map(|id| id.shard(black_box(8))).sum::<usize>())
+    });
+    group.finish();
+}
+
+fn snapshot_and_restore(c: &mut Criterion) {
+    let f = fixture();
+    let shards = filled_shards(&f, IMAGE_TOKENS);
+    let encoded = rmp_serde::to_vec(&image(&f, &shards)).expect("encodes");
+    eprintln!(
+        "snapshot image: {IMAGE_TOKENS} tokens, {} bytes ({} bytes/token)",
+        encoded.len(),
+        encoded.len() / IMAGE_TOKENS
+    );
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(IMAGE_TOKENS as u64));
+    // What a snapshot costs the shard itself: the rest runs on another thread.
+    group.bench_function("capture_in_shard_turn", |b| {
+        b.iter(|| {
+            shards
+                .iter()
+                .map(|s| ShardCapture::of(s, 2).tokens.len())
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("capture_and_encode", |b| {
+        b.iter(|| rmp_serde::to_vec(&image(&f, &shards)).expect("encodes"))
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| rmp_serde::from_slice::<SnapshotImage>(&encoded).expect("decodes"))
+    });
+    group.bench_function("restore_decoded_image", |b| {
+        b.iter_batched(
+            || rmp_serde::from_slice::<SnapshotImage>(&encoded).expect("decodes"),
+            |image| {
+                Restorer::new(Some(image), SHARDS, RETENTION_MS)
+                    .expect("restores")
+                    .finish()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, shard_apply, routing, snapshot_and_restore);
+criterion_main!(benches);
