@@ -51,7 +51,7 @@ pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
             ),
         )?;
     }
-    let loaded = snapshots.load_newest_valid().map_err(|e| e.to_string())?;
+    let loaded = snapshots.read_newest_valid().map_err(|e| e.to_string())?;
     let image: Option<SnapshotImage> = match &loaded {
         None => None,
         Some(loaded) => match rmp_serde::from_slice::<SnapshotImage>(&loaded.payload) {

@@ -157,6 +157,15 @@ pub struct SnapshotStore {
     write_lock: Mutex<()>,
 }
 
+/// What a load does about leftovers of a crash and damaged files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    /// Remove unfinished temporary files and set damaged snapshots aside (start-up).
+    SetAside,
+    /// Change nothing (inspection).
+    None,
+}
+
 /// The LSN in a snapshot file name, or `None` when the name is not a snapshot's.
 fn parse_name(name: &str) -> Option<Lsn> {
     let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
@@ -402,9 +411,20 @@ impl SnapshotStore {
     /// as one of the kept snapshots) and the previous one is tried. `Ok(None)` when there is no
     /// snapshot at all; [`SnapshotError::AllDamaged`] when there are some but none is valid.
     pub fn load_newest_valid(&self) -> Result<Option<LoadedSnapshot>, SnapshotError> {
+        self.load(Repair::SetAside)
+    }
+
+    /// Like [`SnapshotStore::load_newest_valid`], but changes nothing on disk: temporary files
+    /// stay and a damaged snapshot is only skipped (for the offline `inspect` tool).
+    pub fn read_newest_valid(&self) -> Result<Option<LoadedSnapshot>, SnapshotError> {
+        self.load(Repair::None)
+    }
+
+    fn load(&self, repair: Repair) -> Result<Option<LoadedSnapshot>, SnapshotError> {
         let mut dir_changed = false;
         for name in self.names()? {
-            if name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX) {
+            if repair == Repair::SetAside && name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX)
+            {
                 let path = self.path(&name);
                 tracing::warn!(file = %path.display(), "removing unfinished snapshot file");
                 self.storage
@@ -432,12 +452,14 @@ impl SnapshotStore {
                         problem = %why,
                         "damaged snapshot skipped, trying the previous one"
                     );
-                    let mut aside = path.clone().into_os_string();
-                    aside.push(DAMAGED_SUFFIX);
-                    self.storage
-                        .rename(&path, Path::new(&aside))
-                        .map_err(|e| io_error("setting aside damaged", &path, e))?;
-                    dir_changed = true;
+                    if repair == Repair::SetAside {
+                        let mut aside = path.clone().into_os_string();
+                        aside.push(DAMAGED_SUFFIX);
+                        self.storage
+                            .rename(&path, Path::new(&aside))
+                            .map_err(|e| io_error("setting aside damaged", &path, e))?;
+                        dir_changed = true;
+                    }
                     damaged.push((path, why));
                 }
             }

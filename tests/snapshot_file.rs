@@ -200,3 +200,22 @@ fn payload_limit_is_checked_on_write_and_on_load() {
         Err(SnapshotError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn read_newest_valid_falls_back_but_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.write(10, &payload(10)).unwrap();
+    s.write(20, &payload(20)).unwrap();
+    damage(dir.path(), 20, |d| d[40] ^= 1);
+    let stray = format!("{}.tmp", snapshot_file_name(30));
+    std::fs::write(dir.path().join(&stray), b"half a snapshot").unwrap();
+    let before = names(dir.path());
+    let loaded = s.read_newest_valid().unwrap().unwrap();
+    assert_eq!(loaded.lsn, 10);
+    assert_eq!(loaded.payload.as_ref(), payload(10).as_slice());
+    assert_eq!(names(dir.path()), before, "nothing renamed or removed");
+    // The start-up load still repairs.
+    assert_eq!(s.load_newest_valid().unwrap().unwrap().lsn, 10);
+    assert_ne!(names(dir.path()), before);
+}
