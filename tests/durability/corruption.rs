@@ -3,7 +3,9 @@
 //! newest snapshot falls back to the previous one plus the WAL.
 
 use crate::api::{id_of, Api};
-use crate::files::{self, flip_byte, frames, name, FRAME_HEADER_BYTES, SNAPSHOT_HEADER_BYTES};
+use crate::files::{
+    self, contents, flip_byte, frames, name, FRAME_HEADER_BYTES, SNAPSHOT_HEADER_BYTES,
+};
 use crate::fixture::Fixture;
 use crate::server::{run_tool, Server};
 use serde_json::json;
@@ -187,6 +189,19 @@ async fn a_damaged_newest_snapshot_falls_back_to_the_previous_one_plus_the_wal()
     // And a snapshot write that a crash cut short.
     let unfinished = dir.path().join("snapshot-99999999999999999999.mpk.tmp");
     std::fs::write(&unfinished, b"TOKDSNAP half").unwrap();
+
+    // inspect names the damage and leaves the files as they are.
+    let before = contents(dir.path());
+    let run = run_tool("inspect", dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", run.output());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(&names[1]) && l.contains("DAMAGED")),
+        "{}",
+        run.output()
+    );
+    assert_eq!(contents(dir.path()), before, "inspect changes nothing");
 
     let mut server = Server::start(dir.path());
     let skipped = server.log_line("damaged snapshot skipped");

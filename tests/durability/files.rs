@@ -2,6 +2,7 @@
 //! frames (`[payload length u32][LSN u64][CRC32 u32][payload]`, little
 //! endian), and byte-level damage.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bytes of a WAL frame header.
@@ -99,4 +100,21 @@ pub fn dir_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
             let data = std::fs::read(p).unwrap_or_default();
             data.windows(needle.len()).any(|w| w == needle.as_bytes())
         })
+}
+
+/// Every file of `dir` with its size and a hash of its bytes (to show a
+/// tool changed nothing).
+pub fn contents(dir: &Path) -> BTreeMap<String, (usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let data = std::fs::read(&p).unwrap();
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            data.hash(&mut hasher);
+            (name(&p), (data.len(), hasher.finish()))
+        })
+        .collect()
 }

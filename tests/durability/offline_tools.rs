@@ -1,23 +1,12 @@
 //! `tokend inspect` and `tokend compact` on a stopped data dir.
 
 use crate::api::{id_of, Api};
-use crate::files::{self, name};
+use crate::files::{self, contents, name};
 use crate::fixture::Fixture;
 use crate::server::{run_tool, Server};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
-
-/// Every file of `dir` with its contents (to show a tool changed nothing).
-fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (name(&p), std::fs::read(&p).unwrap()))
-        .collect()
-}
 
 /// The `tokens: …` line inspect must print for the captured tokens.
 fn tokens_line(fixture: &Fixture) -> String {
