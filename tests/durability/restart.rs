@@ -63,10 +63,16 @@ async fn graceful_restart_keeps_everything_and_restores_from_the_final_snapshot(
     fixture.verify(&api).await;
     assert_no_secret_on_disk(dir.path(), &fixture);
 
-    // A second graceful cycle changes nothing either.
-    assert_eq!(server.terminate().code(), Some(0));
+    // A second graceful cycle, by SIGINT, changes nothing either.
+    let status = server.stop_with(libc::SIGINT);
+    assert_eq!(status.code(), Some(0), "{}", server.log().text());
+    server.log_line("signal=\"SIGINT\"");
     let server = Server::start(dir.path());
-    fixture.verify(&Api::new(&server)).await;
+    let api = Api::new(&server);
+    api.call(reqwest::Method::GET, "/health/ready", None, None)
+        .await
+        .expect(200);
+    fixture.verify(&api).await;
 }
 
 #[tokio::test]

@@ -354,16 +354,22 @@ impl Server {
     /// SIGTERM, then waits (bounded) for the process to exit; returns its
     /// exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT), then waits (bounded) for the
+    /// process to exit; returns its exit status.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
         let child = self.child.as_mut().expect("the server is running");
         let pid = libc::pid_t::try_from(child.id()).expect("a pid");
         // SAFETY: plain kill(2) on our own child, which has not been reaped.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM is delivered");
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} is delivered");
         let Some(status) = wait_with_timeout(child, EXIT_TIMEOUT) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "tokend did not exit within {EXIT_TIMEOUT:?} of SIGTERM:\n{}",
+                "tokend did not exit within {EXIT_TIMEOUT:?} of signal {signal}:\n{}",
                 self.log.text()
             );
         };
