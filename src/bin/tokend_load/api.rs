@@ -156,8 +156,14 @@ pub async fn create_tokens(target: &Target, tenant: &Tenant, n: u64) -> Result<V
                     token_body(&mut body, collection, i);
                 }
                 body.push_str("]}");
-                let reply =
-                    call(&mut conn, Method::POST, "/api/tokens/batch", Some(body), 201).await?;
+                let reply = call(
+                    &mut conn,
+                    Method::POST,
+                    "/api/tokens/batch",
+                    Some(body),
+                    201,
+                )
+                .await?;
                 let batch: Batch = parse(&reply, "POST /api/tokens/batch")?;
                 if batch.data.len() as u64 != to - from {
                     return Err(LoadError::new(format!(

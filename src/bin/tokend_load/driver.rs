@@ -90,6 +90,7 @@ pub async fn run_phase(
                 deadline,
                 interval,
                 offset: offset.unwrap_or_default(),
+                last_second: (plan.duration.as_secs().max(1) - 1) as usize,
             },
             i as u64,
         )));
@@ -142,6 +143,8 @@ struct Schedule {
     interval: Option<Duration>,
     /// Open loop: this connection's offset in the timetable.
     offset: Duration,
+    /// Index of the phase's last whole second.
+    last_second: usize,
 }
 
 /// One connection's loop.
@@ -180,7 +183,10 @@ async fn drive(
             })
             .await;
         let done = Instant::now();
-        let second = done.saturating_duration_since(schedule.start).as_secs() as usize;
+        // Answers that arrive after the deadline (the last requests in
+        // flight) belong to the last second.
+        let second = (done.saturating_duration_since(schedule.start).as_secs() as usize)
+            .min(schedule.last_second);
         shared.progress.done.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Ok(reply) => {

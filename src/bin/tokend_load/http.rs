@@ -42,9 +42,10 @@ impl Target {
                 "--target {url}: expected http://host:port with no path"
             )));
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
-        }) {
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
             authority.to_owned()
         } else {
             format!("{authority}:80")

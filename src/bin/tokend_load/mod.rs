@@ -20,7 +20,7 @@ use driver::{run_phase, PhasePlan};
 use endpoint::Endpoint;
 use error::{Context, LoadError, Result};
 use http::Conn;
-use report::{write_json, LoadResults, Machine, SetupFigures, Settings};
+use report::{write_json, LoadResults, Machine, Settings, SetupFigures};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -184,7 +184,11 @@ async fn load(args: &Args) -> Result<Verdict> {
             ceiling_secs: args.ceiling_secs(),
             tokens: n,
             collections: args.collections(),
-            mode: if args.rate.is_some() { "open" } else { "closed" },
+            mode: if args.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
             rate: args.rate,
             threads: args.threads,
         },
@@ -213,7 +217,9 @@ fn write_outputs(results: &LoadResults, out: &Path) -> Result<Verdict> {
         results
             .settings
             .rate
-            .map_or("closed loop".to_owned(), |r| format!("open loop {r:.0} req/s"))
+            .map_or("closed loop".to_owned(), |r| format!(
+                "open loop {r:.0} req/s"
+            ))
     );
     let picture = svg::plot(
         &title,

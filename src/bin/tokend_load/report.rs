@@ -149,7 +149,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
@@ -211,7 +211,14 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
         "phase", "requests", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
     );
     if let Some(c) = &results.ceiling {
-        row(&mut out, "health/live", c.requests, c.throughput, c.errors, &c.latency_ms);
+        row(
+            &mut out,
+            "health/live",
+            c.requests,
+            c.throughput,
+            c.errors,
+            &c.latency_ms,
+        );
     }
     let run = &results.run;
     if run.kinds.len() > 1 {
@@ -235,7 +242,14 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
         &run.latency_ms,
     );
     if let Some(service) = &run.service_ms {
-        row(&mut out, "  service time", run.requests, run.throughput, run.errors, service);
+        row(
+            &mut out,
+            "  service time",
+            run.requests,
+            run.throughput,
+            run.errors,
+            service,
+        );
         let _ = writeln!(
             out,
             "(open loop: latency counts from the intended send time; service time from the actual send)"
@@ -288,6 +302,11 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
             }
         );
     }
-    let _ = writeln!(out, "results: {}\nplot:    {}", json.display(), svg.display());
+    let _ = writeln!(
+        out,
+        "results: {}\nplot:    {}",
+        json.display(),
+        svg.display()
+    );
     out
 }

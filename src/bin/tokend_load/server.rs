@@ -76,10 +76,7 @@ pub fn temp_data_dir() -> Result<PathBuf> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "tokend-load-{}-{nanos:09}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("tokend-load-{}-{nanos:09}", std::process::id()));
     std::fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
@@ -211,12 +208,19 @@ impl Server {
             return Err(LoadError::new(format!("cannot send SIGTERM to {pid}: {e}")));
         }
         loop {
-            if let Some(status) = self.child.try_wait().context(|| "waiting for the server".to_owned())? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context(|| "waiting for the server".to_owned())?
+            {
                 return Ok((status, asked.elapsed()));
             }
             if asked.elapsed() > STOP_LIMIT {
                 let _ = self.child.kill();
-                let status = self.child.wait().context(|| "waiting for the server".to_owned())?;
+                let status = self
+                    .child
+                    .wait()
+                    .context(|| "waiting for the server".to_owned())?;
                 return Err(LoadError::new(format!(
                     "the server did not stop within {} s of SIGTERM (killed: {status})",
                     STOP_LIMIT.as_secs()

@@ -11,9 +11,9 @@ const LEFT: f64 = 80.0;
 /// Right margin (legend).
 const RIGHT: f64 = 130.0;
 /// Top and height of the throughput panel.
-const TOP_PANEL: (f64, f64) = (50.0, 190.0);
+const TOP_PANEL: (f64, f64) = (70.0, 180.0);
 /// Top and height of the latency panel.
-const LOW_PANEL: (f64, f64) = (300.0, 220.0);
+const LOW_PANEL: (f64, f64) = (310.0, 210.0);
 /// Height of the picture.
 const HEIGHT: f64 = 560.0;
 
@@ -155,7 +155,10 @@ pub fn plot(title: &str, timeline: &[SecondSummary], ceiling: Option<f64>) -> St
         .filter(|v| *v > 0.0);
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo_exp, hi_exp) = if lo <= hi {
-        (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0))
+        (
+            lo.log10().floor(),
+            hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        )
     } else {
         (-1.0, 1.0)
     };
@@ -228,7 +231,11 @@ mod tests {
 
     #[test]
     fn steps_are_nice() {
-        for (max, ticks, step) in [(100.0, 4.0, 50.0), (7.0, 10.0, 1.0), (48_000.0, 4.0, 20_000.0)] {
+        for (max, ticks, step) in [
+            (100.0, 4.0, 50.0),
+            (7.0, 10.0, 1.0),
+            (48_000.0, 4.0, 20_000.0),
+        ] {
             assert!((nice_step(max, ticks) - step).abs() < 1e-9, "{max}/{ticks}");
         }
     }
