@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// Pause after a transport error before the connection tries again.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Open loop: the timer wakes up this much before a send is due, since
+/// tokio's timer has millisecond granularity and would otherwise make every
+/// send late. A send that goes out early is timed from when it went out.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+/// Open loop: once the server is this far behind the timetable after the
+/// end of the phase, the remaining sends are given up (and counted).
+pub const OPEN_LOOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How one phase runs.
 #[derive(Debug, Clone)]
@@ -46,6 +53,8 @@ struct Shared {
     progress: Progress,
     /// Set when the workload ran out of tokens.
     exhausted: AtomicBool,
+    /// Open loop: sends of the timetable given up after the grace period.
+    unsent: AtomicU64,
 }
 
 /// The error name of an answer that is not a 2xx: `STATUS CODE`.
@@ -72,6 +81,7 @@ pub async fn run_phase(
         timeline: Timeline::new(),
         progress: Progress::default(),
         exhausted: AtomicBool::new(false),
+        unsent: AtomicU64::new(0),
     });
     let start = Instant::now() + Duration::from_millis(10);
     let deadline = start + plan.duration;
@@ -128,6 +138,7 @@ pub async fn run_phase(
         &stats,
         &shared.timeline,
         shared.exhausted.load(Ordering::Relaxed),
+        shared.unsent.load(Ordering::Relaxed),
     )?;
     Ok((conns, summary))
 }
@@ -166,8 +177,17 @@ async fn drive(
         if intended >= schedule.deadline {
             break;
         }
-        if schedule.interval.is_some() && intended > Instant::now() {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
+        if let Some(iv) = schedule.interval {
+            let now = Instant::now();
+            if now > schedule.deadline + OPEN_LOOP_GRACE {
+                let left = schedule.deadline.saturating_duration_since(intended);
+                let left = (left.as_secs_f64() / iv.as_secs_f64()).ceil() as u64;
+                shared.unsent.fetch_add(left, Ordering::Relaxed);
+                break;
+            }
+            if let Some(wake) = intended.checked_sub(TIMER_SLACK).filter(|w| *w > now) {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+            }
         }
         sent = sent.saturating_add(1);
         let Some(next) = shared.workload.next(&mut rng) else {
@@ -203,7 +223,7 @@ async fn drive(
                     &shared.timeline,
                     next.kind,
                     second,
-                    done.saturating_duration_since(intended),
+                    done.saturating_duration_since(intended.min(sent_at)),
                     done.saturating_duration_since(sent_at),
                     error,
                 )?;

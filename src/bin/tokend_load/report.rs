@@ -269,8 +269,16 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
     if run.tokens_exhausted {
         let _ = writeln!(
             out,
-            "note: every token was used before the end ({:.1} s): raise --tokens",
+            "note: every token was used, the run stopped after {:.1} s: raise --tokens",
             run.secs
+        );
+    }
+    if run.unsent > 0 {
+        let _ = writeln!(
+            out,
+            "note: the server fell behind the timetable: {} sends were given up {} s after the end",
+            grouped(run.unsent),
+            super::driver::OPEN_LOOP_GRACE.as_secs()
         );
     }
     if run.errors_by_code.is_empty() {

@@ -336,6 +336,9 @@ pub struct PhaseSummary {
     pub timeline: Vec<SecondSummary>,
     /// Whether the run ended early because every token was used.
     pub tokens_exhausted: bool,
+    /// Open loop: sends of the timetable given up because the server was
+    /// still too far behind 10 s after the end.
+    pub unsent: u64,
 }
 
 /// Sums connection stats into a phase summary.
@@ -346,6 +349,7 @@ pub fn summarize(
     conns: &[ConnStats],
     timeline: &Timeline,
     tokens_exhausted: bool,
+    unsent: u64,
 ) -> Result<PhaseSummary> {
     let mut all = latency_histogram()?;
     let mut service: Option<Histogram<u64>> = None;
@@ -416,5 +420,6 @@ pub fn summarize(
         errors_by_code,
         timeline: timeline.summary(),
         tokens_exhausted,
+        unsent,
     })
 }
