@@ -59,8 +59,10 @@ struct Shared {
 
 /// The error name of an answer that is not a 2xx: `STATUS CODE`.
 fn error_name(reply: &Reply) -> String {
+    /// The part of an error body that names the error.
     #[derive(serde::Deserialize)]
     struct Body {
+        /// `TOKEN_ALREADY_REDEEMED`, …
         code: Option<String>,
     }
     match serde_json::from_slice::<Body>(&reply.body) {

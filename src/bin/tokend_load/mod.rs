@@ -106,7 +106,7 @@ async fn load(args: &Args) -> Result<Verdict> {
     let started_at = report::now_rfc3339();
     let mix = mix(args.profile);
     let n = if mix == Mix::Create { 0 } else { args.tokens() };
-    if mix == Mix::Redeem && n == 0 {
+    if mix != Mix::Create && n == 0 {
         return Err(LoadError::new(format!(
             "the {profile} profile needs --tokens > 0"
         )));
