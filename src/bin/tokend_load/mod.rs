@@ -104,6 +104,7 @@ fn mix(profile: Profile) -> Mix {
 async fn load(args: &Args) -> Result<Verdict> {
     let profile = args.profile.name();
     let started_at = report::now_rfc3339();
+    let machine = Machine::detect();
     let mix = mix(args.profile);
     let n = if mix == Mix::Create { 0 } else { args.tokens() };
     if mix != Mix::Create && n == 0 {
@@ -176,7 +177,7 @@ async fn load(args: &Args) -> Result<Verdict> {
         version: env!("CARGO_PKG_VERSION"),
         profile: profile.to_owned(),
         started_at,
-        machine: Machine::detect(),
+        machine,
         server,
         settings: Settings {
             connections: args.connections,

@@ -20,6 +20,9 @@ pub struct Machine {
     pub kernel: Option<String>,
     /// Total memory in bytes.
     pub memory_bytes: Option<u64>,
+    /// Load average (1, 5, 15 min) when the run started: other work on the
+    /// machine skews every figure.
+    pub load_average: Option<[f64; 3]>,
 }
 
 impl Machine {
@@ -42,7 +45,20 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
                 .map(|kb| kb * 1024),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|text| {
+                    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+                    Some([fields.next()??, fields.next()??, fields.next()??])
+                }),
         }
+    }
+
+    /// `load average 1.23 at start` when known.
+    pub fn load_note(&self) -> String {
+        self.load_average.map_or(String::new(), |[one, _, _]| {
+            format!(" · load average {one:.2} at start")
+        })
     }
 }
 
@@ -195,8 +211,14 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
     };
     let _ = writeln!(
         out,
-        "\ntokend-load · {} · {} connections · {} · {} s · {} · {} CPUs",
-        results.profile, s.connections, mode, s.duration_secs, server, results.machine.cpus
+        "\ntokend-load · {} · {} connections · {} · {} s · {} · {} CPUs{}",
+        results.profile,
+        s.connections,
+        mode,
+        s.duration_secs,
+        server,
+        results.machine.cpus,
+        results.machine.load_note()
     );
     let _ = writeln!(
         out,

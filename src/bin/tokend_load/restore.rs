@@ -126,6 +126,7 @@ pub async fn run(args: &Args, out: &Path) -> Result<RestoreResults> {
         return Err(LoadError::new("the restore profile needs --tokens > 0"));
     }
     let started_at = now_rfc3339();
+    let machine = Machine::detect();
     let (spec, remove_data) = spec(args, out.join("server-restore.log"))?;
     eprintln!(
         "starting {} (fsync {}, data dir {})",
@@ -143,7 +144,7 @@ pub async fn run(args: &Args, out: &Path) -> Result<RestoreResults> {
         version: env!("CARGO_PKG_VERSION"),
         profile: "restore",
         started_at,
-        machine: Machine::detect(),
+        machine,
         server_bin: spec.bin.display().to_string(),
         fsync: spec.fsync.clone(),
         shards: spec.shards,
@@ -263,10 +264,11 @@ pub fn table(r: &RestoreResults, json: &Path) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\ntokend-load · restore · {} tokens (3 metadata pairs of 8 characters, no data) · fsync {} · {} CPUs",
+        "\ntokend-load · restore · {} tokens (3 metadata pairs of 8 characters, no data) · fsync {} · {} CPUs{}",
         grouped(r.tokens),
         r.fsync,
-        r.machine.cpus
+        r.machine.cpus,
+        r.machine.load_note()
     );
     let _ = writeln!(
         out,
