@@ -1,0 +1,102 @@
+//! The data dir's files as a test sees them: snapshot and WAL names, WAL
+//! frames (`[payload length u32][LSN u64][CRC32 u32][payload]`, little
+//! endian), and byte-level damage.
+
+use std::path::{Path, PathBuf};
+
+/// Bytes of a WAL frame header.
+pub const FRAME_HEADER_BYTES: usize = 16;
+/// Bytes of a snapshot header before its payload.
+pub const SNAPSHOT_HEADER_BYTES: usize = 36;
+
+/// Files in `dir` named `prefix…suffix`, sorted by name (for WAL segments and
+/// snapshots: oldest first).
+pub fn named(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("the data dir is readable")
+        .map(|e| e.expect("a dir entry").path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Snapshot files, oldest first.
+pub fn snapshots(dir: &Path) -> Vec<PathBuf> {
+    named(dir, "snapshot-", ".mpk")
+}
+
+/// WAL segments, oldest first.
+pub fn wal_segments(dir: &Path) -> Vec<PathBuf> {
+    named(dir, "wal-", ".log")
+}
+
+/// The newest WAL segment.
+pub fn last_segment(dir: &Path) -> PathBuf {
+    wal_segments(dir)
+        .pop()
+        .expect("the data dir has a WAL segment")
+}
+
+/// The file's name.
+pub fn name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// One frame of a WAL segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame {
+    /// Byte offset of its header.
+    pub offset: usize,
+    /// Header plus payload.
+    pub len: usize,
+    /// Its LSN.
+    pub lsn: u64,
+}
+
+/// The frames of a segment, walking the length fields (the file must be
+/// whole: written by a server, not damaged yet).
+pub fn frames(segment: &Path) -> Vec<Frame> {
+    let data = std::fs::read(segment).expect("the segment is readable");
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        assert!(pos + FRAME_HEADER_BYTES <= data.len(), "short frame header");
+        let length = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        let lsn = u64::from_le_bytes(data[pos + 4..pos + 12].try_into().unwrap());
+        let len = FRAME_HEADER_BYTES + length;
+        assert!(pos + len <= data.len(), "frame runs past the end");
+        frames.push(Frame {
+            offset: pos,
+            len,
+            lsn,
+        });
+        pos += len;
+    }
+    for pair in frames.windows(2) {
+        assert_eq!(pair[1].lsn, pair[0].lsn + 1, "consecutive LSNs");
+    }
+    frames
+}
+
+/// Flips every bit of the byte at `offset`.
+pub fn flip_byte(path: &Path, offset: usize) {
+    let mut data = std::fs::read(path).expect("readable");
+    data[offset] ^= 0xff;
+    std::fs::write(path, data).expect("writable");
+}
+
+/// Whether `needle` occurs in any file of `dir`.
+pub fn dir_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("the data dir is readable")
+        .map(|e| e.expect("a dir entry").path())
+        .filter(|p| p.is_file())
+        .find(|p| {
+            let data = std::fs::read(p).unwrap_or_default();
+            data.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+}
