@@ -384,6 +384,21 @@ fn token_id(text: &str) -> Result<TokenId, ApiError> {
     TokenId::parse(text).ok_or_else(ApiError::token_not_found)
 }
 
+/// One token as the caller sees it; 404 when unknown, purged or foreign.
+async fn fetch_token(
+    state: &AppState,
+    caller: &AccountCaller,
+    id: TokenId,
+) -> Result<Arc<Token>, ApiError> {
+    state
+        .engine()?
+        .fetch(caller.account.id, &[id])
+        .await?
+        .pop()
+        .flatten()
+        .ok_or_else(ApiError::token_not_found)
+}
+
 /// The children of each token, fetched in one round per shard.
 async fn children_of(
     state: &AppState,
@@ -428,13 +443,7 @@ pub async fn get(
         return Err(ApiError::validation(errors));
     }
     let id = token_id(&path)?;
-    let token = state
-        .engine()?
-        .fetch(caller.account.id, &[id])
-        .await?
-        .pop()
-        .flatten()
-        .ok_or_else(ApiError::token_not_found)?;
+    let token = fetch_token(&state, &caller, id).await?;
     let now = state.engine()?.now();
     if expand {
         let children = children_of(&state, &caller, std::slice::from_ref(&token)).await?;
@@ -460,13 +469,7 @@ pub async fn head(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenRead)?;
     let id = token_id(&path)?;
-    let token = state
-        .engine()?
-        .fetch(caller.account.id, &[id])
-        .await?
-        .pop()
-        .flatten()
-        .ok_or_else(ApiError::token_not_found)?;
+    let token = fetch_token(&state, &caller, id).await?;
     let now = state.engine()?.now();
     let status = token.status_at(now);
     let code = match status {
