@@ -693,3 +693,35 @@ fn never_mode_fsyncs_each_closed_segment() {
     assert_eq!(storage.syncs(), segments - 1);
     assert_eq!(storage.dir_syncs(), segments);
 }
+
+#[test]
+fn rotate_closes_the_active_segment_so_a_cut_can_drop_everything_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(64 << 20);
+    let wal = Wal::open(fs(), dir.path(), opts.clone(), 1).unwrap();
+    for i in 1..=10 {
+        assert_eq!(wal.append(&payload(i)).unwrap(), i);
+    }
+    // Without a rotation the only segment is active and no cut removes it.
+    assert!(wal.cut_before(11).unwrap().is_empty());
+    wal.rotate().unwrap();
+    let segments = list_segments(fs().as_ref(), dir.path()).unwrap();
+    assert_eq!(
+        segments.iter().map(|s| s.first_lsn).collect::<Vec<_>>(),
+        vec![1, 11]
+    );
+    // Rotating implies a flush: everything appended before is durable.
+    assert_eq!(wal.synced_lsn(), 10);
+    let removed = wal.cut_before(11).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(wal.append(&payload(11)).unwrap(), 11);
+    runtime().block_on(wal.wait_durable(11)).unwrap();
+    drop(wal);
+    let replayed = replay(dir.path(), 10, &opts).unwrap();
+    assert_records(&replayed.records, 11..=11);
+    // A rotation of an empty segment creates nothing.
+    let wal = Wal::open(fs(), dir.path(), opts, replayed.next_lsn).unwrap();
+    wal.rotate().unwrap();
+    wal.rotate().unwrap();
+    assert_eq!(list_segments(fs().as_ref(), dir.path()).unwrap().len(), 2);
+}

@@ -3,16 +3,17 @@
 use super::auth::Caller;
 use super::body::{read_json, BODY_BYTES_MAX};
 use super::error::{ApiError, ErrorCode};
-use super::query::{encode_cursor, page, Query};
-use super::render::{AccountJson, ApiKeyJson, ListJson, PaginationJson};
+use super::query::{page, page_params};
+use super::render::{AccountJson, ApiKeyJson, ListJson};
 use super::respond::json;
 use super::state::AppState;
 use super::validate::{decode, schemas};
 use crate::ids::{AccountId, KeyId};
-use crate::model::{Liveness, Scopes};
+use crate::model::{ApiKey, Liveness, Scopes};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -96,34 +97,17 @@ pub async fn list_api_keys(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let account = account_id(&state, &path)?;
-    let query = Query::parse(req.query_string(), &["limit", "cursor"])?;
-    let mut errors = Vec::new();
-    let limit = query.limit(&mut errors);
-    let after = query.cursor(&mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let (limit, after) = page_params(req.query_string())?;
     let mut keys = state.engine()?.catalog().api_keys_of(account);
-    keys.sort_by_key(|k| (k.created_at_ms, k.id.0));
-    let (keys, has_more) = page(&keys, |k| (k.created_at_ms, k.id.0), after, limit);
-    let next_cursor = has_more
-        .then(|| keys.last().map(|k| encode_cursor(k.created_at_ms, k.id.0)))
-        .flatten();
+    let position = |k: &Arc<ApiKey>| (k.created_at_ms, k.id.0);
+    keys.sort_by_key(position);
+    let (keys, has_more) = page(&keys, position, after, limit);
     let data = keys
         .iter()
         .map(|key| ApiKeyJson { key, secret: None })
         .collect();
-    json(
-        StatusCode::OK,
-        &ListJson {
-            data,
-            pagination: PaginationJson {
-                limit,
-                has_more,
-                next_cursor,
-            },
-        },
-    )
+    let last = keys.last().map(position);
+    json(StatusCode::OK, &ListJson::page(data, limit, has_more, last))
 }
 
 /// `DELETE /api/accounts/{accountId}/api-keys/{keyId}`

@@ -3,18 +3,19 @@
 use super::auth::Caller;
 use super::body::{read_json, BODY_BYTES_MAX};
 use super::error::{ApiError, ErrorCode};
-use super::query::{encode_cursor, page, Query};
-use super::render::{CollectionJson, ListJson, PaginationJson};
+use super::query::{page, page_params};
+use super::render::{CollectionJson, ListJson};
 use super::respond::json;
 use super::state::AppState;
 use super::validate::{decode, schemas, whole_number};
 use crate::ids::{AccountId, CollectionId};
 use crate::model::collection::{compile_data_schema, CollectionRecord};
-use crate::model::{Liveness, Money, Scope};
+use crate::model::{Collection, Liveness, Money, Scope};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -89,38 +90,15 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::CollectionRead)?;
-    let query = Query::parse(req.query_string(), &["limit", "cursor"])?;
-    let mut errors = Vec::new();
-    let limit = query.limit(&mut errors);
-    let after = query.cursor(&mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let (limit, after) = page_params(req.query_string())?;
     let account: AccountId = caller.account.id;
     let mut collections = state.engine()?.catalog().collections_of(account);
-    collections.sort_by_key(|c| (c.record.created_at_ms, c.record.id.0));
-    let position =
-        |c: &std::sync::Arc<crate::model::Collection>| (c.record.created_at_ms, c.record.id.0);
+    let position = |c: &Arc<Collection>| (c.record.created_at_ms, c.record.id.0);
+    collections.sort_by_key(position);
     let (collections, has_more) = page(&collections, position, after, limit);
-    let next_cursor = has_more
-        .then(|| {
-            collections
-                .last()
-                .map(|c| encode_cursor(c.record.created_at_ms, c.record.id.0))
-        })
-        .flatten();
     let data = collections.iter().map(|c| CollectionJson(c)).collect();
-    json(
-        StatusCode::OK,
-        &ListJson {
-            data,
-            pagination: PaginationJson {
-                limit,
-                has_more,
-                next_cursor,
-            },
-        },
-    )
+    let last = collections.last().map(position);
+    json(StatusCode::OK, &ListJson::page(data, limit, has_more, last))
 }
 
 /// `GET /api/collections/{id}`

@@ -122,6 +122,18 @@ impl Query {
     }
 }
 
+/// `?limit=` and `?cursor=` of a list that takes no other parameter.
+pub fn page_params(query_string: &str) -> Result<(usize, Option<(Millis, Uuid)>), ApiError> {
+    let query = Query::parse(query_string, &["limit", "cursor"])?;
+    let mut errors = Vec::new();
+    let limit = query.limit(&mut errors);
+    let after = query.cursor(&mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok((limit, after))
+}
+
 /// Encodes a list position `(createdAt, id)` as an opaque cursor.
 pub fn encode_cursor(created_at_ms: Millis, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{created_at_ms}:{}", id.simple()))

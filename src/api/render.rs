@@ -2,6 +2,7 @@
 //! (no intermediate copies): field names camelCase, times RFC 3339 with
 //! milliseconds.
 
+use super::query::encode_cursor;
 use crate::clock::Millis;
 use crate::model::token::NEVER;
 use crate::model::{Account, ApiKey, Collection, Status, Token};
@@ -10,6 +11,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// A timestamp as RFC 3339 text.
 struct At(Millis);
@@ -213,6 +215,25 @@ pub struct ListJson<T: Serialize> {
     pub data: Vec<T>,
     /// Where it stands.
     pub pagination: PaginationJson,
+}
+
+impl<T: Serialize> ListJson<T> {
+    /// A page of a list ordered by `(createdAt, id)`: when more follow,
+    /// `nextCursor` points just after `last`, the position of the page's last
+    /// item.
+    pub fn page(data: Vec<T>, limit: usize, has_more: bool, last: Option<(Millis, Uuid)>) -> Self {
+        let next_cursor = last
+            .filter(|_| has_more)
+            .map(|(at, id)| encode_cursor(at, id));
+        Self {
+            data,
+            pagination: PaginationJson {
+                limit,
+                has_more,
+                next_cursor,
+            },
+        }
+    }
 }
 
 /// The `pagination` object of a list.

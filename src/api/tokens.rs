@@ -5,8 +5,8 @@ use super::auth::{AccountCaller, Caller};
 use super::body::{read_json, BATCH_BODY_BYTES_MAX, BODY_BYTES_MAX};
 use super::collections::liveness_mismatch;
 use super::error::{ApiError, ErrorCode, FieldError};
-use super::query::{encode_cursor, Query};
-use super::render::{ListJson, PaginationJson, TokenJson};
+use super::query::Query;
+use super::render::{ListJson, TokenJson};
 use super::respond::json;
 use super::state::AppState;
 use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
@@ -303,6 +303,21 @@ fn render(token: &Token, now: Millis) -> TokenJson<'_> {
     }
 }
 
+/// Reads a JSON body and checks it against `schema`, listing every problem.
+async fn read_valid(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    schema: &jsonschema::Validator,
+) -> Result<Value, ApiError> {
+    let body = read_json(req, payload, limit, false).await?;
+    let errors = violations(schema, &body, "$");
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(body)
+}
+
 /// `POST /api/tokens`
 pub async fn create(
     state: web::Data<AppState>,
@@ -311,11 +326,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenCreate)?;
-    let body = read_json(&req, payload, BODY_BYTES_MAX, false).await?;
-    let errors = violations(&schemas().token, &body, "$");
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let body = read_valid(&req, payload, BODY_BYTES_MAX, &schemas().token).await?;
     let mut planner = Planner::new(&caller, state.engine()?);
     let top = planner.plan_top(body, "$");
     let tokens = planner.finish()?;
@@ -345,11 +356,7 @@ pub async fn create_batch(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenCreate)?;
-    let body = read_json(&req, payload, BATCH_BODY_BYTES_MAX, false).await?;
-    let errors = violations(&schemas().batch, &body, "$");
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let body = read_valid(&req, payload, BATCH_BODY_BYTES_MAX, &schemas().batch).await?;
     let Value::Object(mut body) = body else {
         return Err(ApiError::invalid("$", "must be an object"));
     };
@@ -375,6 +382,21 @@ pub async fn create_batch(
 
 fn token_id(text: &str) -> Result<TokenId, ApiError> {
     TokenId::parse(text).ok_or_else(ApiError::token_not_found)
+}
+
+/// One token as the caller sees it; 404 when unknown, purged or foreign.
+async fn fetch_token(
+    state: &AppState,
+    caller: &AccountCaller,
+    id: TokenId,
+) -> Result<Arc<Token>, ApiError> {
+    state
+        .engine()?
+        .fetch(caller.account.id, &[id])
+        .await?
+        .pop()
+        .flatten()
+        .ok_or_else(ApiError::token_not_found)
 }
 
 /// The children of each token, fetched in one round per shard.
@@ -421,13 +443,7 @@ pub async fn get(
         return Err(ApiError::validation(errors));
     }
     let id = token_id(&path)?;
-    let token = state
-        .engine()?
-        .fetch(caller.account.id, &[id])
-        .await?
-        .pop()
-        .flatten()
-        .ok_or_else(ApiError::token_not_found)?;
+    let token = fetch_token(&state, &caller, id).await?;
     let now = state.engine()?.now();
     if expand {
         let children = children_of(&state, &caller, std::slice::from_ref(&token)).await?;
@@ -453,13 +469,7 @@ pub async fn head(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenRead)?;
     let id = token_id(&path)?;
-    let token = state
-        .engine()?
-        .fetch(caller.account.id, &[id])
-        .await?
-        .pop()
-        .flatten()
-        .ok_or_else(ApiError::token_not_found)?;
+    let token = fetch_token(&state, &caller, id).await?;
     let now = state.engine()?.now();
     let status = token.status_at(now);
     let code = match status {
@@ -535,14 +545,6 @@ pub async fn list(
     } else {
         Vec::new()
     };
-    let next_cursor = page
-        .has_more
-        .then(|| {
-            page.tokens
-                .last()
-                .map(|t| encode_cursor(t.created_at_ms, t.id.0))
-        })
-        .flatten();
     let data = page
         .tokens
         .iter()
@@ -553,16 +555,10 @@ pub async fn list(
             children: expand.then(|| children.get(i).map(Vec::as_slice).unwrap_or_default()),
         })
         .collect();
+    let last = page.tokens.last().map(|t| (t.created_at_ms, t.id.0));
     json(
         StatusCode::OK,
-        &ListJson {
-            data,
-            pagination: PaginationJson {
-                limit,
-                has_more: page.has_more,
-                next_cursor,
-            },
-        },
+        &ListJson::page(data, limit, page.has_more, last),
     )
 }
 

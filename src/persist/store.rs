@@ -283,10 +283,15 @@ impl Store {
     pub fn write_snapshot(&self, image: &SnapshotImage) -> Result<SnapshotInfo, StoreError> {
         let (info, oldest_kept_lsn) = self.write_image(image)?;
         // With a single snapshot on disk there is nothing to fall back on:
-        // the log stays whole until a second one exists.
-        if oldest_kept_lsn < info.lsn {
-            self.wal.cut_before(oldest_kept_lsn + 1)?;
-        }
+        // the log stays whole until a second one exists. A cut before LSN 1
+        // removes nothing, but still restarts the log-size count that
+        // triggers the next snapshot.
+        let keep_from = if oldest_kept_lsn < info.lsn {
+            oldest_kept_lsn + 1
+        } else {
+            1
+        };
+        self.wal.cut_before(keep_from)?;
         Ok(info)
     }
 

@@ -288,37 +288,32 @@ impl Wal {
     /// Writes and fsyncs everything appended before the call, in any mode. Blocks the calling
     /// thread (use it at shutdown or from a blocking task, not on an async worker).
     pub fn flush(&self) -> Result<(), WalError> {
-        let mut st = self.shared.state.lock();
-        let target = st.next_lsn - 1;
-        st.flush_requested = true;
-        self.shared.work.notify_one();
-        loop {
-            if self.shared.synced_lsn.load(Ordering::Acquire) >= target {
-                return Ok(());
-            }
-            if let Some(cause) = &st.poisoned {
-                return Err(WalError::Poisoned {
-                    cause: Arc::clone(cause),
-                });
-            }
-            if st.stopped {
-                return Err(WalError::Closed);
-            }
-            self.shared.flushed.wait(&mut st);
-        }
+        self.flush_and_wait(false)
     }
 
     /// Flushes, then closes the current segment and starts a new one, so that
     /// every record appended before the call sits in a closed segment that
     /// [`Wal::cut_before`] can delete. Blocks like [`Wal::flush`].
     pub fn rotate(&self) -> Result<(), WalError> {
+        self.flush_and_wait(true)
+    }
+
+    /// Asks the writer for a flush (and a rotation) and waits until it is
+    /// served, or the WAL can serve nothing more.
+    fn flush_and_wait(&self, rotate: bool) -> Result<(), WalError> {
         let mut st = self.shared.state.lock();
-        let served_before = st.rotations_done;
+        let target = st.next_lsn - 1;
+        let rotations_before = st.rotations_done;
         st.flush_requested = true;
-        st.rotate_requested = true;
+        st.rotate_requested |= rotate;
         self.shared.work.notify_one();
         loop {
-            if st.rotations_done > served_before {
+            let served = if rotate {
+                st.rotations_done > rotations_before
+            } else {
+                self.shared.synced_lsn.load(Ordering::Acquire) >= target
+            };
+            if served {
                 return Ok(());
             }
             if let Some(cause) = &st.poisoned {

@@ -1,0 +1,164 @@
+//! The command line of `tokend-load`.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+/// Tokens created for the `restore` profile when `--tokens` is not given.
+pub const RESTORE_TOKENS_DEFAULT: u64 = 1_000_000;
+/// Tokens created for the load profiles when `--tokens` is not given.
+pub const LOAD_TOKENS_DEFAULT: u64 = 1_000_000;
+
+/// HTTP load profiler of tokend: sets up tokens through the API, measures the
+/// HTTP ceiling (`GET /health/live`), drives a profile and reports throughput,
+/// latency percentiles, errors and a spend-once check.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tokend-load", version, about)]
+pub struct Args {
+    /// Profile a running server at this URL (`http://host:port`) instead of
+    /// spawning one.
+    #[arg(long, conflicts_with_all = ["spawn", "server_bin", "data_dir"])]
+    pub target: Option<String>,
+    /// Start the server on a fresh data dir, on 127.0.0.1:0 (the default when
+    /// `--target` is not given).
+    #[arg(long)]
+    pub spawn: bool,
+    /// Server binary for `--spawn` (default: `tokend` next to this binary,
+    /// else `target/release/tokend`).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Admin key: required with `--target`; with `--spawn` a random one is
+    /// used when absent.
+    #[arg(long, env = "TOKEND_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// What to drive.
+    #[arg(long, value_enum, default_value_t = Profile::Redeem)]
+    pub profile: Profile,
+    /// Concurrent keep-alive connections (one task each).
+    #[arg(long, short = 'c', default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Length of the measured run, in seconds.
+    #[arg(long, short = 'd', default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration_secs: u64,
+    /// Tokens created before the run (default 1 000 000); the `create`
+    /// profile creates none.
+    #[arg(long, short = 'n')]
+    pub tokens: Option<u64>,
+    /// Open loop: requests per second in total, sent on a fixed timetable;
+    /// latency counts from the intended send time. Without it: closed loop,
+    /// as fast as the server answers.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// `--fsync` of the spawned server.
+    #[arg(long, value_enum, default_value_t = Fsync::Always)]
+    pub fsync: Fsync,
+    /// `--shards` of the spawned server (default: the server's, one per CPU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: Option<u16>,
+    /// Directory of the results (`results-<profile>.json`,
+    /// `latency-<profile>.svg`, `server-<profile>.log`).
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Seconds of `GET /health/live` before the profile (default: the
+    /// smaller of 5 and `--duration-secs`; 0 skips it).
+    #[arg(long)]
+    pub ceiling_secs: Option<u64>,
+    /// Collections the tokens are spread over (default 16; `hot-collection`
+    /// always uses 1).
+    #[arg(long, default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub collections: u32,
+    /// Worker threads of the load generator (it shares the machine with the
+    /// server when spawned).
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+    /// Data dir of the spawned server (default: a fresh temporary directory,
+    /// removed at the end). Must be empty or absent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the spawned server's data dir.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// After the run, redeem again up to this many tokens that got a 200
+    /// (without idempotency key): each must answer 409.
+    #[arg(long, default_value_t = 1000)]
+    pub probe: u64,
+}
+
+/// A load profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// Each request redeems a distinct token, tokens spread over collections.
+    Redeem,
+    /// `POST /api/tokens`.
+    Create,
+    /// 80% redeem, 15% create, 5% `GET /api/tokens/{id}`.
+    Mixed,
+    /// Redeems of tokens that all belong to one collection.
+    HotCollection,
+    /// Create N tokens, measure memory per token, snapshot size, and time
+    /// from start to ready after a restart.
+    Restore,
+}
+
+impl Profile {
+    /// The name used in flags and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Redeem => "redeem",
+            Self::Create => "create",
+            Self::Mixed => "mixed",
+            Self::HotCollection => "hot-collection",
+            Self::Restore => "restore",
+        }
+    }
+}
+
+/// The server's fsync mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fsync {
+    /// Reply after the WAL record is fsynced (group commit).
+    Always,
+    /// Fsync every interval.
+    Interval,
+    /// Leave flushing to the OS.
+    Never,
+}
+
+impl Fsync {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl Args {
+    /// Tokens to create before the run.
+    pub fn tokens(&self) -> u64 {
+        match (self.profile, self.tokens) {
+            (_, Some(n)) => n,
+            (Profile::Restore, None) => RESTORE_TOKENS_DEFAULT,
+            (_, None) => LOAD_TOKENS_DEFAULT,
+        }
+    }
+
+    /// Seconds of the ceiling phase.
+    pub fn ceiling_secs(&self) -> u64 {
+        self.ceiling_secs
+            .unwrap_or_else(|| self.duration_secs.min(5))
+    }
+
+    /// Collections to create.
+    pub fn collections(&self) -> u32 {
+        match self.profile {
+            Profile::HotCollection => 1,
+            _ => self.collections,
+        }
+    }
+}

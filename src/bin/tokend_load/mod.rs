@@ -1,0 +1,236 @@
+//! The profiler: see the binary's documentation.
+
+pub mod api;
+pub mod cli;
+pub mod driver;
+pub mod endpoint;
+pub mod error;
+pub mod http;
+pub mod report;
+pub mod restore;
+pub mod server;
+pub mod spend_once;
+pub mod stats;
+pub mod svg;
+pub mod tokens;
+pub mod workload;
+
+use cli::{Args, Profile};
+use driver::{run_phase, PhasePlan};
+use endpoint::Endpoint;
+use error::{Context, LoadError, Result};
+use http::Conn;
+use report::{write_json, LoadResults, Machine, Settings, SetupFigures};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokens::TokenPool;
+use workload::{Mix, Workload};
+
+/// Exit code when a token got more than one successful redeem.
+const EXIT_SPEND_ONCE: u8 = 3;
+
+/// How a run ended.
+enum Verdict {
+    /// Every check passed.
+    Passed,
+    /// The spend-once check failed.
+    SpendOnceViolated,
+}
+
+/// Runs the profiler; the exit code is 0 on success, 1 on an error, 3 when
+/// the spend-once check failed.
+pub fn run(args: Args) -> ExitCode {
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads as usize)
+            .enable_all()
+            .build()
+    };
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(main(args)),
+        Err(e) => Err(LoadError::new(format!("cannot start the runtime: {e}"))),
+    };
+    match outcome {
+        Ok(Verdict::Passed) => ExitCode::SUCCESS,
+        Ok(Verdict::SpendOnceViolated) => {
+            eprintln!("tokend-load: the spend-once check FAILED");
+            ExitCode::from(EXIT_SPEND_ONCE)
+        }
+        Err(e) => {
+            eprintln!("tokend-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks the flags, then runs the profile.
+async fn main(args: Args) -> Result<Verdict> {
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(LoadError::new(format!(
+                "--rate {rate}: must be a positive number"
+            )));
+        }
+    }
+    std::fs::create_dir_all(&args.out)
+        .context(|| format!("cannot create --out {}", args.out.display()))?;
+    if args.profile == Profile::Restore {
+        let results = restore::run(&args, &args.out).await?;
+        print!(
+            "{}",
+            restore::table(&results, &args.out.join("results-restore.json"))
+        );
+        return Ok(Verdict::Passed);
+    }
+    load(&args).await
+}
+
+/// The mix of a load profile.
+fn mix(profile: Profile) -> Mix {
+    match profile {
+        Profile::Redeem | Profile::HotCollection | Profile::Restore => Mix::Redeem,
+        Profile::Create => Mix::Create,
+        Profile::Mixed => Mix::Mixed,
+    }
+}
+
+/// A load profile: setup, ceiling, profile, spend-once check, report.
+async fn load(args: &Args) -> Result<Verdict> {
+    let profile = args.profile.name();
+    let started_at = report::now_rfc3339();
+    let machine = Machine::detect();
+    let mix = mix(args.profile);
+    let n = if mix == Mix::Create { 0 } else { args.tokens() };
+    if mix != Mix::Create && n == 0 {
+        return Err(LoadError::new(format!(
+            "the {profile} profile needs --tokens > 0"
+        )));
+    }
+    let endpoint = Endpoint::open(args, args.out.join(format!("server-{profile}.log")))?;
+    let target = endpoint.target.clone();
+    let tenant = api::create_tenant(&target, &endpoint.admin_key, args.collections()).await?;
+    let t = Instant::now();
+    let ids = if n > 0 {
+        api::create_tokens(&target, &tenant, n).await?
+    } else {
+        Vec::new()
+    };
+    let setup_secs = t.elapsed().as_secs_f64();
+    if n > 0 {
+        eprintln!(
+            "setup: {n} tokens in {setup_secs:.1} s ({:.0}/s)",
+            n as f64 / setup_secs
+        );
+    }
+    let pool = Arc::new(TokenPool::new(ids));
+    let mut conns = Vec::with_capacity(args.connections as usize);
+    for _ in 0..args.connections {
+        let mut conn = Conn::new(&target, Some(&tenant.key))?;
+        conn.open()
+            .await
+            .context(|| format!("cannot connect to {}", target.url()))?;
+        conns.push(conn);
+    }
+    let ceiling = if args.ceiling_secs() > 0 {
+        let live = Arc::new(Workload::new(Mix::Live, Arc::clone(&pool), Vec::new()));
+        let plan = PhasePlan {
+            name: "health/live".to_owned(),
+            duration: Duration::from_secs(args.ceiling_secs()),
+            rate: None,
+        };
+        let (back, summary) = run_phase(conns, live, &plan).await?;
+        conns = back;
+        Some(summary)
+    } else {
+        None
+    };
+    let workload = Arc::new(Workload::new(
+        mix,
+        Arc::clone(&pool),
+        tenant.collections.clone(),
+    ));
+    let plan = PhasePlan {
+        name: profile.to_owned(),
+        duration: Duration::from_secs(args.duration_secs),
+        rate: args.rate,
+    };
+    let (mut conns, run) = run_phase(conns, workload, &plan).await?;
+    let spend_once = if mix == Mix::Create {
+        None
+    } else {
+        Some(spend_once::check(&pool, &mut conns, args.probe).await)
+    };
+    drop(conns);
+    let server = endpoint.close()?;
+    let ratio_to_ceiling = ceiling
+        .as_ref()
+        .filter(|c| c.ok_throughput > 0.0)
+        .map(|c| run.ok_throughput / c.ok_throughput);
+    let results = LoadResults {
+        tool: "tokend-load",
+        version: env!("CARGO_PKG_VERSION"),
+        profile: profile.to_owned(),
+        started_at,
+        machine,
+        server,
+        settings: Settings {
+            connections: args.connections,
+            duration_secs: args.duration_secs,
+            ceiling_secs: args.ceiling_secs(),
+            tokens: n,
+            collections: args.collections(),
+            mode: if args.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            rate: args.rate,
+            threads: args.threads,
+        },
+        setup: SetupFigures {
+            tokens_created: n,
+            secs: setup_secs,
+            tokens_per_sec: if n > 0 { n as f64 / setup_secs } else { 0.0 },
+        },
+        ceiling,
+        run,
+        ratio_to_ceiling,
+        spend_once,
+    };
+    write_outputs(&results, &args.out)
+}
+
+/// Writes the JSON and SVG files and prints the table.
+fn write_outputs(results: &LoadResults, out: &Path) -> Result<Verdict> {
+    let profile = &results.profile;
+    let json = out.join(format!("results-{profile}.json"));
+    let svg = out.join(format!("latency-{profile}.svg"));
+    write_json(&json, results)?;
+    let title = format!(
+        "tokend-load {profile}: {} connections, {}",
+        results.settings.connections,
+        results
+            .settings
+            .rate
+            .map_or("closed loop".to_owned(), |r| format!(
+                "open loop {r:.0} req/s"
+            ))
+    );
+    let picture = svg::plot(
+        &title,
+        &results.run.timeline,
+        results.ceiling.as_ref().map(|c| c.throughput),
+    );
+    std::fs::write(&svg, picture).context(|| format!("cannot write {}", svg.display()))?;
+    print!("{}", report::table(results, &json, &svg));
+    match &results.spend_once {
+        Some(check) if !check.passed => Ok(Verdict::SpendOnceViolated),
+        _ => Ok(Verdict::Passed),
+    }
+}

@@ -1,0 +1,96 @@
+//! The tokens a run redeems: handed out once each, with a count of the
+//! successful (non-replayed) redeems each one got.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// Keys of the three metadata pairs every created token carries
+/// (8 characters each, as in the issue's memory target).
+const METADATA_KEYS: [&str; 3] = ["region01", "channel2", "campaign"];
+
+/// Appends the JSON body of token number `i`: its collection and three
+/// 8-character metadata pairs, no data.
+pub fn token_body(out: &mut String, collection: &str, i: u64) {
+    let _ = write!(
+        out,
+        r#"{{"collectionId":"{collection}","metadata":{{"{}":"{:08x}","{}":"{:08x}","{}":"{:08x}"}}}}"#,
+        METADATA_KEYS[0],
+        i.wrapping_mul(3) & 0xffff_ffff,
+        METADATA_KEYS[1],
+        i.wrapping_mul(3).wrapping_add(1) & 0xffff_ffff,
+        METADATA_KEYS[2],
+        i.wrapping_mul(3).wrapping_add(2) & 0xffff_ffff,
+    );
+}
+
+/// Pre-created tokens, each handed out at most once.
+pub struct TokenPool {
+    /// Token ids, in creation order.
+    ids: Vec<String>,
+    /// Index of the next token to hand out.
+    next: AtomicUsize,
+    /// Per token: 200 answers without `Idempotent-Replayed` (saturating).
+    wins: Vec<AtomicU8>,
+    /// 200 answers with `Idempotent-Replayed: true`.
+    replayed: AtomicU64,
+}
+
+impl TokenPool {
+    /// A pool of these ids.
+    pub fn new(ids: Vec<String>) -> Self {
+        let wins = ids.iter().map(|_| AtomicU8::new(0)).collect();
+        Self {
+            ids,
+            next: AtomicUsize::new(0),
+            wins,
+            replayed: AtomicU64::new(0),
+        }
+    }
+
+    /// The next token never handed out before, or `None` once all were.
+    pub fn take(&self) -> Option<usize> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.ids.len()).then_some(i)
+    }
+
+    /// Tokens handed out so far.
+    pub fn taken(&self) -> usize {
+        self.next.load(Ordering::Relaxed).min(self.ids.len())
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the pool has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Id of token `i`.
+    pub fn id(&self, i: usize) -> &str {
+        &self.ids[i]
+    }
+
+    /// Records a 200 answer to a redeem of token `i`.
+    pub fn record_ok(&self, i: usize, replayed: bool) {
+        if replayed {
+            self.replayed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self.wins[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1))
+            });
+        }
+    }
+
+    /// Non-replayed 200s of token `i`.
+    pub fn wins(&self, i: usize) -> u8 {
+        self.wins[i].load(Ordering::Relaxed)
+    }
+
+    /// Replayed 200s in total.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+}
