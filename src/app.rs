@@ -81,6 +81,9 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
+        // Compile the request schemas now, not on the first write request
+        // (which would otherwise pay for it in its latency).
+        api::validate::schemas();
         let engine = match Engine::open(&config.engine, config.clock) {
             Ok(engine) => engine,
             Err(e) => {
