@@ -1,4 +1,5 @@
-//! Durable snapshot files: `snapshot-{lsn:020}.mpk` in the data directory, each an opaque
+//! Durable snapshot files: `snapshot-{lsn:020}.mpk` (`-{generation}` before `.mpk` for a
+//! second snapshot at the same LSN) in the data directory, each an opaque
 //! payload (the engine's serialized state as of an LSN) behind a checksummed header.
 //!
 //! ```text
@@ -108,6 +109,9 @@ pub struct WrittenSnapshot {
     /// LSN of the oldest snapshot still kept: the WAL must keep every record after it (cut it
     /// before `oldest_kept_lsn + 1`), so that a damaged newest snapshot can fall back.
     pub oldest_kept_lsn: Lsn,
+    /// How many snapshots are kept now, this one included (1 right after the
+    /// first snapshot: there is nothing to fall back on yet).
+    pub kept: usize,
     /// Older snapshots deleted because more than [`SNAPSHOTS_KEPT`] existed.
     pub removed: Vec<PathBuf>,
 }
@@ -166,18 +170,49 @@ enum Repair {
     None,
 }
 
-/// The LSN in a snapshot file name, or `None` when the name is not a snapshot's.
-fn parse_name(name: &str) -> Option<Lsn> {
-    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+/// Orders snapshots: by LSN, then by generation among snapshots of the same
+/// LSN (a quiet engine snapshots again without new records; each snapshot
+/// still gets its own file, so "the newest two" are always two files).
+type SnapshotKey = (Lsn, u32);
+
+/// The LSN and generation in a snapshot file name (`snapshot-{lsn:020}.mpk`
+/// is generation 0, `snapshot-{lsn:020}-{gen}.mpk` the later ones), or `None`
+/// when the name is not a snapshot's.
+fn parse_name(name: &str) -> Option<SnapshotKey> {
+    let body = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let (digits, generation) = match body.split_once('-') {
+        None => (body, 0),
+        Some((digits, generation)) => {
+            let valid = !generation.is_empty()
+                && generation.len() <= 9
+                && generation.bytes().all(|b| b.is_ascii_digit());
+            (
+                digits,
+                if valid {
+                    generation.parse().ok()?
+                } else {
+                    return None;
+                },
+            )
+        }
+    };
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    Some((digits.parse().ok()?, generation))
 }
 
-/// The file name of the snapshot at `lsn`.
+/// The file name of the first snapshot at `lsn`.
 pub fn snapshot_file_name(lsn: Lsn) -> String {
-    format!("{PREFIX}{lsn:020}{SUFFIX}")
+    snapshot_file_name_of((lsn, 0))
+}
+
+fn snapshot_file_name_of((lsn, generation): SnapshotKey) -> String {
+    if generation == 0 {
+        format!("{PREFIX}{lsn:020}{SUFFIX}")
+    } else {
+        format!("{PREFIX}{lsn:020}-{generation}{SUFFIX}")
+    }
 }
 
 fn encode_header(lsn: Lsn, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
@@ -294,10 +329,19 @@ impl SnapshotStore {
 
     /// Live snapshots, newest first.
     fn snapshots(&self) -> Result<Vec<(Lsn, PathBuf)>, SnapshotError> {
-        let mut found: Vec<(Lsn, PathBuf)> = self
+        Ok(self
+            .keyed_snapshots()?
+            .into_iter()
+            .map(|((lsn, _), path)| (lsn, path))
+            .collect())
+    }
+
+    /// Live snapshots with their generation, newest first.
+    fn keyed_snapshots(&self) -> Result<Vec<(SnapshotKey, PathBuf)>, SnapshotError> {
+        let mut found: Vec<(SnapshotKey, PathBuf)> = self
             .names()?
             .iter()
-            .filter_map(|name| parse_name(name).map(|lsn| (lsn, self.path(name))))
+            .filter_map(|name| parse_name(name).map(|key| (key, self.path(name))))
             .collect();
         found.sort_by_key(|s| std::cmp::Reverse(s.0));
         Ok(found)
@@ -311,7 +355,16 @@ impl SnapshotStore {
     /// ends before the newest snapshot.
     pub fn write(&self, lsn: Lsn, payload: &[u8]) -> Result<WrittenSnapshot, SnapshotError> {
         let _one_writer = self.write_lock.lock();
-        let name = snapshot_file_name(lsn);
+        // A snapshot at the LSN of an existing one gets the next generation:
+        // it never replaces the file it may have to fall back on.
+        let generation = self
+            .keyed_snapshots()?
+            .iter()
+            .filter(|((l, _), _)| *l == lsn)
+            .map(|((_, g), _)| g + 1)
+            .max()
+            .unwrap_or(0);
+        let name = snapshot_file_name_of((lsn, generation));
         let path = self.path(&name);
         if payload.len() as u64 > self.payload_bytes_max {
             return Err(SnapshotError::TooLarge {
@@ -357,17 +410,14 @@ impl SnapshotStore {
         if !removed.is_empty() {
             self.sync_dir()?;
         }
-        let oldest_kept_lsn = snapshots
-            .iter()
-            .take(SNAPSHOTS_KEPT)
-            .map(|(l, _)| *l)
-            .min()
-            .unwrap_or(lsn);
+        let kept = &snapshots[..snapshots.len().min(SNAPSHOTS_KEPT)];
+        let oldest_kept_lsn = kept.iter().map(|(l, _)| *l).min().unwrap_or(lsn);
         Ok(WrittenSnapshot {
             file: path,
             lsn,
             bytes: (SNAPSHOT_HEADER_BYTES + payload.len()) as u64,
             oldest_kept_lsn,
+            kept: kept.len(),
             removed,
         })
     }
@@ -477,7 +527,7 @@ impl SnapshotStore {
     /// Every snapshot file, checked, newest first (for the offline `inspect` tool); includes
     /// snapshots set aside as damaged by an earlier load. Changes nothing.
     pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
-        let mut found: Vec<(Lsn, PathBuf, bool)> = self
+        let mut found: Vec<(SnapshotKey, PathBuf, bool)> = self
             .names()?
             .iter()
             .filter_map(|name| {
@@ -485,13 +535,13 @@ impl SnapshotStore {
                     Some(base) => (base, true),
                     None => (name.as_str(), false),
                 };
-                parse_name(base).map(|lsn| (lsn, self.path(name), set_aside))
+                parse_name(base).map(|key| (key, self.path(name), set_aside))
             })
             .collect();
         found.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
         found
             .into_iter()
-            .map(|(lsn, file, set_aside)| {
+            .map(|((lsn, _), file, set_aside)| {
                 let (bytes, problem) = match self.read(&file) {
                     Ok(data) => (data.len() as u64, validate(&data, lsn).err()),
                     Err(SnapshotError::TooLarge { bytes, max, .. }) => (
@@ -549,7 +599,14 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(snapshot_file_name(5), "snapshot-00000000000000000005.mpk");
-        assert_eq!(parse_name(&snapshot_file_name(5)), Some(5));
+        assert_eq!(parse_name(&snapshot_file_name(5)), Some((5, 0)));
+        assert_eq!(
+            snapshot_file_name_of((5, 3)),
+            "snapshot-00000000000000000005-3.mpk"
+        );
+        assert_eq!(parse_name(&snapshot_file_name_of((5, 3))), Some((5, 3)));
+        assert_eq!(parse_name("snapshot-00000000000000000005-.mpk"), None);
+        assert_eq!(parse_name("snapshot-00000000000000000005-x.mpk"), None);
         assert_eq!(parse_name("snapshot-00000000000000000005.mpk.tmp"), None);
         assert_eq!(parse_name("snapshot-5.mpk"), None);
     }

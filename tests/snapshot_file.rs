@@ -219,3 +219,27 @@ fn read_newest_valid_falls_back_but_changes_nothing() {
     assert_eq!(s.load_newest_valid().unwrap().unwrap().lsn, 10);
     assert_ne!(names(dir.path()), before);
 }
+
+#[test]
+fn snapshots_at_the_same_lsn_get_their_own_files_and_push_out_older_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    store.write(5, &payload(5)).unwrap();
+    let first = store.write(9, b"state at 9, first").unwrap();
+    assert_eq!(first.kept, 2);
+    // Nothing was logged since: the next snapshot has the same LSN, but it
+    // must not replace the file it may fall back on.
+    let second = store.write(9, b"state at 9, second").unwrap();
+    assert_ne!(second.file, first.file);
+    assert_eq!((second.kept, second.oldest_kept_lsn), (2, 9));
+    assert_eq!(second.removed, vec![dir.path().join(snapshot_file_name(5))]);
+    let third = store.write(9, b"state at 9, third").unwrap();
+    assert_eq!(third.removed, vec![first.file.clone()]);
+    assert_eq!(names(dir.path()).len(), 2);
+    let loaded = store.load_newest_valid().unwrap().unwrap();
+    assert_eq!(
+        (loaded.lsn, &loaded.payload[..]),
+        (9, &b"state at 9, third"[..])
+    );
+    assert_eq!(loaded.file, third.file);
+}

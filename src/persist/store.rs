@@ -16,7 +16,7 @@ use super::record::WalRecord;
 use super::restore::{RestoreError, RestoreStats, Restorer, PROGRESS_PERIOD};
 use crate::catalog::Catalog;
 use crate::shard::ShardState;
-use crate::snapshot_file::{SnapshotError, SnapshotStore};
+use crate::snapshot_file::{SnapshotError, SnapshotStore, WrittenSnapshot};
 use crate::storage::Storage;
 use crate::wal::{self, Lsn, Truncation, Wal, WalError, WalOptions};
 use std::cell::RefCell;
@@ -281,13 +281,13 @@ impl Store {
     /// snapshots, so a damaged newest one falls back to the previous one plus
     /// the log. Blocking: run off the async workers.
     pub fn write_snapshot(&self, image: &SnapshotImage) -> Result<SnapshotInfo, StoreError> {
-        let (info, oldest_kept_lsn) = self.write_image(image)?;
+        let (info, written) = self.write_image(image)?;
         // With a single snapshot on disk there is nothing to fall back on:
         // the log stays whole until a second one exists. A cut before LSN 1
         // removes nothing, but still restarts the log-size count that
         // triggers the next snapshot.
-        let keep_from = if oldest_kept_lsn < info.lsn {
-            oldest_kept_lsn + 1
+        let keep_from = if written.kept >= 2 {
+            written.oldest_kept_lsn + 1
         } else {
             1
         };
@@ -313,7 +313,10 @@ impl Store {
         })
     }
 
-    fn write_image(&self, image: &SnapshotImage) -> Result<(SnapshotInfo, Lsn), StoreError> {
+    fn write_image(
+        &self,
+        image: &SnapshotImage,
+    ) -> Result<(SnapshotInfo, WrittenSnapshot), StoreError> {
         let bytes = rmp_serde::to_vec(image).map_err(|e| StoreError::Image {
             file: PathBuf::new(),
             reason: e.to_string(),
@@ -327,11 +330,11 @@ impl Store {
         Ok((
             SnapshotInfo {
                 lsn,
-                file: written.file,
+                file: written.file.clone(),
                 bytes: written.bytes,
                 tokens: image.token_count(),
             },
-            written.oldest_kept_lsn,
+            written,
         ))
     }
 }

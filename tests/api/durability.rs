@@ -219,3 +219,56 @@ async fn a_refused_append_poisons_the_engine() {
         .await
         .assert_status(200);
 }
+
+/// §5: a deleted token's data leaves the disk by the second snapshot after
+/// the delete — also on a quiet engine, where both snapshots cover the same
+/// LSN (each still gets its own file, pushing out the one from before).
+#[actix_web::test]
+async fn deleted_data_leaves_the_disk_by_the_second_snapshot_even_without_writes_between() {
+    let app = spawn_app_with_shards(2).await;
+    let tenant = app.tenant().await;
+    let marker = "erase-me-3f9c1b7d";
+    let token = app
+        .create_token(
+            &tenant.key,
+            &json!({"collectionId": tenant.collection_id, "data": {"secret": marker}}),
+        )
+        .await;
+    let token = id_of(&token);
+    app.post("/api/admin/snapshot", ADMIN, &json!({}))
+        .await
+        .assert_status(200);
+    app.delete_token(&tenant.key, &token)
+        .await
+        .assert_status(204);
+    let on_disk = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::read(e.path())
+                    .is_ok_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !on_disk(app.data_dir.path()).is_empty(),
+        "the data is on disk before"
+    );
+    let first = app.post("/api/admin/snapshot", ADMIN, &json!({})).await;
+    first.assert_status(200);
+    let second = app.post("/api/admin/snapshot", ADMIN, &json!({})).await;
+    second.assert_status(200);
+    assert_eq!(first.body["lsn"], second.body["lsn"], "no write in between");
+    assert_ne!(first.body["file"], second.body["file"]);
+    assert_eq!(on_disk(app.data_dir.path()), Vec::<String>::new());
+    let (stopped, dir) = app.stop().await;
+    stopped.expect("a clean stop");
+    let app = TestApp::builder().data_dir(dir).spawn().await;
+    assert_eq!(app.token(&tenant.key, &token).await["status"], "deleted");
+}
+
+async fn spawn_app_with_shards(shards: usize) -> TestApp {
+    TestApp::builder().shards(shards).spawn().await
+}
