@@ -18,7 +18,7 @@ use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -79,6 +79,9 @@ struct Shared {
     segments: Mutex<Vec<SegmentInfo>>,
     /// Bytes written since the last `cut_before`, for the engine's snapshot trigger.
     bytes_since_cut: AtomicU64,
+    /// Set once `state.poisoned` is: lets [`Wal::check_writable`], called
+    /// before every change, answer without the state lock in the common case.
+    poisoned_seen: AtomicBool,
     /// Writer counters.
     stats: Mutex<WalStats>,
 }
@@ -186,6 +189,7 @@ impl Wal {
             waiters: Mutex::new(Waiters::default()),
             segments: Mutex::new(segments),
             bytes_since_cut: AtomicU64::new(0),
+            poisoned_seen: AtomicBool::new(false),
             stats: Mutex::new(WalStats::default()),
         });
         let thread_shared = Arc::clone(&shared);
@@ -332,6 +336,9 @@ impl Wal {
     /// state before appending check this first, so a poisoned log stops
     /// changes instead of only refusing to record them.
     pub fn check_writable(&self) -> Result<(), WalError> {
+        if !self.shared.poisoned_seen.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match &self.shared.state.lock().poisoned {
             Some(cause) => Err(WalError::Poisoned {
                 cause: Arc::clone(cause),
@@ -488,6 +495,7 @@ impl Shared {
             let mut st = self.state.lock();
             if let Failure::Poisoned(cause) = &failure {
                 st.poisoned.get_or_insert_with(|| Arc::clone(cause));
+                self.poisoned_seen.store(true, Ordering::Release);
             }
             st.stopped = true;
         }
