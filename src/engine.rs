@@ -24,7 +24,7 @@ use crate::wal::{Lsn, WalError};
 use actix::{Actor, Addr, Arbiter};
 use futures_util::future::join_all;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,38 +195,85 @@ impl Engine {
     /// them in request order. Idempotent tokens spanning several shards are
     /// checked on every shard first, so a reused key with another body
     /// creates nothing.
+    ///
+    /// Children are created, durably, before their parents: each shard logs
+    /// its own part, so a crash between parts can leave a child without its
+    /// parent (an unanswered request), but never a parent naming a child that
+    /// does not exist.
     pub async fn create(
         &self,
         account: AccountId,
         tokens: Vec<NewToken>,
     ) -> Result<Vec<Created>, EngineError> {
         let count = tokens.len();
+        debug_assert!(tokens.iter().all(|t| t.account_id == account));
+        let child_ids: HashSet<TokenId> = tokens
+            .iter()
+            .flat_map(|t| t.children.iter().copied())
+            .collect();
+        let (children, parents): (Vec<_>, Vec<_>) = tokens
+            .into_iter()
+            .enumerate()
+            .partition(|(_, t)| child_ids.contains(&t.id));
+        let shards: HashSet<usize> = children
+            .iter()
+            .chain(&parents)
+            .map(|(_, t)| t.id.shard(self.shard_count()))
+            .collect();
+        if shards.len() > 1 || !children.is_empty() {
+            self.precheck(account, children.iter().chain(&parents).map(|(_, t)| t))
+                .await?;
+        }
+        let mut ordered: Vec<Option<Created>> = vec![None; count];
+        for phase in [children, parents] {
+            if !phase.is_empty() {
+                self.create_part(phase, &mut ordered).await?;
+            }
+        }
+        Ok(ordered.into_iter().flatten().collect())
+    }
+
+    /// Checks every idempotent token on its shard before anything is created.
+    async fn precheck<'a>(
+        &self,
+        account: AccountId,
+        tokens: impl Iterator<Item = &'a NewToken>,
+    ) -> Result<(), EngineError> {
+        let mut items: BTreeMap<usize, Vec<(TokenId, [u8; 16])>> = BTreeMap::new();
+        for token in tokens {
+            if let Some(fingerprint) = token.fingerprint {
+                items
+                    .entry(token.id.shard(self.shard_count()))
+                    .or_default()
+                    .push((token.id, fingerprint));
+            }
+        }
+        let checks = items.into_iter().map(|(shard, items)| {
+            self.inner.shards[shard].send(Precheck {
+                account_id: account,
+                items,
+            })
+        });
+        for result in join_all(checks).await {
+            result.map_err(|_| EngineError::Unavailable)??;
+        }
+        // The checks read state that may rest on records not yet durable.
+        self.wait_durable(self.inner.store.last_lsn()).await
+    }
+
+    /// Creates `tokens` (with their request positions) on their shards, each
+    /// shard's part atomically, and waits until all parts are durable.
+    async fn create_part(
+        &self,
+        tokens: Vec<(usize, NewToken)>,
+        ordered: &mut [Option<Created>],
+    ) -> Result<(), EngineError> {
         let mut groups: BTreeMap<usize, Vec<(usize, NewToken)>> = BTreeMap::new();
-        for (position, token) in tokens.into_iter().enumerate() {
-            debug_assert_eq!(token.account_id, account);
+        for (position, token) in tokens {
             groups
                 .entry(token.id.shard(self.shard_count()))
                 .or_default()
                 .push((position, token));
-        }
-        if groups.len() > 1 {
-            let checks = groups.iter().filter_map(|(shard, group)| {
-                let items: Vec<_> = group
-                    .iter()
-                    .filter_map(|(_, t)| t.fingerprint.map(|f| (t.id, f)))
-                    .collect();
-                (!items.is_empty()).then(|| {
-                    self.inner.shards[*shard].send(Precheck {
-                        account_id: account,
-                        items,
-                    })
-                })
-            });
-            for result in join_all(checks).await {
-                result.map_err(|_| EngineError::Unavailable)??;
-            }
-            // The checks read state that may rest on records not yet durable.
-            self.wait_durable(self.inner.store.last_lsn()).await?;
         }
         let mut positions = Vec::with_capacity(groups.len());
         let mut sends = Vec::with_capacity(groups.len());
@@ -245,10 +292,8 @@ impl Engine {
             decided.push(part.value);
         }
         self.wait_durable(lsn).await?;
-        let mut ordered: Vec<Option<Created>> = vec![None; count];
         for (places, result) in positions.into_iter().zip(decided) {
-            let outcome = result?;
-            let Outcome::Created(created) = outcome else {
+            let Outcome::Created(created) = result? else {
                 unreachable!("a create command yields a create outcome");
             };
             assert_eq!(created.len(), places.len(), "one result per token");
@@ -256,7 +301,7 @@ impl Engine {
                 ordered[place] = Some(created);
             }
         }
-        Ok(ordered.into_iter().flatten().collect())
+        Ok(())
     }
 
     /// Redeems a token; `Ok((token, replayed))`.
