@@ -133,7 +133,7 @@ pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
         )?,
         _ => say(out, "wal records after the snapshot: 0".to_owned())?,
     }
-    let (catalog, states, _) = restorer.finish();
+    let (catalog, states) = restorer.finish();
     let now = SystemClock.now_ms();
     let mut counts: BTreeMap<&str, usize> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let mut total = 0usize;

@@ -303,11 +303,6 @@ impl SnapshotStore {
         self
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -56,11 +56,6 @@ impl Metadata {
             rest: self.packed.as_deref().unwrap_or(&[]),
         }
     }
-
-    /// Bytes held on the heap (for memory accounting).
-    pub fn heap_bytes(&self) -> usize {
-        self.packed.as_ref().map_or(0, |p| p.len())
-    }
 }
 
 impl std::fmt::Debug for Metadata {
@@ -162,7 +157,7 @@ mod tests {
     fn empty_allocates_nothing() {
         let metadata = Metadata::from_pairs([]);
         assert!(metadata.is_empty());
-        assert_eq!(metadata.heap_bytes(), 0);
+        assert!(metadata.packed.is_none());
     }
 
     #[test]

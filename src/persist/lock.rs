@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The lock file inside the data dir.
 pub const FILE_NAME: &str = "LOCK";
@@ -15,8 +15,6 @@ pub const FILE_NAME: &str = "LOCK";
 pub struct DataDirLock {
     /// The locked file; the lock lives as long as this handle.
     _file: File,
-    /// Where it is, for messages.
-    path: PathBuf,
 }
 
 impl DataDirLock {
@@ -30,7 +28,7 @@ impl DataDirLock {
             .write(true)
             .open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path }),
+            Ok(()) => Ok(Self { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
@@ -41,11 +39,6 @@ impl DataDirLock {
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -225,8 +225,8 @@ impl Restorer {
     }
 
     /// The rebuilt state.
-    pub fn finish(self) -> (Arc<Catalog>, Vec<ShardState>, RestoreStats) {
-        (self.catalog, self.shards, self.stats)
+    pub fn finish(self) -> (Arc<Catalog>, Vec<ShardState>) {
+        (self.catalog, self.shards)
     }
 }
 

@@ -13,16 +13,16 @@
 use super::image::SnapshotImage;
 use super::lock::DataDirLock;
 use super::record::WalRecord;
-use super::restore::{RestoreError, RestoreStats, Restorer, PROGRESS_PERIOD};
+use super::restore::{RestoreError, Restorer, PROGRESS_PERIOD};
 use crate::catalog::Catalog;
 use crate::shard::ShardState;
 use crate::snapshot_file::{SnapshotError, SnapshotStore, WrittenSnapshot};
 use crate::storage::Storage;
-use crate::wal::{self, Lsn, Truncation, Wal, WalError, WalOptions};
+use crate::wal::{self, Lsn, Wal, WalError, WalOptions};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Why the store could not open or write.
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +66,6 @@ pub struct Restored {
     pub catalog: Arc<Catalog>,
     /// One state per shard.
     pub shards: Vec<ShardState>,
-    /// Counters.
-    pub stats: RestoreStats,
-    /// The snapshot restored from, if any.
-    pub snapshot: Option<PathBuf>,
-    /// A torn WAL tail that was cut off, if any.
-    pub truncation: Option<Truncation>,
-    /// Time spent.
-    pub elapsed: Duration,
 }
 
 /// A snapshot that was written.
@@ -130,8 +122,8 @@ impl Store {
         let storage = Arc::clone(&config.storage);
         let snapshots = SnapshotStore::new(Arc::clone(&storage), config.data_dir.clone());
         let loaded = snapshots.load_newest_valid()?;
-        let (image, snapshot) = match loaded {
-            None => (None, None),
+        let image = match loaded {
+            None => None,
             Some(loaded) => {
                 let image: SnapshotImage =
                     rmp_serde::from_slice(&loaded.payload).map_err(|e| StoreError::Image {
@@ -144,15 +136,14 @@ impl Store {
                     tokens = image.token_count(),
                     "loading snapshot"
                 );
-                (Some(image), Some((loaded.file, loaded.lsn)))
+                Some(image)
             }
         };
         let covered = image.as_ref().map_or(0, SnapshotImage::covered_lsn);
         let mut restorer = Restorer::new(image, shard_count, retention_ms)?;
         let mut replay =
             wal::read_from(Arc::clone(&storage), &config.data_dir, covered, &config.wal)?;
-        let truncation = replay.truncation().cloned();
-        if let Some(truncation) = &truncation {
+        if let Some(truncation) = replay.truncation() {
             tracing::warn!("{truncation}");
         }
         let mut last_report = Instant::now();
@@ -173,12 +164,13 @@ impl Store {
         )?;
         let stats = restorer.stats();
         let tokens = restorer.token_count();
-        let (catalog, shards, _) = restorer.finish();
+        let (catalog, shards) = restorer.finish();
         let elapsed = started.elapsed();
         tracing::info!(
             tokens,
             snapshot_tokens = stats.snapshot_tokens,
             records_applied = stats.records_applied,
+            records_skipped = stats.records_skipped,
             next_lsn,
             elapsed_ms = elapsed.as_millis() as u64,
             tokens_per_sec = (tokens as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
@@ -190,17 +182,7 @@ impl Store {
             snapshots,
             refused: std::sync::OnceLock::new(),
         };
-        Ok((
-            store,
-            Restored {
-                catalog,
-                shards,
-                stats,
-                snapshot: snapshot.map(|(file, _)| file),
-                truncation,
-                elapsed,
-            },
-        ))
+        Ok((store, Restored { catalog, shards }))
     }
 
     /// Logs `record`; the change is acknowledged once [`Store::wait_durable`]
