@@ -225,7 +225,7 @@ impl ShardState {
             let token = Token {
                 id: new.id,
                 collection,
-                created_by: self.intern_creator(&new.created_by),
+                created_by: self.intern(&new.created_by),
                 created_at_ms: now,
                 active_from_ms: new.active_from_ms.unwrap_or(now),
                 expires_at_ms,
@@ -286,7 +286,7 @@ impl ShardState {
         if !token.collection.allows_merchant(merchant) {
             return Err(Rejection::MerchantNotAllowed);
         }
-        let redeemed_by = self.intern_creator(redeemed_by);
+        let redeemed_by = self.intern(redeemed_by);
         let retention_ms = self.retention_ms;
         let Some(token) = self.tokens.get_mut(&id) else {
             return Err(Rejection::TokenNotFound);
@@ -502,12 +502,8 @@ impl ShardState {
         }
     }
 
-    /// A creator name shared by every token that names it.
+    /// A key name shared by every token that names it (creator or redeemer).
     pub fn intern(&mut self, name: &str) -> Arc<str> {
-        self.intern_creator(name)
-    }
-
-    fn intern_creator(&mut self, name: &str) -> Arc<str> {
         if let Some(interned) = self.creators.get(name) {
             return Arc::clone(interned);
         }
