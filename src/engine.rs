@@ -9,6 +9,8 @@
 use crate::catalog::{Catalog, CatalogCommand, CatalogError};
 use crate::clock::{Clock, Millis};
 use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
+use crate::metrics::store::{SnapshotMetrics, WalMetrics};
+use crate::metrics::tokens::{StatusCounts, TokenGauges};
 use crate::model::api_key::{self, GeneratedKey};
 use crate::model::collection::CollectionRecord;
 use crate::model::{Account, ApiKey, Collection, Liveness, Scopes, Token};
@@ -94,6 +96,10 @@ struct Inner {
     store: Arc<Store>,
     /// One snapshot at a time.
     snapshotting: tokio::sync::Mutex<()>,
+    /// Each shard's token counts by status, published by the shard.
+    token_gauges: Vec<Arc<TokenGauges>>,
+    /// Snapshot durations and sizes.
+    snapshot_metrics: SnapshotMetrics,
 }
 
 fn storage_error(error: WalError) -> EngineError {
@@ -118,6 +124,7 @@ impl Engine {
         let store = Arc::new(store);
         let mut arbiters = Vec::with_capacity(config.shards);
         let mut shards = Vec::with_capacity(config.shards);
+        let mut token_gauges = Vec::with_capacity(config.shards);
         for state in states {
             let arbiter = Arbiter::new();
             let shard = Shard::new(
@@ -127,6 +134,7 @@ impl Engine {
                 Arc::clone(&clock),
                 config.timer_period,
             );
+            token_gauges.push(shard.token_gauges());
             shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| shard));
             arbiters.push(arbiter);
         }
@@ -138,6 +146,8 @@ impl Engine {
                 clock,
                 store,
                 snapshotting: tokio::sync::Mutex::new(()),
+                token_gauges,
+                snapshot_metrics: SnapshotMetrics::default(),
             }),
         })
     }
@@ -531,6 +541,19 @@ impl Engine {
     /// writing run off the async workers.
     pub async fn snapshot(&self) -> Result<SnapshotInfo, EngineError> {
         let _one_at_a_time = self.inner.snapshotting.lock().await;
+        // Timed from here: the wait for an earlier snapshot is not this one's.
+        let started = std::time::Instant::now();
+        let result = self.write_snapshot().await;
+        let metrics = &self.inner.snapshot_metrics;
+        match &result {
+            Ok(info) => metrics.written(started.elapsed(), info.bytes, info.tokens),
+            Err(_) => metrics.failed(),
+        }
+        result
+    }
+
+    /// [`Engine::snapshot`], under its one-at-a-time lock.
+    async fn write_snapshot(&self) -> Result<SnapshotInfo, EngineError> {
         let store = Arc::clone(&self.inner.store);
         let (catalog, catalog_lsn) = self.inner.catalog.image_at(|| store.last_lsn());
         let mut captures = Vec::with_capacity(self.shard_count());
@@ -578,5 +601,25 @@ impl Engine {
     /// Bytes logged since the WAL was last cut.
     pub fn wal_bytes_since_cut(&self) -> u64 {
         self.inner.store.wal_bytes_since_cut()
+    }
+
+    /// Tokens held by status, summed over the shards as each last published
+    /// them.
+    pub fn token_counts(&self) -> StatusCounts {
+        let mut total = StatusCounts::default();
+        for gauges in &self.inner.token_gauges {
+            total.add_all(&gauges.read());
+        }
+        total
+    }
+
+    /// The WAL writer's fsync and batch metrics.
+    pub fn wal_metrics(&self) -> &WalMetrics {
+        self.inner.store.wal_metrics()
+    }
+
+    /// Snapshot durations and sizes.
+    pub fn snapshot_metrics(&self) -> &SnapshotMetrics {
+        &self.inner.snapshot_metrics
     }
 }

@@ -12,6 +12,10 @@
 //! - [`app`]: `Application::build(config)` — engine plus HTTP server.
 //! - [`api`]: the HTTP layer: routes, auth, request parsing and validation,
 //!   JSON rendering, and the one mapping of errors to status codes.
+//! - [`metrics`]: the per-application metrics registry behind `GET /metrics`
+//!   (served, and requests recorded, by [`api::metrics`]): a lock-free
+//!   histogram, requests by route and status, tokens by status (counted by
+//!   the shards), WAL fsyncs and batches, snapshots, restore.
 //! - [`engine`]: routes token operations to shards, splits multi-shard
 //!   creates, merges lists; catalog operations.
 //! - [`shard`]: the shard actor, its commands, its pure `apply`, and its
@@ -39,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod persist;

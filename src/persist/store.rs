@@ -258,6 +258,11 @@ impl Store {
         self.wal.bytes_since_cut()
     }
 
+    /// The WAL writer's fsync and batch metrics.
+    pub fn wal_metrics(&self) -> &crate::metrics::store::WalMetrics {
+        self.wal.metrics()
+    }
+
     /// Writes `image` durably, then drops the log segments that no kept
     /// snapshot needs: the log reaches back to the older of the two kept
     /// snapshots, so a damaged newest one falls back to the previous one plus

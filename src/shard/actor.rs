@@ -17,6 +17,7 @@ use super::state::{ListPage, ListQuery, ShardState, TimerReport};
 use crate::catalog::Catalog;
 use crate::clock::{Clock, Millis};
 use crate::ids::{AccountId, TokenId};
+use crate::metrics::tokens::TokenGauges;
 use crate::model::Token;
 use crate::persist::record::WalRecord;
 use crate::persist::restore::ShardCapture;
@@ -96,6 +97,8 @@ pub struct Shard {
     last_now_ms: Millis,
     /// How often the timers run on their own.
     timer_period: Duration,
+    /// The state's token counts, published after each change for scrapes.
+    token_gauges: Arc<TokenGauges>,
 }
 
 impl Shard {
@@ -107,7 +110,10 @@ impl Shard {
         clock: Arc<dyn Clock>,
         timer_period: Duration,
     ) -> Self {
+        let token_gauges = Arc::new(TokenGauges::default());
+        token_gauges.publish(state.counts());
         Self {
+            token_gauges,
             state,
             catalog,
             last_lsn: store.last_lsn(),
@@ -116,6 +122,21 @@ impl Shard {
             last_now_ms: Millis::MIN,
             timer_period,
         }
+    }
+
+    /// This shard's token counts by status, as last published.
+    pub fn token_gauges(&self) -> Arc<TokenGauges> {
+        Arc::clone(&self.token_gauges)
+    }
+
+    /// Runs the expiry and purge timers, publishing the counts they change.
+    fn run_timers(&mut self) -> TimerReport {
+        let now = self.now();
+        let report = self.state.run_timers(now);
+        if report != TimerReport::default() {
+            self.token_gauges.publish(self.state.counts());
+        }
+        report
     }
 
     /// The decision time: the clock, but never before the previous one.
@@ -131,8 +152,7 @@ impl Actor for Shard {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(self.timer_period, |shard, _| {
-            let now = shard.now();
-            shard.state.run_timers(now);
+            shard.run_timers();
         });
     }
 }
@@ -146,6 +166,7 @@ impl Handler<Execute> for Shard {
         let now = self.now();
         let result = self.state.apply(&command, now, &self.catalog);
         if result.as_ref().is_ok_and(Outcome::changed) {
+            self.token_gauges.publish(self.state.counts());
             let record = WalRecord::Shard {
                 now_ms: now,
                 command,
@@ -211,7 +232,6 @@ impl Handler<RunTimers> for Shard {
     type Result = actix::MessageResult<RunTimers>;
 
     fn handle(&mut self, _: RunTimers, _: &mut Self::Context) -> Self::Result {
-        let now = self.now();
-        actix::MessageResult(self.state.run_timers(now))
+        actix::MessageResult(self.run_timers())
     }
 }

@@ -12,6 +12,7 @@ use super::deadlines::Deadlines;
 use crate::catalog::Catalog;
 use crate::clock::Millis;
 use crate::ids::{AccountId, CollectionId, TokenId};
+use crate::metrics::tokens::StatusCounts;
 use crate::model::token::NEVER;
 use crate::model::{Redemption, Status, Token, TokenExtra, TokenType};
 use serde_json::value::RawValue;
@@ -72,6 +73,8 @@ pub struct ShardState {
     creators: HashMap<Box<str>, Arc<str>>,
     /// How long tombstones stay readable.
     retention_ms: i64,
+    /// Tokens held per status, kept exact by every change below (metrics).
+    counts: StatusCounts,
 }
 
 impl ShardState {
@@ -85,12 +88,18 @@ impl ShardState {
             purges: Deadlines::default(),
             creators: HashMap::new(),
             retention_ms,
+            counts: StatusCounts::default(),
         }
     }
 
     /// Number of tokens held (tombstones included).
     pub fn len(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Tokens held per status (tombstones included until purged).
+    pub fn counts(&self) -> &StatusCounts {
+        &self.counts
     }
 
     /// Whether the shard holds no token.
@@ -240,6 +249,7 @@ impl ShardState {
             self.index(new.account_id, &token);
             let token = Arc::new(token);
             results.push(Created::New(Arc::clone(&token)));
+            self.counts.add(token.status);
             self.tokens.insert(token.id, token);
         }
         Ok(Outcome::Created(results))
@@ -292,6 +302,7 @@ impl ShardState {
             return Err(Rejection::TokenNotFound);
         };
         let token = Arc::make_mut(token);
+        self.counts.moved(token.status, Status::Redeemed);
         token.status = Status::Redeemed;
         token.free_data();
         token.extra_mut().redemption = Some(Redemption {
@@ -325,6 +336,7 @@ impl ShardState {
             return Err(Rejection::TokenNotFound);
         };
         let token = Arc::make_mut(token);
+        self.counts.moved(token.status, Status::Deleted);
         token.status = Status::Deleted;
         token.erase();
         token.extra_mut().deleted_at_ms = Some(now);
@@ -407,6 +419,7 @@ impl ShardState {
                 continue;
             }
             let token = Arc::make_mut(token);
+            self.counts.moved(token.status, Status::Expired);
             token.status = Status::Expired;
             token.free_data();
             self.purges
@@ -421,6 +434,7 @@ impl ShardState {
                 .is_some_and(|t| t.is_purged(now, self.retention_ms));
             if purged {
                 if let Some(token) = self.tokens.remove(&id) {
+                    self.counts.remove(token.status);
                     touched.insert(token.collection.record.account_id);
                     report.purged += 1;
                 }
@@ -435,6 +449,7 @@ impl ShardState {
     /// Removes one token and its index entry (an id about to be reused).
     fn remove(&mut self, id: TokenId) {
         if let Some(token) = self.tokens.remove(&id) {
+            self.counts.remove(token.status);
             self.reindex(token.collection.record.account_id);
         }
     }
@@ -488,6 +503,7 @@ impl ShardState {
             .entry(token.collection.record.account_id)
             .or_default()
             .push(token.id);
+        self.counts.add(token.status);
         self.tokens.insert(token.id, Arc::new(token));
     }
 

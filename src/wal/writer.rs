@@ -14,6 +14,7 @@ use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
 use super::reader::{read_segment, scan_segment};
 use super::segment::{list_segments, ActiveSegment, SegmentInfo};
 use super::{FsyncMode, Lsn, WalError, WalOptions};
+use crate::metrics::store::WalMetrics;
 use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
@@ -84,6 +85,8 @@ struct Shared {
     poisoned_seen: AtomicBool,
     /// Writer counters.
     stats: Mutex<WalStats>,
+    /// Fsync latencies and batch sizes, for `/metrics` (lock-free).
+    metrics: WalMetrics,
 }
 
 /// What appenders share under [`Shared::state`].
@@ -191,6 +194,7 @@ impl Wal {
             bytes_since_cut: AtomicU64::new(0),
             poisoned_seen: AtomicBool::new(false),
             stats: Mutex::new(WalStats::default()),
+            metrics: WalMetrics::default(),
         });
         let thread_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -371,6 +375,11 @@ impl Wal {
     /// Writer counters so far.
     pub fn stats(&self) -> WalStats {
         *self.shared.stats.lock()
+    }
+
+    /// Fsync latencies and batch sizes recorded by the writer thread.
+    pub fn metrics(&self) -> &WalMetrics {
+        &self.shared.metrics
     }
 
     /// The options the WAL was opened with.
@@ -612,6 +621,9 @@ impl Writer {
             self.shared
                 .bytes_since_cut
                 .fetch_add(batch.bytes.len() as u64, Ordering::AcqRel);
+            self.shared
+                .metrics
+                .batch_written(records, batch.bytes.len());
             let mut stats = self.shared.stats.lock();
             stats.batches += 1;
             stats.records += records;
@@ -659,7 +671,10 @@ impl Writer {
     }
 
     fn sync(&mut self) -> Result<(), WalError> {
-        self.segment.sync()?;
+        self.shared
+            .metrics
+            .fsync_seconds
+            .time(|| self.segment.sync())?;
         self.synced_lsn = self.written_lsn;
         self.last_sync = Instant::now();
         self.shared.stats.lock().fsyncs += 1;

@@ -1,0 +1,263 @@
+//! Operational metrics (`GET /metrics`, contract §8), in the OpenMetrics text
+//! format through `prometheus_client`.
+//!
+//! Each [`crate::app::Application`] has its own [`Metrics`] (its own
+//! registry): applications started side by side in one process, as the tests
+//! do, never share a counter.
+//!
+//! - [`histogram`]: a histogram that records with atomic adds only;
+//! - [`http`]: requests by route, method and status, with latencies;
+//! - [`tokens`]: tokens by status, counted by the shards;
+//! - [`store`]: WAL fsyncs and batches, snapshots, restore.
+//!
+//! Metrics that live in the engine (tokens, WAL, snapshots) are read at
+//! scrape time through the same engine slot the handlers use, so `/metrics`
+//! answers while the engine is still restoring, with what is known then.
+
+pub mod histogram;
+pub mod http;
+pub mod store;
+pub mod tokens;
+
+use crate::engine::Engine;
+use crate::model::Status;
+use http::HttpMetrics;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use store::RestoreReport;
+
+/// The content type of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Prefix of every metric name.
+const PREFIX: &str = "tokend";
+
+/// The metrics of one application.
+pub struct Metrics {
+    /// Every metric, for encoding.
+    registry: Registry,
+    /// The request families, which the HTTP workers record into.
+    http: HttpMetrics,
+    /// Set once restore is done.
+    restore: Arc<OnceLock<RestoreReport>>,
+}
+
+impl Metrics {
+    /// The metrics of an application whose engine will be installed in
+    /// `engine` once restored.
+    pub fn new(engine: Arc<OnceLock<Engine>>) -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let http = HttpMetrics::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status",
+            http.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from a request reaching the application to its response being ready, \
+             by route pattern, method and status",
+            Unit::Seconds,
+            http.durations.clone(),
+        );
+        let restore = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(EngineCollector {
+            engine,
+            restore: Arc::clone(&restore),
+        }));
+        Self {
+            registry,
+            http,
+            restore,
+        }
+    }
+
+    /// The request families (each HTTP worker builds its recorder on them).
+    pub fn http(&self) -> &HttpMetrics {
+        &self.http
+    }
+
+    /// Records how the restore at start went (once; later calls are ignored).
+    pub fn restored(&self, report: RestoreReport) {
+        let _ = self.restore.set(report);
+    }
+
+    /// Every metric, as OpenMetrics text ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(16 << 10);
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Reads the engine's metrics at each scrape.
+struct EngineCollector {
+    /// The engine, once restored (the slot the handlers use).
+    engine: Arc<OnceLock<Engine>>,
+    /// How restore went, once it is done.
+    restore: Arc<OnceLock<RestoreReport>>,
+}
+
+impl std::fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCollector")
+            .field("ready", &self.engine.get().is_some())
+            .field("restore", &self.restore.get())
+            .finish()
+    }
+}
+
+/// Encodes one unlabelled gauge.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl EncodeGaugeValue,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+/// Encodes one histogram.
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: &histogram::Histogram,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, unit, MetricType::Histogram)?)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let engine = self.engine.get();
+        gauge(
+            &mut encoder,
+            "ready",
+            "1 once restore is done and the shards run, 0 before.",
+            None,
+            u64::from(engine.is_some()),
+        )?;
+        if let Some(report) = self.restore.get() {
+            gauge(
+                &mut encoder,
+                "restore_duration",
+                "Time the restore at start took: snapshot load, WAL replay, shard start.",
+                Some(&Unit::Seconds),
+                report.duration.as_secs_f64(),
+            )?;
+            gauge(
+                &mut encoder,
+                "restore_tokens",
+                "Tokens held after the restore at start, tombstones included.",
+                None,
+                report.tokens,
+            )?;
+        }
+        let Some(engine) = engine else {
+            return Ok(());
+        };
+
+        let counts = engine.token_counts();
+        let mut tokens = encoder.encode_descriptor(
+            "tokens",
+            "Tokens held, by status (redeemed, expired and deleted ones until their \
+             tombstone is purged); a token moves to expired when its expiry timer runs.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in Status::ALL {
+            let labels = [("status", status.as_str())];
+            ConstGauge::new(counts.get(status)).encode(tokens.encode_family(&labels)?)?;
+        }
+
+        let wal = engine.wal_metrics();
+        histogram(
+            &mut encoder,
+            "wal_fsync_duration",
+            "Duration of each fsync of a WAL segment (group commits, rotations, flushes).",
+            Some(&Unit::Seconds),
+            &wal.fsync_seconds,
+        )?;
+        histogram(
+            &mut encoder,
+            "wal_batch_records",
+            "WAL records per batch written (group commit: one write, at most one fsync, \
+             per batch).",
+            None,
+            &wal.batch_records,
+        )?;
+        histogram(
+            &mut encoder,
+            "wal_batch",
+            "Bytes per WAL batch written.",
+            Some(&Unit::Bytes),
+            &wal.batch_bytes,
+        )?;
+
+        let snapshots = engine.snapshot_metrics();
+        histogram(
+            &mut encoder,
+            "snapshot_duration",
+            "Duration of each snapshot, from its start until it is durable.",
+            Some(&Unit::Seconds),
+            &snapshots.duration_seconds,
+        )?;
+        gauge(
+            &mut encoder,
+            "snapshot_last",
+            "Size of the newest snapshot written by this process (0: none yet).",
+            Some(&Unit::Bytes),
+            snapshots.last_bytes.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "snapshot_last_tokens",
+            "Tokens in the newest snapshot written by this process.",
+            None,
+            snapshots.last_tokens.load(Ordering::Relaxed),
+        )?;
+        let failures = ConstCounter::new(snapshots.failures.load(Ordering::Relaxed));
+        failures.encode(encoder.encode_descriptor(
+            "snapshot_failures",
+            "Snapshots that failed.",
+            None,
+            failures.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_the_engine_is_restored_only_what_is_known_is_exposed() {
+        let metrics = Metrics::new(Arc::new(OnceLock::new()));
+        let text = metrics.encode().unwrap();
+        assert!(text.contains("\ntokend_ready 0\n"), "{text}");
+        assert!(!text.contains("tokend_tokens"), "{text}");
+        assert!(!text.contains("tokend_restore"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+
+        metrics.restored(RestoreReport {
+            duration: std::time::Duration::from_millis(1_500),
+            tokens: 42,
+        });
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("\ntokend_restore_duration_seconds 1.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ntokend_restore_tokens 42\n"), "{text}");
+    }
+}
