@@ -6,6 +6,8 @@ use crate::api;
 use crate::api::state::AppState;
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig};
+use crate::metrics::store::RestoreReport;
+use crate::metrics::Metrics;
 use crate::persist::store::StoreError;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
@@ -67,13 +69,19 @@ impl Application {
         let state = web::Data::new(AppState {
             engine: Arc::clone(&slot),
             admin_key: config.admin_key,
+            metrics: Metrics::new(Arc::clone(&slot)),
         });
         let listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
+        let server_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(server_state.clone())
                 .wrap(middleware::from_fn(api::request_id::middleware))
+                // Outermost: it sees the status and the time the client gets.
+                .wrap(api::metrics::RecordRequests::new(
+                    server_state.metrics.http(),
+                ))
                 .configure(api::routes)
         })
         .workers(config.http_workers.max(1))
@@ -84,6 +92,7 @@ impl Application {
         // Compile the request schemas now, not on the first write request
         // (which would otherwise pay for it in its latency).
         api::validate::schemas();
+        let restore_started = Instant::now();
         let engine = match Engine::open(&config.engine, config.clock) {
             Ok(engine) => engine,
             Err(e) => {
@@ -92,6 +101,10 @@ impl Application {
                 return Err(e.into());
             }
         };
+        state.metrics.restored(RestoreReport {
+            duration: restore_started.elapsed(),
+            tokens: engine.token_counts().total(),
+        });
         let installed = slot.set(engine.clone()).is_ok();
         assert!(installed, "the engine is installed once");
         let scheduler = actix_web::rt::spawn(schedule_snapshots(

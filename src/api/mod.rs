@@ -6,6 +6,7 @@
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
+//! - [`metrics`]: `GET /metrics` and the middleware recording every request;
 //! - [`accounts`], [`collections`], [`tokens`], [`admin`], [`health`]: the
 //!   handlers.
 
@@ -16,6 +17,7 @@ pub mod body;
 pub mod collections;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod query;
 pub mod render;
 pub mod request_id;
@@ -31,6 +33,7 @@ use error::{ApiError, ErrorCode};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(metrics::metrics)))
         .service(resource("/api/admin/snapshot").route(web::post().to(admin::snapshot)))
         .service(resource("/api/accounts").route(web::post().to(accounts::create_account)))
         .service(
@@ -64,9 +67,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// A route whose other methods answer 405 in the API's error format.
+/// A route whose other methods answer 405 in the API's error format, labelled
+/// for the request metrics by its pattern.
 fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+    web::resource(path)
+        .app_data(metrics::RouteLabel::of(path))
+        .default_service(web::to(method_not_allowed))
 }
 
 /// Unknown routes.

@@ -3,6 +3,7 @@
 use super::error::{ApiError, ErrorCode};
 use crate::admin_key::AdminKey;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use std::sync::{Arc, OnceLock};
 
 /// Shared by all HTTP workers.
@@ -12,6 +13,8 @@ pub struct AppState {
     pub engine: Arc<OnceLock<Engine>>,
     /// Digest of the admin key.
     pub admin_key: AdminKey,
+    /// The application's metrics, encoded by `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {
