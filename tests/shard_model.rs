@@ -314,6 +314,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 "foreign read"
             );
         }
+        // The counts behind the `tokens` gauge match a recount of the state.
+        for status in Status::ALL {
+            let held = state.tokens().filter(|t| t.status == status).count();
+            prop_assert_eq!(state.counts().get(status), held as u64, "{:?}", status);
+        }
     }
     Ok(())
 }
@@ -392,4 +397,7 @@ fn replaying_the_same_commands_gives_the_same_state() {
         v
     };
     assert_eq!(snapshot(&live), snapshot(&replayed));
+    // Replay also rebuilds the counts by status that the metrics publish.
+    assert_eq!(live.counts(), replayed.counts());
+    assert_eq!(live.counts().total(), ids.len() as u64);
 }

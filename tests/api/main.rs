@@ -9,6 +9,7 @@ mod durability;
 mod errors;
 mod expiry;
 mod helpers;
+mod metrics;
 mod redeem;
 mod rejected;
 mod tokens_create;
