@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Number of shard actors (default: number of CPUs).
     #[arg(long, env = "TOKEND_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
+    /// Number of HTTP worker threads (default: number of CPUs).
+    #[arg(long, env = "TOKEND_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub http_workers: Option<u16>,
     /// When the WAL is fsynced.
     #[arg(long, env = "TOKEND_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncMode,
@@ -113,11 +116,22 @@ mod tests {
 
     #[test]
     fn serve_subcommand_takes_the_same_flags() {
-        let args = Cli::try_parse_from(["tokend", "serve", "--shards", "3", "--fsync", "never"])
-            .unwrap()
-            .serve_args()
-            .unwrap();
+        let args = Cli::try_parse_from([
+            "tokend",
+            "serve",
+            "--shards",
+            "3",
+            "--fsync",
+            "never",
+            "--http-workers",
+            "1",
+        ])
+        .unwrap()
+        .serve_args()
+        .unwrap();
         assert_eq!(args.shards, Some(3));
+        assert_eq!(args.http_workers, Some(1));
+        assert!(Cli::try_parse_from(["tokend", "--http-workers", "0"]).is_err());
         assert_eq!(args.fsync, FsyncMode::Never);
         assert!(Cli::try_parse_from(["tokend", "--shards", "0"]).is_err());
     }

@@ -77,7 +77,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         admin_key,
         clock: Arc::new(SystemClock),
-        http_workers: cpus,
+        http_workers: args.http_workers.map_or(cpus, usize::from),
         snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
     };

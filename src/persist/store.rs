@@ -242,6 +242,14 @@ impl Store {
     /// same process) can open the dir at once.
     pub fn close(&self) -> Result<(), WalError> {
         let flushed = self.flush();
+        let stats = self.wal.stats();
+        tracing::info!(
+            batches = stats.batches,
+            records = stats.records,
+            fsyncs = stats.fsyncs,
+            bytes = stats.bytes,
+            "WAL closed"
+        );
         let _ = self.refused.set(Arc::from("the store is closed"));
         self.lock.lock().take();
         flushed
