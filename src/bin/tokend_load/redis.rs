@@ -578,7 +578,10 @@ pub struct RedisFigures {
     pub populate_secs: f64,
     /// The `GETDEL` phase (`errorsByCode` counts nil replies: must be none).
     pub run: PhaseSummary,
-    /// AOF bytes at the end of the phase.
+    /// AOF bytes once filled, before the `GETDEL` phase.
+    pub aof_bytes_before: u64,
+    /// AOF bytes at the end of the phase: the growth is the `GETDEL`s'
+    /// records (each delete is logged and fsynced before its reply).
     pub aof_bytes: u64,
     /// `redis-benchmark -c C … GETDEL key:__rand_int__`, when asked and
     /// installed.
@@ -611,6 +614,7 @@ pub async fn compare(
     let t = Instant::now();
     populate(server.addr, keys).await?;
     let populate_secs = t.elapsed().as_secs_f64();
+    let aof_bytes_before = server.aof_bytes();
     let mut conns = Vec::with_capacity(connections as usize);
     for _ in 0..connections {
         let mut conn = RedisConn::new(server.addr);
@@ -645,6 +649,7 @@ pub async fn compare(
         keys,
         populate_secs,
         run,
+        aof_bytes_before,
         aof_bytes,
         redis_benchmark,
     })
