@@ -250,9 +250,15 @@ fn redis_comparison_drives_getdel_of_existing_keys() {
         eprintln!("redis-server is not installed: the end-to-end Redis comparison is not run");
         return;
     };
-    let out = tempfile::tempdir().unwrap();
+    // A relative --out, as `make bench` passes: Redis changes directory
+    // before opening its log, so the profiler must hand it an absolute path.
+    std::fs::create_dir_all("target").unwrap();
+    let out = tempfile::tempdir_in("target").unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let relative = out.path().strip_prefix(&cwd).unwrap_or(out.path());
+    assert!(relative.is_relative(), "{}", relative.display());
     let stdout = run_profiler(
-        out.path(),
+        relative,
         &[
             "--connections",
             "4",

@@ -405,6 +405,21 @@ impl RedisServer {
     /// --appendfsync always`, no RDB saves) on a fresh directory, logging
     /// to `log`, and waits until it answers `PING`.
     pub async fn start(bin: &Path, log: &Path) -> Result<Self> {
+        // Redis changes to `--dir` before it opens `--logfile`: a relative
+        // log path would land in (or fail in) the temporary directory.
+        let log =
+            std::path::absolute(log).context(|| format!("cannot resolve {}", log.display()))?;
+        let log = log.as_path();
+        // What Redis prints before its log file is open (a bad option, a
+        // log file it cannot open) goes to the same file.
+        let output = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .context(|| format!("cannot open {}", log.display()))?;
+        let output_too = output
+            .try_clone()
+            .context(|| format!("cannot open {}", log.display()))?;
         let dir = super::server::temp_data_dir()?;
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -425,8 +440,8 @@ impl RedisServer {
             .arg("--logfile")
             .arg(log)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::from(output_too));
         let child = command
             .spawn()
             .context(|| format!("cannot start {}", bin.display()))?;
