@@ -41,6 +41,8 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(60);
 /// Read buffer space ensured before each read.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// How long the AOF rewrite after filling may take.
+const REWRITE_LIMIT: Duration = Duration::from_secs(600);
 /// Largest nesting of arrays accepted in a reply.
 const MAX_DEPTH: usize = 8;
 
@@ -564,6 +566,49 @@ async fn populate(addr: SocketAddr, n: u64) -> Result<()> {
     }
 }
 
+/// The value of `field` in the text of `INFO` (`field:value` lines).
+pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .filter_map(|line| line.trim_end().split_once(':'))
+        .find(|(name, _)| *name == field)
+        .map(|(_, value)| value)
+}
+
+/// Rewrites the AOF once filling is done and waits for the rewrite to end,
+/// so that the measured phase starts from a compact AOF: Redis rewrites it
+/// on its own once it has grown past 64 MB (`auto-aof-rewrite-min-size`),
+/// which the pipelined SETs of a large fill trigger, and a rewrite (a fork
+/// and a full write of the data) running during the phase would measure the
+/// rewrite, not `GETDEL`. Returns the seconds it took.
+async fn settle_aof(addr: SocketAddr) -> Result<f64> {
+    let started = Instant::now();
+    let mut conn = RedisConn::new(addr);
+    match conn.command(&[b"BGREWRITEAOF"]).await {
+        // Started, or already running / scheduled: both end the same way.
+        Ok(Resp::Simple(_) | Resp::Error(_)) => {}
+        Ok(other) => return Err(LoadError::new(format!("BGREWRITEAOF answered {other:?}"))),
+        Err(e) => return Err(LoadError::new(format!("BGREWRITEAOF: {e}"))),
+    }
+    loop {
+        let info = match conn.command(&[b"INFO", b"persistence"]).await {
+            Ok(Resp::Bulk(Some(text))) => String::from_utf8_lossy(text).into_owned(),
+            Ok(other) => return Err(LoadError::new(format!("INFO answered {other:?}"))),
+            Err(e) => return Err(LoadError::new(format!("INFO persistence: {e}"))),
+        };
+        let busy = |field| info_field(&info, field) != Some("0");
+        if !busy("aof_rewrite_in_progress") && !busy("aof_rewrite_scheduled") {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > REWRITE_LIMIT {
+            return Err(LoadError::new(format!(
+                "the AOF rewrite after filling Redis did not end within {} s",
+                REWRITE_LIMIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What `redis-benchmark` said, for reference.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -591,6 +636,9 @@ pub struct RedisFigures {
     pub keys: u64,
     /// Seconds filling them took (pipelined SETs).
     pub populate_secs: f64,
+    /// Seconds the AOF rewrite after filling took (waited for before the
+    /// phase).
+    pub aof_rewrite_secs: f64,
     /// The `GETDEL` phase (`errorsByCode` counts nil replies: must be none).
     pub run: PhaseSummary,
     /// AOF bytes once filled, before the `GETDEL` phase.
@@ -629,6 +677,7 @@ pub async fn compare(
     let t = Instant::now();
     populate(server.addr, keys).await?;
     let populate_secs = t.elapsed().as_secs_f64();
+    let aof_rewrite_secs = settle_aof(server.addr).await?;
     let aof_bytes_before = server.aof_bytes();
     let mut conns = Vec::with_capacity(connections as usize);
     for _ in 0..connections {
@@ -663,6 +712,7 @@ pub async fn compare(
         config: CONFIG,
         keys,
         populate_secs,
+        aof_rewrite_secs,
         run,
         aof_bytes_before,
         aof_bytes,
@@ -801,6 +851,16 @@ mod tests {
         encode_command(&mut out, &[b"GETDEL", name.as_bytes()]);
         assert_eq!(out, b"*2\r\n$6\r\nGETDEL\r\n$16\r\nkey:000000000042\r\n");
         assert_eq!(error_class(b"MISCONF Errors writing"), "redis MISCONF");
+    }
+
+    #[test]
+    fn reads_fields_of_info() {
+        let info = "# Persistence\r\nloading:0\r\naof_rewrite_in_progress:1\r\n\
+                    aof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\n";
+        assert_eq!(info_field(info, "aof_rewrite_in_progress"), Some("1"));
+        assert_eq!(info_field(info, "aof_rewrite_scheduled"), Some("0"));
+        assert_eq!(info_field(info, "aof_rewrite"), None);
+        assert_eq!(info_field(info, "# Persistence"), None);
     }
 
     #[test]
