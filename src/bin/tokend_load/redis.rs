@@ -63,7 +63,10 @@ pub enum Resp<'a> {
 
 /// A malformed reply: the stream cannot be read further.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RespError(pub String);
+pub struct RespError(
+    /// What was wrong with the bytes.
+    pub String,
+);
 
 /// Parses one reply at the start of `buf`: the reply and the bytes it spans,
 /// or `None` while incomplete (more bytes are needed).

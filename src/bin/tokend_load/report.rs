@@ -242,7 +242,7 @@ pub struct BaselineComparison {
 /// The CPU line of a phase: load generator and server CPU per request.
 fn cpu_line(out: &mut String, phase: &PhaseSummary) {
     let Some(cpu) = &phase.cpu else { return };
-    let server = match (cpu.server_us_per_request, cpu.server_secs) {
+    let server = match (cpu.server_cpu_per_request_us, cpu.server_cpu_secs) {
         (Some(us), Some(secs)) => format!(
             " · server {us:.1} µs/request ({:.0}% of a core)",
             secs / phase.secs * 100.0
@@ -253,8 +253,8 @@ fn cpu_line(out: &mut String, phase: &PhaseSummary) {
         out,
         "  cpu {:<14} load generator {:.1} µs/request ({:.0}% of a core){server}",
         phase.name,
-        cpu.client_us_per_request,
-        cpu.client_secs / phase.secs * 100.0
+        cpu.client_cpu_per_request_us,
+        cpu.client_cpu_secs / phase.secs * 100.0
     );
 }
 

@@ -579,13 +579,13 @@ impl SnapshotImpact {
 #[serde(rename_all = "camelCase")]
 pub struct CpuFigures {
     /// CPU seconds (user + system) of the load generator.
-    pub client_secs: f64,
+    pub client_cpu_secs: f64,
     /// Load generator CPU per answered request, µs.
-    pub client_us_per_request: f64,
+    pub client_cpu_per_request_us: f64,
     /// CPU seconds of the server (a spawned one, or Redis), when known.
-    pub server_secs: Option<f64>,
+    pub server_cpu_secs: Option<f64>,
     /// Server CPU per answered request, µs.
-    pub server_us_per_request: Option<f64>,
+    pub server_cpu_per_request_us: Option<f64>,
     /// Cores kept busy on average: (client + server) CPU seconds over the
     /// phase's seconds.
     pub cores_busy: f64,
@@ -593,14 +593,19 @@ pub struct CpuFigures {
 
 impl CpuFigures {
     /// Figures from CPU seconds used over `secs` for `requests` answers.
-    pub fn new(client_secs: f64, server_secs: Option<f64>, requests: u64, secs: f64) -> Self {
+    pub fn new(
+        client_cpu_secs: f64,
+        server_cpu_secs: Option<f64>,
+        requests: u64,
+        secs: f64,
+    ) -> Self {
         let per = |cpu: f64| cpu * 1e6 / requests.max(1) as f64;
         Self {
-            client_secs,
-            client_us_per_request: per(client_secs),
-            server_secs,
-            server_us_per_request: server_secs.map(per),
-            cores_busy: (client_secs + server_secs.unwrap_or(0.0)) / secs.max(1e-9),
+            client_cpu_secs,
+            client_cpu_per_request_us: per(client_cpu_secs),
+            server_cpu_secs,
+            server_cpu_per_request_us: server_cpu_secs.map(per),
+            cores_busy: (client_cpu_secs + server_cpu_secs.unwrap_or(0.0)) / secs.max(1e-9),
         }
     }
 }
@@ -710,8 +715,8 @@ mod tests {
     #[test]
     fn cpu_per_request() {
         let cpu = CpuFigures::new(0.5, Some(1.5), 100_000, 2.0);
-        assert!((cpu.client_us_per_request - 5.0).abs() < 1e-9);
-        assert!((cpu.server_us_per_request.unwrap() - 15.0).abs() < 1e-9);
+        assert!((cpu.client_cpu_per_request_us - 5.0).abs() < 1e-9);
+        assert!((cpu.server_cpu_per_request_us.unwrap() - 15.0).abs() < 1e-9);
         assert!((cpu.cores_busy - 1.0).abs() < 1e-9);
     }
 }
