@@ -93,6 +93,7 @@ fn redeem_profile_reports_throughput_latency_and_spend_once() {
         assert!(number(&results, &format!("/{phase}/cpu/clientCpuSecs")) > 0.0);
         assert!(number(&results, &format!("/{phase}/cpu/clientCpuPerRequestUs")) > 0.0);
         number(&results, &format!("/{phase}/cpu/serverCpuPerRequestUs"));
+        assert!(number(&results, &format!("/{phase}/cpu/otherCoresBusy")) >= 0.0);
     }
     // The snapshot phase: the same profile, a snapshot of every token in
     // it, latency before / during / after.

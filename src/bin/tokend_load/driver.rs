@@ -6,8 +6,8 @@ use super::api;
 use super::error::{LoadError, Result};
 use super::http::Target;
 use super::stats::{
-    merge_windows, own_cpu, process_cpu, summarize, window_of, ConnStats, CpuFigures, PhaseSummary,
-    SnapshotImpact, Timeline, SNAPSHOT_DONE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING,
+    machine_cpu, merge_windows, own_cpu, process_cpu, summarize, window_of, ConnStats, CpuFigures,
+    PhaseSummary, SnapshotImpact, Timeline, SNAPSHOT_DONE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING,
 };
 use super::workload::{Answer, Client, Rng, Workload};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -119,7 +119,11 @@ pub async fn run_phase<C: Client>(
         windowed: plan.snapshot.is_some(),
         snapshot_state: AtomicU8::new(SNAPSHOT_PENDING),
     });
-    let cpu_before = (own_cpu(), plan.server_pid.and_then(process_cpu));
+    let cpu_before = (
+        own_cpu(),
+        plan.server_pid.and_then(process_cpu),
+        machine_cpu(),
+    );
     let start = Instant::now() + Duration::from_millis(10);
     let deadline = start + plan.duration;
     let interval = plan
@@ -171,7 +175,11 @@ pub async fn run_phase<C: Client>(
         stats.push(s);
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu_after = (own_cpu(), plan.server_pid.and_then(process_cpu));
+    let cpu_after = (
+        own_cpu(),
+        plan.server_pid.and_then(process_cpu),
+        machine_cpu(),
+    );
     reporter.abort();
     let mut summary = summarize(
         &plan.name,
@@ -187,9 +195,14 @@ pub async fn run_phase<C: Client>(
             .1
             .zip(cpu_after.1)
             .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
+        let machine = cpu_before
+            .2
+            .zip(cpu_after.2)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
         summary.cpu = Some(CpuFigures::new(
             b.saturating_sub(a).as_secs_f64(),
             server,
+            machine,
             summary.requests,
             secs,
         ));

@@ -249,9 +249,12 @@ fn cpu_line(out: &mut String, phase: &PhaseSummary) {
         ),
         _ => String::new(),
     };
+    let others = cpu.other_cores_busy.map_or(String::new(), |o| {
+        format!(" · other processes {:.0}% of a core", o * 100.0)
+    });
     let _ = writeln!(
         out,
-        "  cpu {:<14} load generator {:.1} µs/request ({:.0}% of a core){server}",
+        "  cpu {:<14} load generator {:.1} µs/request ({:.0}% of a core){server}{others}",
         phase.name,
         cpu.client_cpu_per_request_us,
         cpu.client_cpu_secs / phase.secs * 100.0

@@ -589,13 +589,19 @@ pub struct CpuFigures {
     /// Cores kept busy on average: (client + server) CPU seconds over the
     /// phase's seconds.
     pub cores_busy: f64,
+    /// Cores kept busy on average by everything else on the machine (other
+    /// processes, interrupts), from `/proc/stat`: well above 0, the machine
+    /// was shared and every figure of the phase is low.
+    pub other_cores_busy: Option<f64>,
 }
 
 impl CpuFigures {
-    /// Figures from CPU seconds used over `secs` for `requests` answers.
+    /// Figures from CPU seconds used over `secs` for `requests` answers;
+    /// `machine_cpu_secs` is what every CPU of the machine did meanwhile.
     pub fn new(
         client_cpu_secs: f64,
         server_cpu_secs: Option<f64>,
+        machine_cpu_secs: Option<f64>,
         requests: u64,
         secs: f64,
     ) -> Self {
@@ -606,6 +612,9 @@ impl CpuFigures {
             server_cpu_secs,
             server_cpu_per_request_us: server_cpu_secs.map(per),
             cores_busy: (client_cpu_secs + server_cpu_secs.unwrap_or(0.0)) / secs.max(1e-9),
+            other_cores_busy: machine_cpu_secs.map(|m| {
+                (m - client_cpu_secs - server_cpu_secs.unwrap_or(0.0)).max(0.0) / secs.max(1e-9)
+            }),
         }
     }
 }
@@ -624,6 +633,35 @@ pub fn own_cpu() -> Option<Duration> {
             + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
     Some(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// CPU time every CPU of the machine spent busy so far (all but idle and
+/// I/O wait), from the first line of `/proc/stat`.
+pub fn machine_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_sec = u64::try_from(ticks_per_sec).ok().filter(|&t| t > 0)?;
+    let ticks = busy_ticks(text.lines().next()?)?;
+    Some(Duration::from_secs_f64(ticks as f64 / ticks_per_sec as f64))
+}
+
+/// Busy clock ticks of the `cpu` line of `/proc/stat`: user, nice, system,
+/// irq, softirq and steal (idle and iowait are not busy; guest time is
+/// already inside user).
+pub fn busy_ticks(line: &str) -> Option<u64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let t: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = t[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
 }
 
 /// CPU time (user + system) of process `pid` so far, from
@@ -713,8 +751,18 @@ mod tests {
     }
 
     #[test]
+    fn reads_busy_ticks_of_proc_stat() {
+        let line = "cpu  100 5 50 9000 30 7 8 2 0 0";
+        assert_eq!(busy_ticks(line), Some(100 + 5 + 50 + 7 + 8 + 2));
+        assert_eq!(busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(busy_ticks("cpu 1 2 3"), None);
+        assert!(machine_cpu().is_some());
+    }
+
+    #[test]
     fn cpu_per_request() {
-        let cpu = CpuFigures::new(0.5, Some(1.5), 100_000, 2.0);
+        let cpu = CpuFigures::new(0.5, Some(1.5), Some(3.0), 100_000, 2.0);
+        assert!((cpu.other_cores_busy.unwrap() - 0.5).abs() < 1e-9);
         assert!((cpu.client_cpu_per_request_us - 5.0).abs() < 1e-9);
         assert!((cpu.server_cpu_per_request_us.unwrap() - 15.0).abs() < 1e-9);
         assert!((cpu.cores_busy - 1.0).abs() < 1e-9);
