@@ -15,10 +15,19 @@ N ?= 1000000
 FSYNC ?= always
 RESTORE_N ?= 1000000
 BENCH_OUT ?= target/bench
+# The Redis comparison of the load profile: `auto` runs it when redis-server
+# is installed or can be installed with apt-get, and skips it with a message
+# otherwise; `no` skips it.
+REDIS ?= auto
+# Seconds of the snapshot phase after the load profile (a snapshot of the
+# N tokens is taken a third of the way in); 0 skips it.
+SNAPSHOT_D ?= 6
+# Tokens of each of the two runs of `make bench-hot`.
+HOT_N ?= 400000
 # Short criterion settings so that `make bench` takes minutes, not tens of them.
 CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 
-.PHONY: run build test lint fmt bench bench-micro bench-load clean
+.PHONY: run build test lint fmt bench bench-micro bench-load bench-hot clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -40,16 +49,41 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Everything: the criterion suites, then the load profile and the restore
-## profile over HTTP against a release server (results in $(BENCH_OUT)).
+## Everything: the criterion suites, then the load profile (with the Redis
+## comparison and the snapshot phase), hot-collection against redeem, and the
+## restore profile over HTTP against a release server (results in
+## $(BENCH_OUT)).
 bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-load
+	$(MAKE) bench-hot
 
 ## Micro-benchmarks (criterion), short settings.
 bench-micro:
 	$(CARGO) bench --locked --bench engine -- $(CRITERION_ARGS)
 	$(CARGO) bench --locked --bench wal -- $(CRITERION_ARGS)
+
+# Installs redis-server when it is missing (apt-get, then after an update,
+# then through sudo); prints the tokend-load flags of the comparison, or
+# nothing (with a message on stderr) when Redis cannot be had.
+REDIS_FLAGS = $(shell \
+	if [ "$(REDIS)" = no ]; then exit 0; fi; \
+	command -v redis-server >/dev/null 2>&1 || \
+	{ echo "make: redis-server is missing, installing it with apt-get" >&2; \
+	  apt-get install -y redis-server >/dev/null 2>&1 || \
+	  { apt-get update >/dev/null 2>&1 && apt-get install -y redis-server >/dev/null 2>&1; } || \
+	  sudo -n apt-get install -y redis-server >/dev/null 2>&1; }; \
+	if command -v redis-server >/dev/null 2>&1; then \
+	  echo "--compare-redis --redis-benchmark"; \
+	else \
+	  echo "make: redis-server is not installed and could not be installed: the Redis comparison is skipped" >&2; \
+	fi)
+
+ifeq ($(SNAPSHOT_D),0)
+SNAPSHOT_FLAGS =
+else
+SNAPSHOT_FLAGS = --snapshot-during --snapshot-phase-secs $(SNAPSHOT_D)
+endif
 
 ## HTTP load profiles: `tokend-load` spawns `target/release/tokend` on a fresh
 ## temporary data dir for each.
@@ -57,9 +91,22 @@ bench-load:
 	$(CARGO) build --release --locked --bins
 	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
 		--profile $(PROFILE) --connections $(C) --duration-secs $(D) --tokens $(N) \
-		--fsync $(FSYNC) --out $(BENCH_OUT)
+		--fsync $(FSYNC) --out $(BENCH_OUT) $(SNAPSHOT_FLAGS) $(REDIS_FLAGS)
 	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
 		--profile restore --tokens $(RESTORE_N) --fsync $(FSYNC) --out $(BENCH_OUT)
+
+## hot-collection (every token in one collection) against redeem: the two
+## profiles back to back, each on its own server with HOT_N tokens, the second
+## reported as a ratio of the first (results in $(BENCH_OUT)/hot).
+bench-hot:
+	$(CARGO) build --release --locked --bins
+	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
+		--profile redeem --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
+		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot
+	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
+		--profile hot-collection --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
+		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot \
+		--baseline $(BENCH_OUT)/hot/results-redeem.json
 
 clean:
 	$(CARGO) clean

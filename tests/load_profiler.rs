@@ -1,5 +1,7 @@
 //! `tokend-load` end to end with tiny settings: it spawns the real server,
-//! runs the `redeem` and `restore` profiles, and writes its results.
+//! runs the `redeem`, `hot-collection` and `restore` profiles (with the
+//! snapshot phase, the baseline comparison and the Redis comparison), and
+//! writes its results.
 
 use serde_json::Value;
 use std::path::Path;
@@ -53,10 +55,16 @@ fn redeem_profile_reports_throughput_latency_and_spend_once() {
             "--duration-secs",
             "1",
             "--tokens",
-            "2000",
+            "20000",
+            "--snapshot-during",
+            "--snapshot-phase-secs",
+            "2",
+            "--snapshot-at-secs",
+            "0.5",
         ],
     );
     assert!(stdout.contains("spend-once: passed"), "{stdout}");
+    assert!(stdout.contains("snapshot of 20 000 tokens"), "{stdout}");
     let results = read_json(&out.path().join("results-redeem.json"));
     assert_eq!(results["profile"], "redeem");
     assert_eq!(results["settings"]["connections"], 4);
@@ -80,6 +88,38 @@ fn redeem_profile_reports_throughput_latency_and_spend_once() {
         results["spendOnce"]["probe"]["sent"]
     );
     assert_eq!(results["server"]["exitCode"], 0);
+    // CPU per request of the load generator and of the spawned server.
+    for phase in ["ceiling", "run", "snapshotPhase"] {
+        assert!(number(&results, &format!("/{phase}/cpu/clientCpuSecs")) > 0.0);
+        assert!(number(&results, &format!("/{phase}/cpu/clientCpuPerRequestUs")) > 0.0);
+        number(&results, &format!("/{phase}/cpu/serverCpuPerRequestUs"));
+        assert!(number(&results, &format!("/{phase}/cpu/otherCoresBusy")) >= 0.0);
+    }
+    // The snapshot phase: the same profile, a snapshot of every token in
+    // it, latency before / during / after.
+    let phase = &results["snapshotPhase"];
+    assert_eq!(phase["name"], "redeem+snapshot");
+    assert_eq!(phase["errors"], 0);
+    let impact = &phase["snapshot"];
+    assert_eq!(impact["tokens"], 20000);
+    assert!(number(impact, "/bytes") > 0.0);
+    assert!(number(impact, "/sentAtSecs") >= 0.5);
+    assert!(number(impact, "/tookSecs") > 0.0);
+    let windows: f64 = ["before", "during", "after"]
+        .iter()
+        .map(|w| number(impact, &format!("/{w}/requests")))
+        .sum();
+    assert_eq!(windows, number(phase, "/requests"));
+    assert!(number(impact, "/before/requests") > 0.0);
+    assert!(number(impact, "/during/requests") > 0.0);
+    assert!(number(impact, "/before/latencyMs/p99") > 0.0);
+    assert!(number(impact, "/p99Ratio") > 0.0);
+    // Both phases redeemed tokens of the pool, each at most once.
+    assert_eq!(
+        number(&results, "/spendOnce/tokensRedeemed"),
+        number(&results, "/run/ok") + number(phase, "/ok")
+    );
+    assert!(results["redis"].is_null() && results["redisSkipped"].is_null());
     let svg = std::fs::read_to_string(out.path().join("latency-redeem.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
 }
@@ -99,4 +139,157 @@ fn restore_profile_reports_memory_snapshot_and_restart() {
     assert!(number(&results, "/restart/secsToReady") > 0.0);
     assert!(number(&results, "/restart/tokensPerSec") > 0.0);
     assert_eq!(results["stop"]["exitCode"], 0);
+}
+
+#[test]
+fn hot_collection_is_compared_with_a_redeem_baseline() {
+    let out = tempfile::tempdir().unwrap();
+    let common = [
+        "--connections",
+        "4",
+        "--duration-secs",
+        "1",
+        "--tokens",
+        "2000",
+        "--ceiling-secs",
+        "0",
+    ];
+    run_profiler(
+        out.path(),
+        &[&["--profile", "redeem"], &common[..]].concat(),
+    );
+    let baseline = out.path().join("results-redeem.json");
+    let mut args = vec!["--profile", "hot-collection", "--baseline"];
+    args.push(baseline.to_str().unwrap());
+    args.extend(common);
+    let stdout = run_profiler(out.path(), &args);
+    assert!(stdout.contains("of its throughput"), "{stdout}");
+    let results = read_json(&out.path().join("results-hot-collection.json"));
+    assert_eq!(results["settings"]["collections"], 1);
+    assert!(results["ceiling"].is_null());
+    let redeem = read_json(&baseline);
+    let b = &results["baseline"];
+    assert_eq!(b["profile"], "redeem");
+    assert_eq!(b["okThroughput"], redeem["run"]["okThroughput"]);
+    let expected = number(&results, "/run/okThroughput") / number(b, "/okThroughput");
+    assert!((number(b, "/throughputRatio") - expected).abs() < 1e-9);
+    assert!(number(b, "/p99Ratio") > 0.0);
+}
+
+#[test]
+fn a_missing_baseline_or_bad_snapshot_moment_is_a_clear_error() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tokend-load"))
+        .args([
+            "--spawn",
+            "--server-bin",
+            env!("CARGO_BIN_EXE_tokend"),
+            "--out",
+        ])
+        .arg(out.path())
+        .args(["--tokens", "10", "--baseline", "/nonexistent/results.json"])
+        .output()
+        .expect("tokend-load starts");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--baseline /nonexistent/results.json"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_tokend-load"))
+        .args(["--out"])
+        .arg(out.path())
+        .args(["-d", "2", "--snapshot-during", "--snapshot-at-secs", "5"])
+        .output()
+        .expect("tokend-load starts");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--snapshot-at-secs 5"), "{stderr}");
+}
+
+#[test]
+fn redis_comparison_is_skipped_with_a_reason_when_redis_is_missing() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = run_profiler(
+        out.path(),
+        &[
+            "--connections",
+            "2",
+            "--duration-secs",
+            "1",
+            "--tokens",
+            "500",
+            "--ceiling-secs",
+            "0",
+            "--compare-redis",
+            "--redis-server",
+            "/nonexistent/redis-server",
+        ],
+    );
+    assert!(stdout.contains("redis comparison skipped"), "{stdout}");
+    let results = read_json(&out.path().join("results-redeem.json"));
+    assert!(results["redis"].is_null());
+    assert!(results["redisSkipped"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/redis-server"));
+    assert_eq!(results["spendOnce"]["passed"], true);
+}
+
+/// `redis-server` on the PATH, if installed.
+fn redis_server() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn redis_comparison_drives_getdel_of_existing_keys() {
+    let Some(redis) = redis_server() else {
+        eprintln!("redis-server is not installed: the end-to-end Redis comparison is not run");
+        return;
+    };
+    // A relative --out, as `make bench` passes: Redis changes directory
+    // before opening its log, so the profiler must hand it an absolute path.
+    std::fs::create_dir_all("target").unwrap();
+    let out = tempfile::tempdir_in("target").unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let relative = out.path().strip_prefix(&cwd).unwrap_or(out.path());
+    assert!(relative.is_relative(), "{}", relative.display());
+    let stdout = run_profiler(
+        relative,
+        &[
+            "--connections",
+            "4",
+            "--duration-secs",
+            "1",
+            "--tokens",
+            "20000",
+            "--ceiling-secs",
+            "0",
+            "--compare-redis",
+            "--redis-server",
+            redis.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout.contains("GETDEL/s"), "{stdout}");
+    let results = read_json(&out.path().join("results-redeem.json"));
+    let r = &results["redis"];
+    assert_eq!(r["keys"], 20000);
+    assert_eq!(
+        r["config"],
+        "--appendonly yes --appendfsync always --save ''"
+    );
+    assert!(number(r, "/run/okThroughput") > 0.0);
+    // Every GETDEL found its key (a nil reply would be an error).
+    assert_eq!(r["run"]["errors"], 0);
+    assert_eq!(r["run"]["ok"], r["run"]["requests"]);
+    assert!(number(r, "/run/latencyMs/p99") > 0.0);
+    assert!(number(r, "/run/cpu/serverCpuPerRequestUs") > 0.0);
+    // The deletes were written to the AOF.
+    assert!(number(r, "/aofBytes") > number(r, "/aofBytesBefore"));
+    let expected = number(&results, "/run/okThroughput") / number(r, "/run/okThroughput");
+    assert!((number(&results, "/ratioToRedis") - expected).abs() < 1e-9);
 }

@@ -2,10 +2,10 @@
 //! (batch route), snapshot, readiness.
 
 use super::error::{Context, LoadError, Result};
+use super::http::Method;
 use super::http::{Call, Conn, Reply, Target};
 use super::tokens::token_body;
 use bytes::Bytes;
-use hyper::Method;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,7 @@ async fn call(
     let reply = conn
         .send_within(
             Call {
-                method: method.clone(),
+                method,
                 path,
                 body: body.map(Bytes::from),
             },
@@ -80,8 +80,8 @@ async fn call(
         .await
         .context(|| format!("{method} {path}"))?;
     if reply.status != expected {
-        let mut text = reply.text();
-        text.truncate(500);
+        // At most 500 characters of the body (cut on a character boundary).
+        let text: String = reply.text().chars().take(500).collect();
         return Err(LoadError::new(format!(
             "{method} {path}: expected {expected}, got {}: {text}",
             reply.status
@@ -99,11 +99,11 @@ fn parse<T: for<'de> Deserialize<'de>>(reply: &Reply, what: &str) -> Result<T> {
 pub async fn create_tenant(target: &Target, admin_key: &str, collections: u32) -> Result<Tenant> {
     let mut admin = Conn::new(target, Some(admin_key))?;
     let body = serde_json::json!({"name": "tokend-load", "liveness": "test"}).to_string();
-    let reply = call(&mut admin, Method::POST, "/api/accounts", Some(body), 201).await?;
+    let reply = call(&mut admin, Method::Post, "/api/accounts", Some(body), 201).await?;
     let account_id = parse::<WithId>(&reply, "POST /api/accounts")?.id;
     let path = format!("/api/accounts/{account_id}/api-keys");
     let body = serde_json::json!({"name": "load", "scopes": ["*"]}).to_string();
-    let reply = call(&mut admin, Method::POST, &path, Some(body), 201).await?;
+    let reply = call(&mut admin, Method::Post, &path, Some(body), 201).await?;
     let key = parse::<CreatedKey>(&reply, &format!("POST {path}"))?.key;
     let mut conn = Conn::new(target, Some(&key))?;
     let mut ids = Vec::with_capacity(collections as usize);
@@ -114,7 +114,7 @@ pub async fn create_tenant(target: &Target, admin_key: &str, collections: u32) -
             "value": [{"currency": "NZD", "amount": "5.00"}],
         })
         .to_string();
-        let reply = call(&mut conn, Method::POST, "/api/collections", Some(body), 201).await?;
+        let reply = call(&mut conn, Method::Post, "/api/collections", Some(body), 201).await?;
         ids.push(parse::<WithId>(&reply, "POST /api/collections")?.id);
     }
     Ok(Tenant {
@@ -158,7 +158,7 @@ pub async fn create_tokens(target: &Target, tenant: &Tenant, n: u64) -> Result<V
                 body.push_str("]}");
                 let reply = call(
                     &mut conn,
-                    Method::POST,
+                    Method::Post,
                     "/api/tokens/batch",
                     Some(body),
                     201,
@@ -199,7 +199,7 @@ pub async fn create_tokens(target: &Target, tenant: &Tenant, n: u64) -> Result<V
 /// `POST /api/admin/snapshot`.
 pub async fn snapshot(target: &Target, admin_key: &str) -> Result<SnapshotInfo> {
     let mut admin = Conn::new(target, Some(admin_key))?;
-    let reply = call(&mut admin, Method::POST, "/api/admin/snapshot", None, 200).await?;
+    let reply = call(&mut admin, Method::Post, "/api/admin/snapshot", None, 200).await?;
     parse(&reply, "POST /api/admin/snapshot")
 }
 
@@ -209,7 +209,7 @@ pub async fn wait_ready(target: &Target, limit: Duration) -> Result<()> {
     let mut conn = Conn::new(target, None)?;
     loop {
         let call = Call {
-            method: Method::GET,
+            method: Method::Get,
             path: "/health/ready",
             body: None,
         };

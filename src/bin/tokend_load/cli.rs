@@ -85,6 +85,38 @@ pub struct Args {
     /// (without idempotency key): each must answer 409.
     #[arg(long, default_value_t = 1000)]
     pub probe: u64,
+    /// After the profile, start `redis-server --appendonly yes
+    /// --appendfsync always --save ''` on a free loopback port, fill it
+    /// with as many keys as `--tokens`, and drive `GETDEL` of distinct
+    /// existing keys with the same connections and duration; the report
+    /// gives the profile's throughput as a ratio of it. Skipped, with a
+    /// note, when `redis-server` is not installed.
+    #[arg(long)]
+    pub compare_redis: bool,
+    /// The `redis-server` binary (default: the one on the PATH).
+    #[arg(long, requires = "compare_redis")]
+    pub redis_server: Option<PathBuf>,
+    /// With `--compare-redis`: also run `redis-benchmark -c C … GETDEL
+    /// key:__rand_int__` against the same Redis afterwards, for reference.
+    #[arg(long, requires = "compare_redis")]
+    pub redis_benchmark: bool,
+    /// After the profile, drive it again on the same server for
+    /// `--snapshot-phase-secs` and send `POST /api/admin/snapshot` during
+    /// it: the report gives latency before, during and after the snapshot.
+    #[arg(long)]
+    pub snapshot_during: bool,
+    /// Seconds of the snapshot phase (default: `--duration-secs`).
+    #[arg(long, requires = "snapshot_during",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub snapshot_phase_secs: Option<u64>,
+    /// When the snapshot is sent, in seconds after the start of the
+    /// snapshot phase (default: a third of it).
+    #[arg(long, requires = "snapshot_during")]
+    pub snapshot_at_secs: Option<f64>,
+    /// A results file of an earlier run (`results-redeem.json`): the report
+    /// gives this run's throughput and p99 as ratios of that run's.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
 }
 
 /// A load profile.
@@ -152,6 +184,19 @@ impl Args {
     pub fn ceiling_secs(&self) -> u64 {
         self.ceiling_secs
             .unwrap_or_else(|| self.duration_secs.min(5))
+    }
+
+    /// Seconds of the snapshot phase.
+    pub fn snapshot_phase_secs(&self) -> u64 {
+        self.snapshot_phase_secs.unwrap_or(self.duration_secs)
+    }
+
+    /// When the snapshot is sent in its phase.
+    pub fn snapshot_at(&self) -> std::time::Duration {
+        let secs = self
+            .snapshot_at_secs
+            .unwrap_or(self.snapshot_phase_secs() as f64 / 3.0);
+        std::time::Duration::from_secs_f64(secs.clamp(0.0, 86_400.0))
     }
 
     /// Collections to create.

@@ -2,11 +2,15 @@
 //! phase ends, closed loop (next request once the answer is in) or open loop
 //! (a fixed timetable, latency counted from the intended send time).
 
+use super::api;
 use super::error::{LoadError, Result};
-use super::http::{Call, Conn, Reply};
-use super::stats::{summarize, ConnStats, PhaseSummary, Timeline};
-use super::workload::{Kind, Rng, Workload};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use super::http::Target;
+use super::stats::{
+    machine_cpu, merge_windows, own_cpu, process_cpu, summarize, window_of, ConnStats, CpuFigures,
+    PhaseSummary, SnapshotImpact, Timeline, SNAPSHOT_DONE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING,
+};
+use super::workload::{Answer, Client, Rng, Workload};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,22 @@ pub struct PhasePlan {
     pub duration: Duration,
     /// Open loop: requests per second over all connections.
     pub rate: Option<f64>,
+    /// Process whose CPU time is reported with the load generator's (the
+    /// spawned server, or Redis).
+    pub server_pid: Option<u32>,
+    /// Take a snapshot during the phase and report latency around it.
+    pub snapshot: Option<SnapshotPlan>,
+}
+
+/// A snapshot taken during a phase.
+#[derive(Debug, Clone)]
+pub struct SnapshotPlan {
+    /// When, after the start of the phase, `POST /api/admin/snapshot` is sent.
+    pub at: Duration,
+    /// The server.
+    pub target: Target,
+    /// Its admin key (the route needs it).
+    pub admin_key: String,
 }
 
 /// Counters the progress line reads.
@@ -55,28 +75,40 @@ struct Shared {
     exhausted: AtomicBool,
     /// Open loop: sends of the timetable given up after the grace period.
     unsent: AtomicU64,
+    /// Whether requests are sorted into snapshot windows.
+    windowed: bool,
+    /// The snapshot's progress (`SNAPSHOT_PENDING`, `_RUNNING`, `_DONE`).
+    snapshot_state: AtomicU8,
 }
 
-/// The error name of an answer that is not a 2xx: `STATUS CODE`.
-fn error_name(reply: &Reply) -> String {
-    /// The part of an error body that names the error.
-    #[derive(serde::Deserialize)]
-    struct Body {
-        /// `TOKEN_ALREADY_REDEEMED`, …
-        code: Option<String>,
-    }
-    match serde_json::from_slice::<Body>(&reply.body) {
-        Ok(Body { code: Some(code) }) => format!("{} {code}", reply.status),
-        _ => reply.status.to_string(),
-    }
+/// What the snapshot task saw: seconds after the phase start it was sent,
+/// seconds it took, and the server's answer.
+type SnapshotOutcome = (f64, f64, Result<api::SnapshotInfo>);
+
+/// Sends the snapshot request at its moment, marking its progress for the
+/// connections.
+async fn take_snapshot(shared: Arc<Shared>, plan: SnapshotPlan, start: Instant) -> SnapshotOutcome {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(start + plan.at)).await;
+    let sent = Instant::now();
+    shared
+        .snapshot_state
+        .store(SNAPSHOT_RUNNING, Ordering::SeqCst);
+    let info = api::snapshot(&plan.target, &plan.admin_key).await;
+    let took = sent.elapsed();
+    shared.snapshot_state.store(SNAPSHOT_DONE, Ordering::SeqCst);
+    (
+        sent.duration_since(start).as_secs_f64(),
+        took.as_secs_f64(),
+        info,
+    )
 }
 
 /// Runs one phase over `conns` (which are handed back for the next phase).
-pub async fn run_phase(
-    conns: Vec<Conn>,
+pub async fn run_phase<C: Client>(
+    conns: Vec<C>,
     workload: Arc<Workload>,
     plan: &PhasePlan,
-) -> Result<(Vec<Conn>, PhaseSummary)> {
+) -> Result<(Vec<C>, PhaseSummary)> {
     let connections = conns.len() as u32;
     let shared = Arc::new(Shared {
         workload,
@@ -84,7 +116,14 @@ pub async fn run_phase(
         progress: Progress::default(),
         exhausted: AtomicBool::new(false),
         unsent: AtomicU64::new(0),
+        windowed: plan.snapshot.is_some(),
+        snapshot_state: AtomicU8::new(SNAPSHOT_PENDING),
     });
+    let cpu_before = (
+        own_cpu(),
+        plan.server_pid.and_then(process_cpu),
+        machine_cpu(),
+    );
     let start = Instant::now() + Duration::from_millis(10);
     let deadline = start + plan.duration;
     let interval = plan
@@ -113,6 +152,10 @@ pub async fn run_phase(
         start,
         plan.duration,
     ));
+    let snapshot = plan
+        .snapshot
+        .clone()
+        .map(|p| tokio::spawn(take_snapshot(Arc::clone(&shared), p, start)));
     let mut conns = Vec::with_capacity(tasks.len());
     let mut stats = Vec::with_capacity(tasks.len());
     let limit = tokio::time::Instant::from_std(deadline + DRAIN_LIMIT);
@@ -132,8 +175,13 @@ pub async fn run_phase(
         stats.push(s);
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_after = (
+        own_cpu(),
+        plan.server_pid.and_then(process_cpu),
+        machine_cpu(),
+    );
     reporter.abort();
-    let summary = summarize(
+    let mut summary = summarize(
         &plan.name,
         connections,
         secs,
@@ -142,6 +190,38 @@ pub async fn run_phase(
         shared.exhausted.load(Ordering::Relaxed),
         shared.unsent.load(Ordering::Relaxed),
     )?;
+    if let Some((a, b)) = cpu_before.0.zip(cpu_after.0) {
+        let server = cpu_before
+            .1
+            .zip(cpu_after.1)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
+        let machine = cpu_before
+            .2
+            .zip(cpu_after.2)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
+        summary.cpu = Some(CpuFigures::new(
+            b.saturating_sub(a).as_secs_f64(),
+            server,
+            machine,
+            summary.requests,
+            secs,
+        ));
+    }
+    if let Some(task) = snapshot {
+        let (sent_at, took, info) = task
+            .await
+            .map_err(|e| LoadError::new(format!("the snapshot task failed: {e}")))?;
+        let info = info?;
+        let windows = merge_windows(&stats)?
+            .ok_or_else(|| LoadError::new("the snapshot windows were not recorded"))?;
+        summary.snapshot = Some(SnapshotImpact::new(
+            &windows,
+            sent_at,
+            took,
+            info.tokens,
+            info.bytes,
+        ));
+    }
     Ok((conns, summary))
 }
 
@@ -161,14 +241,16 @@ struct Schedule {
 }
 
 /// One connection's loop.
-async fn drive(
-    mut conn: Conn,
+async fn drive<C: Client>(
+    mut conn: C,
     shared: Arc<Shared>,
     schedule: Schedule,
     seed: u64,
-) -> Result<(Conn, ConnStats)> {
-    let mut stats = ConnStats::new(schedule.interval.is_some())?;
+) -> Result<(C, ConnStats)> {
+    let mut stats = ConnStats::new(schedule.interval.is_some(), shared.windowed)?;
     let mut rng = Rng::new(seed + 1);
+    // Text a request needs (a body): reused, so a request allocates nothing.
+    let mut scratch = String::with_capacity(256);
     let mut sent: u32 = 0;
     tokio::time::sleep_until(tokio::time::Instant::from_std(schedule.start)).await;
     loop {
@@ -196,14 +278,9 @@ async fn drive(
             shared.exhausted.store(true, Ordering::Relaxed);
             break;
         };
+        let state_at_send = shared.snapshot_state.load(Ordering::SeqCst);
         let sent_at = Instant::now();
-        let outcome = conn
-            .send(Call {
-                method: next.method,
-                path: &next.path,
-                body: next.body,
-            })
-            .await;
+        let outcome = conn.call(&shared.workload, next, &mut scratch).await;
         let done = Instant::now();
         // Answers that arrive after the deadline (the last requests in
         // flight) belong to the last second.
@@ -211,21 +288,29 @@ async fn drive(
             .min(schedule.last_second);
         shared.progress.done.fetch_add(1, Ordering::Relaxed);
         match outcome {
-            Ok(reply) => {
-                let error = if (200..300).contains(&reply.status) {
-                    if let (Kind::Redeem, Some(i), 200) = (next.kind, next.token, reply.status) {
-                        shared.workload.pool.record_ok(i, reply.replayed);
+            Ok(answer) => {
+                let error = match answer {
+                    Answer::Ok { win, replayed } => {
+                        if let (Some(i), true) = (next.token, win || replayed) {
+                            shared.workload.pool.record_ok(i, replayed);
+                        }
+                        None
                     }
-                    None
-                } else {
-                    shared.progress.errors.fetch_add(1, Ordering::Relaxed);
-                    Some(error_name(&reply))
+                    Answer::Error(name) => {
+                        shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+                        Some(name)
+                    }
                 };
+                let latency = done.saturating_duration_since(intended.min(sent_at));
+                if shared.windowed {
+                    let state_at_done = shared.snapshot_state.load(Ordering::SeqCst);
+                    stats.windowed(window_of(state_at_send, state_at_done), latency);
+                }
                 stats.answered(
                     &shared.timeline,
                     next.kind,
                     second,
-                    done.saturating_duration_since(intended.min(sent_at)),
+                    latency,
                     done.saturating_duration_since(sent_at),
                     error,
                 )?;

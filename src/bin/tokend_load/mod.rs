@@ -6,6 +6,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod redis;
 pub mod report;
 pub mod restore;
 pub mod server;
@@ -16,11 +17,11 @@ pub mod tokens;
 pub mod workload;
 
 use cli::{Args, Profile};
-use driver::{run_phase, PhasePlan};
+use driver::{run_phase, PhasePlan, SnapshotPlan};
 use endpoint::Endpoint;
 use error::{Context, LoadError, Result};
 use http::Conn;
-use report::{write_json, LoadResults, Machine, Settings, SetupFigures};
+use report::{write_json, Baseline, LoadResults, Machine, Settings, SetupFigures};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -78,6 +79,19 @@ async fn main(args: Args) -> Result<Verdict> {
             )));
         }
     }
+    if let Some(at) = args.snapshot_at_secs {
+        if !(at.is_finite() && at >= 0.0 && at < args.snapshot_phase_secs() as f64) {
+            return Err(LoadError::new(format!(
+                "--snapshot-at-secs {at}: must be at least 0 and less than the {} s of the snapshot phase",
+                args.snapshot_phase_secs()
+            )));
+        }
+    }
+    if args.profile == Profile::Restore && (args.compare_redis || args.snapshot_during) {
+        return Err(LoadError::new(
+            "--compare-redis and --snapshot-during go with the load profiles, not restore",
+        ));
+    }
     std::fs::create_dir_all(&args.out)
         .context(|| format!("cannot create --out {}", args.out.display()))?;
     if args.profile == Profile::Restore {
@@ -112,8 +126,10 @@ async fn load(args: &Args) -> Result<Verdict> {
             "the {profile} profile needs --tokens > 0"
         )));
     }
+    let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
     let endpoint = Endpoint::open(args, args.out.join(format!("server-{profile}.log")))?;
     let target = endpoint.target.clone();
+    let server_pid = endpoint.spawned.as_ref().map(|(server, _)| server.pid());
     let tenant = api::create_tenant(&target, &endpoint.admin_key, args.collections()).await?;
     let t = Instant::now();
     let ids = if n > 0 {
@@ -143,6 +159,8 @@ async fn load(args: &Args) -> Result<Verdict> {
             name: "health/live".to_owned(),
             duration: Duration::from_secs(args.ceiling_secs()),
             rate: None,
+            server_pid,
+            snapshot: None,
         };
         let (back, summary) = run_phase(conns, live, &plan).await?;
         conns = back;
@@ -159,8 +177,28 @@ async fn load(args: &Args) -> Result<Verdict> {
         name: profile.to_owned(),
         duration: Duration::from_secs(args.duration_secs),
         rate: args.rate,
+        server_pid,
+        snapshot: None,
     };
-    let (mut conns, run) = run_phase(conns, workload, &plan).await?;
+    let (mut conns, run) = run_phase(conns, Arc::clone(&workload), &plan).await?;
+    let snapshot_phase = if args.snapshot_during {
+        let plan = PhasePlan {
+            name: format!("{profile}+snapshot"),
+            duration: Duration::from_secs(args.snapshot_phase_secs()),
+            rate: args.rate,
+            server_pid,
+            snapshot: Some(SnapshotPlan {
+                at: args.snapshot_at(),
+                target: target.clone(),
+                admin_key: endpoint.admin_key.clone(),
+            }),
+        };
+        let (back, summary) = run_phase(conns, workload, &plan).await?;
+        conns = back;
+        Some(summary)
+    } else {
+        None
+    };
     let spend_once = if mix == Mix::Create {
         None
     } else {
@@ -172,6 +210,16 @@ async fn load(args: &Args) -> Result<Verdict> {
         .as_ref()
         .filter(|c| c.ok_throughput > 0.0)
         .map(|c| run.ok_throughput / c.ok_throughput);
+    let (redis, redis_skipped) = if args.compare_redis {
+        compare_redis(args).await
+    } else {
+        (None, None)
+    };
+    let ratio_to_redis = redis
+        .as_ref()
+        .filter(|r| r.run.ok_throughput > 0.0)
+        .map(|r| run.ok_throughput / r.run.ok_throughput);
+    let baseline = baseline.map(|b| b.compare(&run));
     let results = LoadResults {
         tool: "tokend-load",
         version: env!("CARGO_PKG_VERSION"),
@@ -201,9 +249,44 @@ async fn load(args: &Args) -> Result<Verdict> {
         ceiling,
         run,
         ratio_to_ceiling,
+        snapshot_phase,
+        redis,
+        redis_skipped,
+        ratio_to_redis,
+        baseline,
         spend_once,
     };
     write_outputs(&results, &args.out)
+}
+
+/// The Redis comparison, or why it was skipped (Redis missing, or failing:
+/// the tokend figures are kept either way).
+async fn compare_redis(args: &Args) -> (Option<redis::RedisFigures>, Option<String>) {
+    let bin = match redis::find_redis(args.redis_server.as_deref()) {
+        Ok(bin) => bin,
+        Err(why) => {
+            eprintln!("redis comparison skipped: {why}");
+            return (None, Some(why));
+        }
+    };
+    let keys = args.tokens().max(1);
+    let outcome = redis::compare(
+        &bin,
+        &args.out.join("redis.log"),
+        keys,
+        args.connections,
+        Duration::from_secs(args.duration_secs),
+        args.redis_benchmark,
+    )
+    .await;
+    match outcome {
+        Ok(figures) => (Some(figures), None),
+        Err(e) => {
+            let why = format!("the Redis run failed: {e}");
+            eprintln!("redis comparison skipped: {why}");
+            (None, Some(why))
+        }
+    }
 }
 
 /// Writes the JSON and SVG files and prints the table.

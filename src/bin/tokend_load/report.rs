@@ -1,7 +1,8 @@
 //! The results: what is written to `results-<profile>.json`, and the human
 //! table printed on stdout.
 
-use super::error::{Context, Result};
+use super::error::{Context, LoadError, Result};
+use super::redis::RedisFigures;
 use super::spend_once::SpendOnce;
 use super::stats::{Percentiles, PhaseSummary};
 use serde::Serialize;
@@ -142,8 +143,122 @@ pub struct LoadResults {
     pub run: PhaseSummary,
     /// 2xx per second of the run over the ceiling's.
     pub ratio_to_ceiling: Option<f64>,
+    /// `--snapshot-during`: the profile again, with a snapshot in it.
+    pub snapshot_phase: Option<PhaseSummary>,
+    /// `--compare-redis`: Redis `GETDEL` with the same connections.
+    pub redis: Option<RedisFigures>,
+    /// `--compare-redis` when Redis could not run: why.
+    pub redis_skipped: Option<String>,
+    /// 2xx per second of the run over Redis `GETDEL`s per second.
+    pub ratio_to_redis: Option<f64>,
+    /// `--baseline`: this run against an earlier one.
+    pub baseline: Option<BaselineComparison>,
     /// The spend-once check (profiles that redeem).
     pub spend_once: Option<SpendOnce>,
+}
+
+/// The figures of an earlier run read from its results file.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The file.
+    file: String,
+    /// Its profile.
+    profile: String,
+    /// When it started.
+    started_at: String,
+    /// Its 2xx per second.
+    ok_throughput: f64,
+    /// Its p99, ms.
+    p99_ms: f64,
+}
+
+impl Baseline {
+    /// Reads `run.okThroughput` and `run.latencyMs.p99` of a results file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .context(|| format!("--baseline {}: cannot read it", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .context(|| format!("--baseline {}: not JSON", path.display()))?;
+        let number = |pointer: &str| {
+            v.pointer(pointer)
+                .and_then(serde_json::Value::as_f64)
+                .ok_or_else(|| {
+                    LoadError::new(format!(
+                        "--baseline {}: no number at {pointer} (not a load results file?)",
+                        path.display()
+                    ))
+                })
+        };
+        let text_at = |pointer: &str| {
+            v.pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+                .to_owned()
+        };
+        Ok(Self {
+            file: path.display().to_string(),
+            profile: text_at("/profile"),
+            started_at: text_at("/startedAt"),
+            ok_throughput: number("/run/okThroughput")?,
+            p99_ms: number("/run/latencyMs/p99")?,
+        })
+    }
+
+    /// This run's figures as ratios of the baseline's.
+    pub fn compare(self, run: &PhaseSummary) -> BaselineComparison {
+        BaselineComparison {
+            throughput_ratio: (self.ok_throughput > 0.0)
+                .then(|| run.ok_throughput / self.ok_throughput),
+            p99_ratio: (self.p99_ms > 0.0).then(|| run.latency_ms.p99 / self.p99_ms),
+            file: self.file,
+            profile: self.profile,
+            started_at: self.started_at,
+            ok_throughput: self.ok_throughput,
+            p99_ms: self.p99_ms,
+        }
+    }
+}
+
+/// This run against the run of a `--baseline` file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineComparison {
+    /// The baseline's results file.
+    pub file: String,
+    /// Its profile.
+    pub profile: String,
+    /// When it started.
+    pub started_at: String,
+    /// Its 2xx per second.
+    pub ok_throughput: f64,
+    /// Its p99, ms.
+    pub p99_ms: f64,
+    /// This run's 2xx per second over the baseline's.
+    pub throughput_ratio: Option<f64>,
+    /// This run's p99 over the baseline's.
+    pub p99_ratio: Option<f64>,
+}
+
+/// The CPU line of a phase: load generator and server CPU per request.
+fn cpu_line(out: &mut String, phase: &PhaseSummary) {
+    let Some(cpu) = &phase.cpu else { return };
+    let server = match (cpu.server_cpu_per_request_us, cpu.server_cpu_secs) {
+        (Some(us), Some(secs)) => format!(
+            " · server {us:.1} µs/request ({:.0}% of a core)",
+            secs / phase.secs * 100.0
+        ),
+        _ => String::new(),
+    };
+    let others = cpu.other_cores_busy.map_or(String::new(), |o| {
+        format!(" · other processes {:.0}% of a core", o * 100.0)
+    });
+    let _ = writeln!(
+        out,
+        "  cpu {:<14} load generator {:.1} µs/request ({:.0}% of a core){server}{others}",
+        phase.name,
+        cpu.client_cpu_per_request_us,
+        cpu.client_cpu_secs / phase.secs * 100.0
+    );
 }
 
 /// Writes `value` as pretty JSON to `path`.
@@ -263,6 +378,26 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
         run.errors,
         &run.latency_ms,
     );
+    if let Some(phase) = &results.snapshot_phase {
+        row(
+            &mut out,
+            &phase.name,
+            phase.requests,
+            phase.throughput,
+            phase.errors,
+            &phase.latency_ms,
+        );
+    }
+    if let Some(redis) = &results.redis {
+        row(
+            &mut out,
+            "redis GETDEL",
+            redis.run.requests,
+            redis.run.throughput,
+            redis.run.errors,
+            &redis.run.latency_ms,
+        );
+    }
     if let Some(service) = &run.service_ms {
         row(
             &mut out,
@@ -288,12 +423,102 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
             ratio * 100.0
         );
     }
-    if run.tokens_exhausted {
+    if let (Some(ratio), Some(redis)) = (results.ratio_to_redis, &results.redis) {
         let _ = writeln!(
             out,
-            "note: every token was used, the run stopped after {:.1} s: raise --tokens",
-            run.secs
+            "redis {} ({}): {:.0} GETDEL/s, p50 {:.2} ms, p99 {:.2} ms · {}: {:.0} ok/s = {:.2}× Redis",
+            redis.version.as_deref().unwrap_or("?"),
+            redis.config,
+            redis.run.ok_throughput,
+            redis.run.latency_ms.p50,
+            redis.run.latency_ms.p99,
+            results.profile,
+            run.ok_throughput,
+            ratio
         );
+        if redis.run.errors_by_code.is_empty() {
+            let _ = writeln!(out, "  redis errors: none (every GETDEL deleted a key)");
+        } else {
+            for (code, n) in &redis.run.errors_by_code {
+                let _ = writeln!(out, "  redis errors: {:>10}  {code}", grouped(*n));
+            }
+        }
+        if redis.run.tokens_exhausted {
+            let _ = writeln!(out, "note: Redis ran out of keys: raise --tokens");
+        }
+        if let Some(b) = &redis.redis_benchmark {
+            let _ = writeln!(
+                out,
+                "  redis-benchmark {} (reference): {:.0} req/s ({} of {} keys present at its start; misses delete nothing)",
+                b.args.join(" "),
+                b.requests_per_sec,
+                grouped(b.keys_present),
+                grouped(redis.keys)
+            );
+        }
+    } else if let Some(why) = &results.redis_skipped {
+        let _ = writeln!(out, "redis comparison skipped: {why}");
+    }
+    if let Some(impact) = results
+        .snapshot_phase
+        .as_ref()
+        .and_then(|p| p.snapshot.as_ref())
+    {
+        let _ = writeln!(
+            out,
+            "snapshot of {} tokens ({:.1} MB) sent at {:.1} s, durable after {:.2} s · p99 before {:.2} ms ({} requests) · during {:.2} ms ({}) · after {:.2} ms ({}) · during/before = {}",
+            grouped(impact.tokens),
+            impact.bytes as f64 / 1e6,
+            impact.sent_at_secs,
+            impact.took_secs,
+            impact.before.latency_ms.p99,
+            grouped(impact.before.requests),
+            impact.during.latency_ms.p99,
+            grouped(impact.during.requests),
+            impact.after.latency_ms.p99,
+            grouped(impact.after.requests),
+            impact
+                .p99_ratio
+                .map_or("n/a".to_owned(), |r| format!("{r:.2}×"))
+        );
+    }
+    if let Some(b) = &results.baseline {
+        let _ = writeln!(
+            out,
+            "baseline {} ({}, {}): {:.0} ok/s, p99 {:.2} ms · {}: {} of its throughput, p99 {} of its",
+            b.file,
+            b.profile,
+            b.started_at,
+            b.ok_throughput,
+            b.p99_ms,
+            results.profile,
+            b.throughput_ratio
+                .map_or("n/a".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            b.p99_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}×"))
+        );
+    }
+    for phase in [
+        results.ceiling.as_ref(),
+        Some(run),
+        results.snapshot_phase.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(results.redis.as_ref().map(|r| &r.run))
+    {
+        cpu_line(&mut out, phase);
+    }
+    for phase in [Some(run), results.snapshot_phase.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if phase.tokens_exhausted {
+            let _ = writeln!(
+                out,
+                "note: every token was used, {} stopped after {:.1} s: raise --tokens",
+                phase.name, phase.secs
+            );
+        }
     }
     if run.unsent > 0 {
         let _ = writeln!(
@@ -303,12 +528,24 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
             super::driver::OPEN_LOOP_GRACE.as_secs()
         );
     }
-    if run.errors_by_code.is_empty() {
-        let _ = writeln!(out, "errors: none");
-    } else {
-        let _ = writeln!(out, "errors:");
-        for (code, n) in &run.errors_by_code {
-            let _ = writeln!(out, "  {:>10}  {code}", grouped(*n));
+    for (i, phase) in [Some(run), results.snapshot_phase.as_ref()]
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        // The profile's own errors keep the plain `errors:` label.
+        let label = if i == 0 {
+            "errors".to_owned()
+        } else {
+            format!("errors ({})", phase.name)
+        };
+        if phase.errors_by_code.is_empty() {
+            let _ = writeln!(out, "{label}: none");
+        } else {
+            let _ = writeln!(out, "{label}:");
+            for (code, n) in &phase.errors_by_code {
+                let _ = writeln!(out, "  {:>10}  {code}", grouped(*n));
+            }
         }
     }
     if let Some(check) = &results.spend_once {

@@ -7,10 +7,10 @@ use super::api::{create_tenant, create_tokens, snapshot, wait_ready, SnapshotInf
 use super::cli::Args;
 use super::endpoint::spec;
 use super::error::{LoadError, Result};
+use super::http::Method;
 use super::http::{Call, Conn, Target};
 use super::report::{grouped, now_rfc3339, write_json, Machine};
 use super::server::Server;
-use hyper::Method;
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
@@ -241,7 +241,7 @@ async fn check_token(target: &Target, key: &str, id: &str) -> Result<()> {
     let reply = conn
         .send_within(
             Call {
-                method: Method::GET,
+                method: Method::Get,
                 path: &path,
                 body: None,
             },

@@ -3,10 +3,10 @@
 //! redeems again, without idempotency key, tokens that already won: each
 //! must answer 409.
 
+use super::http::Method;
 use super::http::{Call, Conn};
 use super::tokens::TokenPool;
 use bytes::Bytes;
-use hyper::Method;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ pub async fn check(pool: &Arc<TokenPool>, conns: &mut [Conn], limit: u64) -> Spe
             sends.push(async move {
                 let outcome = conn
                     .send(Call {
-                        method: Method::POST,
+                        method: Method::Post,
                         path: &path,
                         body: Some(body),
                     })

@@ -119,13 +119,17 @@ pub struct ConnStats {
     pub service: Option<Histogram<u64>>,
     /// Errors by `status CODE` or `transport kind`.
     pub errors: BTreeMap<String, u64>,
+    /// With a snapshot during the phase: latency before, during and after
+    /// it (indexed by [`Window`]).
+    pub windows: Option<[Histogram<u64>; 3]>,
     /// The second being filled, and its index.
     current: (usize, Second),
 }
 
 impl ConnStats {
-    /// Empty stats; `open_loop` keeps a service-time histogram too.
-    pub fn new(open_loop: bool) -> Result<Self> {
+    /// Empty stats; `open_loop` keeps a service-time histogram too,
+    /// `windowed` one per [`Window`].
+    pub fn new(open_loop: bool, windowed: bool) -> Result<Self> {
         Ok(Self {
             kinds: BTreeMap::new(),
             service: if open_loop {
@@ -134,6 +138,15 @@ impl ConnStats {
                 None
             },
             errors: BTreeMap::new(),
+            windows: if windowed {
+                Some([
+                    latency_histogram()?,
+                    latency_histogram()?,
+                    latency_histogram()?,
+                ])
+            } else {
+                None
+            },
             current: (0, Second::new()?),
         })
     }
@@ -172,6 +185,13 @@ impl ConnStats {
             *self.errors.entry(error).or_default() += 1;
         }
         Ok(())
+    }
+
+    /// Records the latency of an answered request in its snapshot window.
+    pub fn windowed(&mut self, window: Window, latency: Duration) {
+        if let Some(windows) = self.windows.as_mut() {
+            windows[window as usize].saturating_record(micros(latency));
+        }
     }
 
     /// Records a request that got no answer.
@@ -339,6 +359,11 @@ pub struct PhaseSummary {
     /// Open loop: sends of the timetable given up because the server was
     /// still too far behind 10 s after the end.
     pub unsent: u64,
+    /// CPU time the load generator and the server used in the phase.
+    pub cpu: Option<CpuFigures>,
+    /// With `--snapshot-during`: latency before, during and after the
+    /// snapshot taken in the phase.
+    pub snapshot: Option<SnapshotImpact>,
 }
 
 /// Sums connection stats into a phase summary.
@@ -421,5 +446,325 @@ pub fn summarize(
         timeline: timeline.summary(),
         tokens_exhausted,
         unsent,
+        cpu: None,
+        snapshot: None,
     })
+}
+
+/// Merges the snapshot windows of every connection (`None` when the phase
+/// had no snapshot).
+pub fn merge_windows(conns: &[ConnStats]) -> Result<Option<[Histogram<u64>; 3]>> {
+    let mut merged: Option<[Histogram<u64>; 3]> = None;
+    for c in conns {
+        let Some(windows) = &c.windows else { continue };
+        let into = match merged.as_mut() {
+            Some(m) => m,
+            None => merged.insert([
+                latency_histogram()?,
+                latency_histogram()?,
+                latency_histogram()?,
+            ]),
+        };
+        for (into, from) in into.iter_mut().zip(windows) {
+            into.add(from).context(|| "merging histograms".to_owned())?;
+        }
+    }
+    Ok(merged)
+}
+
+/// Where a request falls relative to a snapshot taken during its phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Answered before the snapshot request was sent.
+    Before = 0,
+    /// Overlapping the snapshot: in flight at some moment between sending
+    /// `POST /api/admin/snapshot` and its answer.
+    During = 1,
+    /// Sent after the snapshot's answer.
+    After = 2,
+}
+
+/// The snapshot's progress as the driver sees it: not sent yet.
+pub const SNAPSHOT_PENDING: u8 = 0;
+/// The snapshot request was sent, no answer yet.
+pub const SNAPSHOT_RUNNING: u8 = 1;
+/// The snapshot request was answered.
+pub const SNAPSHOT_DONE: u8 = 2;
+
+/// The window of a request that was sent while the snapshot was in state
+/// `at_send` and answered in state `at_done`: any overlap with the snapshot
+/// counts as during, so that every request the snapshot could have delayed
+/// is charged to it.
+pub fn window_of(at_send: u8, at_done: u8) -> Window {
+    if at_done == SNAPSHOT_PENDING {
+        Window::Before
+    } else if at_send == SNAPSHOT_DONE {
+        Window::After
+    } else {
+        Window::During
+    }
+}
+
+/// Latency of the requests of one window.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowSummary {
+    /// Answered requests in the window.
+    pub requests: u64,
+    /// Percentiles, ms (all zero when the window is empty).
+    pub latency_ms: Percentiles,
+}
+
+impl WindowSummary {
+    /// The summary of one window's histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            requests: h.len(),
+            latency_ms: Percentiles::of(h),
+        }
+    }
+}
+
+/// What a snapshot taken during a phase did to latency.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotImpact {
+    /// Seconds after the start of the phase the snapshot request was sent.
+    pub sent_at_secs: f64,
+    /// Seconds from sending it to its answer (the snapshot is durable then).
+    pub took_secs: f64,
+    /// Tokens in the snapshot, as the server reported.
+    pub tokens: u64,
+    /// Its size in bytes, as the server reported.
+    pub bytes: u64,
+    /// Requests answered before the snapshot request was sent.
+    pub before: WindowSummary,
+    /// Requests in flight at some moment while the snapshot ran.
+    pub during: WindowSummary,
+    /// Requests sent after the snapshot's answer.
+    pub after: WindowSummary,
+    /// p99 during over p99 before (the target: at most 2); `None` when
+    /// either window is empty.
+    pub p99_ratio: Option<f64>,
+}
+
+impl SnapshotImpact {
+    /// The impact from the merged windows (indexed by [`Window`]) and the
+    /// snapshot's figures.
+    pub fn new(
+        windows: &[Histogram<u64>; 3],
+        sent_at_secs: f64,
+        took_secs: f64,
+        tokens: u64,
+        bytes: u64,
+    ) -> Self {
+        let [before, during, after] = windows.each_ref().map(WindowSummary::of);
+        let p99_ratio = (before.requests > 0 && during.requests > 0)
+            .then(|| during.latency_ms.p99 / before.latency_ms.p99.max(0.001));
+        Self {
+            sent_at_secs,
+            took_secs,
+            tokens,
+            bytes,
+            before,
+            during,
+            after,
+            p99_ratio,
+        }
+    }
+}
+
+/// CPU time used in a phase, from the kernel's accounting.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuFigures {
+    /// CPU seconds (user + system) of the load generator.
+    pub client_cpu_secs: f64,
+    /// Load generator CPU per answered request, µs.
+    pub client_cpu_per_request_us: f64,
+    /// CPU seconds of the server (a spawned one, or Redis), when known.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU per answered request, µs.
+    pub server_cpu_per_request_us: Option<f64>,
+    /// Cores kept busy on average: (client + server) CPU seconds over the
+    /// phase's seconds.
+    pub cores_busy: f64,
+    /// Cores kept busy on average by everything else on the machine (other
+    /// processes, interrupts), from `/proc/stat`: well above 0, the machine
+    /// was shared and every figure of the phase is low.
+    pub other_cores_busy: Option<f64>,
+}
+
+impl CpuFigures {
+    /// Figures from CPU seconds used over `secs` for `requests` answers;
+    /// `machine_cpu_secs` is what every CPU of the machine did meanwhile.
+    pub fn new(
+        client_cpu_secs: f64,
+        server_cpu_secs: Option<f64>,
+        machine_cpu_secs: Option<f64>,
+        requests: u64,
+        secs: f64,
+    ) -> Self {
+        let per = |cpu: f64| cpu * 1e6 / requests.max(1) as f64;
+        Self {
+            client_cpu_secs,
+            client_cpu_per_request_us: per(client_cpu_secs),
+            server_cpu_secs,
+            server_cpu_per_request_us: server_cpu_secs.map(per),
+            cores_busy: (client_cpu_secs + server_cpu_secs.unwrap_or(0.0)) / secs.max(1e-9),
+            other_cores_busy: machine_cpu_secs.map(|m| {
+                (m - client_cpu_secs - server_cpu_secs.unwrap_or(0.0)).max(0.0) / secs.max(1e-9)
+            }),
+        }
+    }
+}
+
+/// CPU time (user + system) of this process so far.
+pub fn own_cpu() -> Option<Duration> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage(2) fills the struct it is given; RUSAGE_SELF is valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised and filled by a successful getrusage.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Some(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// CPU time every CPU of the machine spent busy so far (all but idle and
+/// I/O wait), from the first line of `/proc/stat`.
+pub fn machine_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_sec = u64::try_from(ticks_per_sec).ok().filter(|&t| t > 0)?;
+    let ticks = busy_ticks(text.lines().next()?)?;
+    Some(Duration::from_secs_f64(ticks as f64 / ticks_per_sec as f64))
+}
+
+/// Busy clock ticks of the `cpu` line of `/proc/stat`: user, nice, system,
+/// irq, softirq and steal (idle and iowait are not busy; guest time is
+/// already inside user).
+pub fn busy_ticks(line: &str) -> Option<u64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let t: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = t[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
+/// CPU time (user + system) of process `pid` so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks).
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_sec = u64::try_from(ticks_per_sec).ok().filter(|&t| t > 0)?;
+    let ticks = stat_cpu_ticks(&text)?;
+    Some(Duration::from_secs_f64(ticks as f64 / ticks_per_sec as f64))
+}
+
+/// User + system clock ticks of a `/proc/<pid>/stat` line. The command
+/// name (field 2) is in parentheses and may hold spaces or `)`, so fields
+/// are counted from the last `)`.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_overlapping_the_snapshot_counts_as_during() {
+        use SNAPSHOT_DONE as D;
+        use SNAPSHOT_PENDING as P;
+        use SNAPSHOT_RUNNING as R;
+        assert_eq!(window_of(P, P), Window::Before);
+        assert_eq!(window_of(P, R), Window::During);
+        assert_eq!(window_of(R, R), Window::During);
+        assert_eq!(window_of(R, D), Window::During);
+        // Sent before, answered after: it spanned the whole snapshot.
+        assert_eq!(window_of(P, D), Window::During);
+        assert_eq!(window_of(D, D), Window::After);
+    }
+
+    #[test]
+    fn window_p99_and_ratio() {
+        let mut windows = [
+            latency_histogram().unwrap(),
+            latency_histogram().unwrap(),
+            latency_histogram().unwrap(),
+        ];
+        // Before: 1..=1000 µs, p99 = 990 µs. During: 99 at 1 ms and one at
+        // 50 ms, p99 = 1 ms (the 99th of 100), max 50 ms.
+        for us in 1..=1000 {
+            windows[0].record(us).unwrap();
+        }
+        windows[1].record_n(1000, 99).unwrap();
+        windows[1].record(50_000).unwrap();
+        let impact = SnapshotImpact::new(&windows, 3.0, 0.5, 10, 100);
+        assert_eq!(impact.before.requests, 1000);
+        assert!((impact.before.latency_ms.p99 - 0.990).abs() < 0.002);
+        assert_eq!(impact.during.requests, 100);
+        assert!((impact.during.latency_ms.p99 - 1.0).abs() < 0.002);
+        assert!((impact.during.latency_ms.max - 50.0).abs() < 0.1);
+        let ratio = impact.p99_ratio.unwrap();
+        assert!((ratio - 1.0 / 0.990).abs() < 0.01, "{ratio}");
+        // Two more slow ones push the during p99 to the slow value.
+        windows[1].record_n(50_000, 2).unwrap();
+        let impact = SnapshotImpact::new(&windows, 3.0, 0.5, 10, 100);
+        assert!(impact.p99_ratio.unwrap() > 40.0);
+        // No request after the snapshot: empty window, still a ratio.
+        assert_eq!(impact.after.requests, 0);
+        // No request before: no ratio.
+        windows[0].reset();
+        assert_eq!(
+            SnapshotImpact::new(&windows, 0.0, 0.5, 10, 100).p99_ratio,
+            None
+        );
+    }
+
+    #[test]
+    fn reads_cpu_ticks_of_a_stat_line() {
+        let line =
+            "4242 (tokend (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 125 37 0 0 20 0 9 0 1 2 3";
+        assert_eq!(stat_cpu_ticks(line), Some(162));
+        assert_eq!(stat_cpu_ticks("4242 (short) S 1 2"), None);
+        assert!(own_cpu().is_some());
+        assert!(process_cpu(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn reads_busy_ticks_of_proc_stat() {
+        let line = "cpu  100 5 50 9000 30 7 8 2 0 0";
+        assert_eq!(busy_ticks(line), Some(100 + 5 + 50 + 7 + 8 + 2));
+        assert_eq!(busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(busy_ticks("cpu 1 2 3"), None);
+        assert!(machine_cpu().is_some());
+    }
+
+    #[test]
+    fn cpu_per_request() {
+        let cpu = CpuFigures::new(0.5, Some(1.5), Some(3.0), 100_000, 2.0);
+        assert!((cpu.other_cores_busy.unwrap() - 0.5).abs() < 1e-9);
+        assert!((cpu.client_cpu_per_request_us - 5.0).abs() < 1e-9);
+        assert!((cpu.server_cpu_per_request_us.unwrap() - 15.0).abs() < 1e-9);
+        assert!((cpu.cores_busy - 1.0).abs() < 1e-9);
+    }
 }

@@ -23,10 +23,12 @@ pub fn token_body(out: &mut String, collection: &str, i: u64) {
     );
 }
 
-/// Pre-created tokens, each handed out at most once.
+/// Pre-created tokens (or numbered keys), each handed out at most once.
 pub struct TokenPool {
-    /// Token ids, in creation order.
+    /// Token ids, in creation order; empty for a numbered pool.
     ids: Vec<String>,
+    /// Number of tokens (of ids, or of numbers of a numbered pool).
+    len: usize,
     /// Index of the next token to hand out.
     next: AtomicUsize,
     /// Per token: 200 answers without `Idempotent-Replayed` (saturating).
@@ -38,11 +40,25 @@ pub struct TokenPool {
 impl TokenPool {
     /// A pool of these ids.
     pub fn new(ids: Vec<String>) -> Self {
+        let len = ids.len();
         let wins = ids.iter().map(|_| AtomicU8::new(0)).collect();
         Self {
             ids,
+            len,
             next: AtomicUsize::new(0),
             wins,
+            replayed: AtomicU64::new(0),
+        }
+    }
+
+    /// A pool of `len` tokens known by number only (`0..len`): the keys of
+    /// the Redis comparison, whose names follow from their numbers.
+    pub fn numbered(len: usize) -> Self {
+        Self {
+            ids: Vec::new(),
+            len,
+            next: AtomicUsize::new(0),
+            wins: (0..len).map(|_| AtomicU8::new(0)).collect(),
             replayed: AtomicU64::new(0),
         }
     }
@@ -50,27 +66,27 @@ impl TokenPool {
     /// The next token never handed out before, or `None` once all were.
     pub fn take(&self) -> Option<usize> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        (i < self.ids.len()).then_some(i)
+        (i < self.len).then_some(i)
     }
 
     /// Tokens handed out so far.
     pub fn taken(&self) -> usize {
-        self.next.load(Ordering::Relaxed).min(self.ids.len())
+        self.next.load(Ordering::Relaxed).min(self.len)
     }
 
     /// Number of tokens.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.len
     }
 
     /// Whether the pool has no tokens.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len == 0
     }
 
-    /// Id of token `i`.
+    /// Id of token `i` (empty in a numbered pool).
     pub fn id(&self, i: usize) -> &str {
-        &self.ids[i]
+        self.ids.get(i).map_or("", String::as_str)
     }
 
     /// Records a 200 answer to a redeem of token `i`.

@@ -1,9 +1,11 @@
-//! What each request of a phase is: the request mix of a profile.
+//! What each request of a phase is (the request mix of a profile), and how a
+//! connection sends it and classifies the answer.
 
+use super::http::{Conn, Head, Method, TransportError};
 use super::tokens::{token_body, TokenPool};
-use bytes::Bytes;
-use hyper::Method;
 use serde::Serialize;
+use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,6 +21,8 @@ pub enum Kind {
     Create,
     /// `GET /api/tokens/{id}`.
     Read,
+    /// Redis `GETDEL key` (the comparison).
+    Getdel,
 }
 
 impl Kind {
@@ -29,6 +33,7 @@ impl Kind {
             Self::Redeem => "redeem",
             Self::Create => "create",
             Self::Read => "read",
+            Self::Getdel => "redis GETDEL",
         }
     }
 }
@@ -44,13 +49,16 @@ pub enum Mix {
     Create,
     /// 80% redeem, 15% create, 5% read.
     Mixed,
+    /// Only Redis `GETDEL` of distinct existing keys.
+    Getdel,
 }
 
 /// Everything the requests of a phase draw from.
 pub struct Workload {
     /// The request mix.
     pub mix: Mix,
-    /// Pre-created tokens (redeemed once each, read at random).
+    /// Pre-created tokens (redeemed once each, read at random), or the
+    /// numbers of the pre-populated Redis keys.
     pub pool: Arc<TokenPool>,
     /// Collections new tokens go to.
     pub collections: Vec<String>,
@@ -58,18 +66,18 @@ pub struct Workload {
     created: AtomicU64,
 }
 
-/// One request to send.
+/// One request to send. It holds numbers only: the connection writes the
+/// path and body straight into its own buffer, so choosing a request
+/// allocates nothing.
+#[derive(Debug, Clone, Copy)]
 pub struct Next {
     /// Its kind.
     pub kind: Kind,
-    /// Method.
-    pub method: Method,
-    /// Path.
-    pub path: String,
-    /// JSON body.
-    pub body: Option<Bytes>,
-    /// The pool token it redeems, if any.
+    /// The pool token (or Redis key) it redeems or reads, if any.
     pub token: Option<usize>,
+    /// Create: the number of the token created (its metadata and
+    /// collection follow from it).
+    pub created: u64,
 }
 
 /// Cheap per-connection random numbers (xorshift64*).
@@ -110,49 +118,43 @@ impl Workload {
     /// is left.
     pub fn next(&self, rng: &mut Rng) -> Option<Next> {
         match self.mix {
-            Mix::Live => Some(Next {
-                kind: Kind::Live,
-                method: Method::GET,
-                path: "/health/live".to_owned(),
-                body: None,
-                token: None,
-            }),
-            Mix::Redeem => self.redeem(),
+            Mix::Live => Some(Self::plain(Kind::Live)),
+            Mix::Redeem => self.take(Kind::Redeem),
+            Mix::Getdel => self.take(Kind::Getdel),
             Mix::Create => Some(self.create()),
             Mix::Mixed => match rng.below(100) {
-                0..80 => self.redeem(),
+                0..80 => self.take(Kind::Redeem),
                 80..95 => Some(self.create()),
                 _ => Some(self.read(rng)),
             },
         }
     }
 
-    /// A redeem of a token never used before.
-    fn redeem(&self) -> Option<Next> {
+    /// A request that needs no token.
+    fn plain(kind: Kind) -> Next {
+        Next {
+            kind,
+            token: None,
+            created: 0,
+        }
+    }
+
+    /// A request on a token never used before.
+    fn take(&self, kind: Kind) -> Option<Next> {
         let i = self.pool.take()?;
         Some(Next {
-            kind: Kind::Redeem,
-            method: Method::POST,
-            path: format!("/api/tokens/{}/redeem", self.pool.id(i)),
-            body: Some(Bytes::from(format!(
-                r#"{{"merchantId":"m-load","idempotencyKey":"load-{i}"}}"#
-            ))),
+            kind,
             token: Some(i),
+            created: 0,
         })
     }
 
     /// A new token in the next collection.
     fn create(&self) -> Next {
-        let n = self.created.fetch_add(1, Ordering::Relaxed);
-        let collection = &self.collections[(n % self.collections.len() as u64) as usize];
-        let mut body = String::with_capacity(160);
-        token_body(&mut body, collection, n);
         Next {
             kind: Kind::Create,
-            method: Method::POST,
-            path: "/api/tokens".to_owned(),
-            body: Some(Bytes::from(body)),
             token: None,
+            created: self.created.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -162,13 +164,112 @@ impl Workload {
         if self.pool.is_empty() {
             return self.create();
         }
-        let i = rng.below(self.pool.len() as u64) as usize;
         Next {
             kind: Kind::Read,
-            method: Method::GET,
-            path: format!("/api/tokens/{}", self.pool.id(i)),
-            body: None,
-            token: None,
+            token: Some(rng.below(self.pool.len() as u64) as usize),
+            created: 0,
         }
+    }
+}
+
+/// How an answered request is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A success (2xx, or a Redis value).
+    Ok {
+        /// A first, non-replayed redeem (or delete) of the token: counts
+        /// toward the spend-once check.
+        win: bool,
+        /// A 200 marked `Idempotent-Replayed`.
+        replayed: bool,
+    },
+    /// Not a success, named `STATUS CODE` (HTTP) or by the Redis reply.
+    Error(String),
+}
+
+/// A connection the driver can send a workload's requests over.
+pub trait Client: Send + 'static {
+    /// Sends `next` (using `scratch` for any text it needs to build) and
+    /// classifies the answer.
+    fn call<'a>(
+        &'a mut self,
+        workload: &'a Workload,
+        next: Next,
+        scratch: &'a mut String,
+    ) -> impl Future<Output = Result<Answer, TransportError>> + Send + 'a;
+}
+
+/// The error name of an HTTP answer that is not a 2xx: `STATUS CODE`, the
+/// code read from the error body when it has one.
+pub fn error_name(status: u16, body: &[u8]) -> String {
+    /// The part of an error body that names the error.
+    #[derive(serde::Deserialize)]
+    struct Body {
+        /// `TOKEN_ALREADY_REDEEMED`, …
+        code: Option<String>,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(Body { code: Some(code) }) => format!("{status} {code}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Classifies an HTTP answer to a request of `kind`.
+fn classify(conn: &Conn, kind: Kind, head: &Head) -> Answer {
+    if (200..300).contains(&head.status) {
+        let redeemed = kind == Kind::Redeem && head.status == 200;
+        Answer::Ok {
+            win: redeemed && !head.replayed,
+            replayed: redeemed && head.replayed,
+        }
+    } else {
+        Answer::Error(error_name(head.status, conn.body(head)))
+    }
+}
+
+impl Client for Conn {
+    async fn call<'a>(
+        &'a mut self,
+        workload: &'a Workload,
+        next: Next,
+        scratch: &'a mut String,
+    ) -> Result<Answer, TransportError> {
+        scratch.clear();
+        let pool = &workload.pool;
+        let head = match (next.kind, next.token) {
+            (Kind::Live, _) => self.exchange(Method::Get, &["/health/live"], None).await?,
+            (Kind::Redeem, Some(i)) => {
+                // Writing into a String cannot fail.
+                let _ = write!(
+                    scratch,
+                    r#"{{"merchantId":"m-load","idempotencyKey":"load-{i}"}}"#
+                );
+                let path = ["/api/tokens/", pool.id(i), "/redeem"];
+                self.exchange(Method::Post, &path, Some(scratch.as_bytes()))
+                    .await?
+            }
+            (Kind::Read, Some(i)) => {
+                self.exchange(Method::Get, &["/api/tokens/", pool.id(i)], None)
+                    .await?
+            }
+            (Kind::Create, _) => {
+                let collections = &workload.collections;
+                let Some(collection) =
+                    collections.get((next.created % collections.len().max(1) as u64) as usize)
+                else {
+                    return Err(TransportError::new("request", "no collection to create in"));
+                };
+                token_body(scratch, collection, next.created);
+                self.exchange(Method::Post, &["/api/tokens"], Some(scratch.as_bytes()))
+                    .await?
+            }
+            (kind, _) => {
+                return Err(TransportError::new(
+                    "request",
+                    format!("{} cannot be sent over HTTP", kind.name()),
+                ))
+            }
+        };
+        Ok(classify(self, next.kind, &head))
     }
 }
