@@ -30,30 +30,48 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Header of HEAD responses giving the token's status.
 const STATUS_HEADER: &str = "X-Token-Status";
 
+/// The body of `POST /api/tokens` (and each item of a batch), after its
+/// schema check: field presence and shapes are already known good.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TokenBody {
-    collection_id: Option<String>,
-    idempotency_key: Option<String>,
-    liveness: Option<Liveness>,
+pub struct TokenBody {
+    /// The collection the token is issued into.
+    pub collection_id: Option<String>,
+    /// Makes the create safe to retry: the same key answers the same token.
+    pub idempotency_key: Option<String>,
+    /// `test` or `main`; must match the collection's.
+    pub liveness: Option<Liveness>,
+    /// `token`, `card` or `bank`.
     #[serde(rename = "type")]
-    kind: Option<TokenType>,
-    description: Option<String>,
-    data: Option<Value>,
-    metadata: Option<BTreeMap<String, String>>,
-    encryption: Option<Encryption>,
-    active_from: Option<String>,
-    expires_at: Option<String>,
+    pub kind: Option<TokenType>,
+    /// Free text shown with the token.
+    pub description: Option<String>,
+    /// The tokenized data, checked against the collection's `dataSchema`.
+    pub data: Option<Value>,
+    /// String pairs, searchable in lists.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// How `data` was encrypted by the caller, if it was.
+    pub encryption: Option<Encryption>,
+    /// RFC 3339 time from which the token can be redeemed.
+    pub active_from: Option<String>,
+    /// RFC 3339 expiry; excludes `expiresIn`.
+    pub expires_at: Option<String>,
+    /// Seconds from now to expiry; excludes `expiresAt`.
     #[serde(default, deserialize_with = "whole_number")]
-    expires_in: Option<i64>,
-    children: Option<Vec<TokenBody>>,
+    pub expires_in: Option<i64>,
+    /// Child tokens created with this one.
+    pub children: Option<Vec<TokenBody>>,
 }
 
+/// The body of `POST /api/tokens/{id}/redeem`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RedeemBody {
-    merchant_id: Option<String>,
-    idempotency_key: Option<String>,
+pub struct RedeemBody {
+    /// Where it is redeemed; must be one of the collection's merchants when
+    /// it lists any.
+    pub merchant_id: Option<String>,
+    /// Makes the redeem safe to retry: the same key answers the same 200.
+    pub idempotency_key: Option<String>,
 }
 
 /// Turns validated token bodies into engine commands, collecting every
