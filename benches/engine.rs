@@ -170,7 +170,7 @@ fn routing(c: &mut Criterion) {
 fn snapshot_and_restore(c: &mut Criterion) {
     let f = fixture();
     let shards = filled_shards(&f, IMAGE_TOKENS);
-    let encoded = rmp_serde::to_vec(&image(&f, &shards)).expect("encodes");
+    let encoded = bytes::Bytes::from(image(&f, &shards).encode().expect("encodes"));
     eprintln!(
         "snapshot image: {IMAGE_TOKENS} tokens, {} bytes ({} bytes/token)",
         encoded.len(),
@@ -184,19 +184,29 @@ fn snapshot_and_restore(c: &mut Criterion) {
         b.iter(|| {
             shards
                 .iter()
-                .map(|s| ShardCapture::of(s, 2).tokens.len())
+                .map(|s| ShardCapture::of(s, 2).len())
                 .sum::<usize>()
         })
     });
     group.bench_function("capture_and_encode", |b| {
-        b.iter(|| rmp_serde::to_vec(&image(&f, &shards)).expect("encodes"))
+        b.iter(|| image(&f, &shards).encode().expect("encodes"))
     });
+    // Only the header: token sections decode inside restore, in parallel.
     group.bench_function("decode", |b| {
-        b.iter(|| rmp_serde::from_slice::<SnapshotImage>(&encoded).expect("decodes"))
+        b.iter(|| SnapshotImage::decode(&encoded).expect("decodes"))
+    });
+    // What start-up does with the payload: header, sections, indexes, timers.
+    group.bench_function("restore_from_bytes", |b| {
+        b.iter(|| {
+            let image = SnapshotImage::decode(&encoded).expect("decodes");
+            Restorer::new(Some(image), SHARDS, RETENTION_MS)
+                .expect("restores")
+                .finish()
+        })
     });
     group.bench_function("restore_decoded_image", |b| {
         b.iter_batched(
-            || rmp_serde::from_slice::<SnapshotImage>(&encoded).expect("decodes"),
+            || SnapshotImage::decode(&encoded).expect("decodes"),
             |image| {
                 Restorer::new(Some(image), SHARDS, RETENTION_MS)
                     .expect("restores")

@@ -125,8 +125,8 @@ impl Store {
         let image = match loaded {
             None => None,
             Some(loaded) => {
-                let image: SnapshotImage =
-                    rmp_serde::from_slice(&loaded.payload).map_err(|e| StoreError::Image {
+                let image =
+                    SnapshotImage::decode(&loaded.payload).map_err(|e| StoreError::Image {
                         file: loaded.file.clone(),
                         reason: e.to_string(),
                     })?;
@@ -299,7 +299,7 @@ impl Store {
         &self,
         image: &SnapshotImage,
     ) -> Result<(SnapshotInfo, WrittenSnapshot), StoreError> {
-        let bytes = rmp_serde::to_vec(image).map_err(|e| StoreError::Image {
+        let bytes = image.encode().map_err(|e| StoreError::Image {
             file: PathBuf::new(),
             reason: e.to_string(),
         })?;
