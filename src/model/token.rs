@@ -142,6 +142,10 @@ pub struct TokenExtra {
     /// `shard::table`): a storage detail; readers use [`Token::metadata`],
     /// which always holds the pairs.
     pub metadata_overflow: Option<Metadata>,
+    /// The start of validity when it is not the creation time (the
+    /// default): a storage detail of the shard's slots; readers use
+    /// [`Token::active_from_ms`].
+    pub active_from_ms: Option<Millis>,
 }
 
 impl TokenExtra {
@@ -155,6 +159,7 @@ impl TokenExtra {
             && self.redemption.is_none()
             && self.deleted_at_ms.is_none()
             && self.metadata_overflow.is_none()
+            && self.active_from_ms.is_none()
     }
 }
 

@@ -137,7 +137,7 @@ fn encode_token(out: &mut Vec<u8>, slot: &Slot, name_index: &HashMap<&str, usize
     out.extend_from_slice(&slot.created_at_ms.to_le_bytes());
     write_varint(
         out,
-        zigzag(slot.active_from_ms.wrapping_sub(slot.created_at_ms)),
+        zigzag(slot.active_from_ms().wrapping_sub(slot.created_at_ms)),
     );
     let never = slot.expires_at_ms == NEVER;
     let extra = slot.extra.as_deref();
@@ -456,6 +456,9 @@ fn decode_token<'a>(
     } else {
         TokenExtra::default()
     };
+    if active_from_ms != created_at_ms {
+        extra.active_from_ms = Some(active_from_ms);
+    }
     let meta = match inline {
         Some(meta) => meta,
         None => {
@@ -468,7 +471,6 @@ fn decode_token<'a>(
     Ok(Slot {
         id,
         created_at_ms,
-        active_from_ms,
         expires_at_ms,
         extra: (!extra.is_empty()).then(|| Arc::new(extra)),
         collection,
@@ -564,6 +566,7 @@ fn decode_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenExtra, Str
         redemption,
         deleted_at_ms,
         metadata_overflow: None,
+        active_from_ms: None,
     })
 }
 

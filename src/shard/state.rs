@@ -266,6 +266,7 @@ impl ShardState {
                 redemption: None,
                 deleted_at_ms: None,
                 metadata_overflow: overflows.then(|| new.metadata.clone()),
+                active_from_ms: new.active_from_ms.filter(|at| *at != now),
             };
             let tables = self.table.tables_mut();
             let collection_at = tables.collections.intern(&collection);
@@ -273,7 +274,6 @@ impl ShardState {
             let slot = Slot {
                 id: new.id,
                 created_at_ms: now,
-                active_from_ms: new.active_from_ms.unwrap_or(now),
                 expires_at_ms,
                 extra: (!extra.is_empty()).then(|| Arc::new(extra)),
                 collection: collection_at,
@@ -326,9 +326,9 @@ impl ShardState {
             }
             Status::Active => {}
         }
-        if now < token.active_from_ms {
+        if now < token.active_from_ms() {
             return Err(Rejection::NotYetActive {
-                active_from_ms: token.active_from_ms,
+                active_from_ms: token.active_from_ms(),
             });
         }
         let allowed = self

@@ -1,7 +1,7 @@
 //! The compact token table of one shard.
 //!
 //! Millions of tokens live in memory, so each is one fixed-size [`Slot`]
-//! (96 bytes) in a chunked array instead of a separately allocated struct:
+//! (88 bytes) in a chunked array instead of a separately allocated struct:
 //!
 //! - the collection and the creating key's name are 4-byte indexes into
 //!   per-shard tables (a shard sees few distinct ones);
@@ -30,11 +30,11 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// Slots per chunk: 96 KiB chunks, small enough that copying one on write
+/// Slots per chunk: 88 KiB chunks, small enough that copying one on write
 /// costs microseconds, large enough that a capture clones few pointers.
 pub const CHUNK_SLOTS: usize = 1024;
 /// Bytes of packed metadata stored in the slot itself (with the count byte).
-/// Sized so the slot is 96 bytes; three 8-character pairs take 31.
+/// Sized so the slot is 88 bytes; three 8-character pairs take 31.
 pub const META_INLINE_BYTES: usize = 38;
 /// Count byte of a slot whose metadata is in `TokenExtra::metadata_overflow`.
 const META_OVERFLOW: u8 = u8::MAX;
@@ -51,10 +51,9 @@ pub type SlotId = u32;
 pub struct Slot {
     /// Identity; also decides the owning shard.
     pub id: TokenId,
-    /// Creation time; also the list order (with the id).
+    /// Creation time; also the list order (with the id). The start of
+    /// validity is the same unless the extra part says otherwise.
     pub created_at_ms: Millis,
-    /// Start of validity.
-    pub active_from_ms: Millis,
     /// End of validity (exclusive); [`NEVER`] when it never expires.
     pub expires_at_ms: Millis,
     /// Everything rarely present, shared with the views handed to readers.
@@ -73,6 +72,14 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Start of validity.
+    pub fn active_from_ms(&self) -> Millis {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.active_from_ms)
+            .unwrap_or(self.created_at_ms)
+    }
+
     /// See [`Token::status_at`].
     pub fn status_at(&self, now: Millis) -> Status {
         token::status_at(self.status, self.expires_at_ms, now)
@@ -596,7 +603,7 @@ fn view_of(
         collection: Arc::clone(&collections[slot.collection as usize]),
         created_by: Arc::clone(&names[slot.created_by as usize]),
         created_at_ms: slot.created_at_ms,
-        active_from_ms: slot.active_from_ms,
+        active_from_ms: slot.active_from_ms(),
         expires_at_ms: slot.expires_at_ms,
         metadata: metadata_of(slot, keys),
         extra: slot.extra.clone(),
@@ -694,7 +701,6 @@ fn plain_slot(id: TokenId) -> Slot {
     Slot {
         id,
         created_at_ms: 0,
-        active_from_ms: 0,
         expires_at_ms: crate::model::token::NEVER,
         extra: None,
         collection: 0,
@@ -710,8 +716,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slot_is_96_bytes() {
-        assert_eq!(std::mem::size_of::<Option<Slot>>(), 96);
+    fn a_slot_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Slot>>(), 88);
     }
 
     #[test]
