@@ -591,3 +591,30 @@ fn damaged_sections_are_errors_not_panics() {
     }
     assert!(errors > 0);
 }
+
+#[test]
+fn a_data_dir_with_a_version_1_snapshot_does_not_start() {
+    use std::sync::Arc;
+    use tokend::persist::store::{Store, StoreConfig};
+    use tokend::snapshot_file::SnapshotStore;
+    use tokend::storage::FsStorage;
+    let dir = tempfile::tempdir().unwrap();
+    // The start of a version 1 image: one MessagePack array, version first.
+    let old = rmp_serde::to_vec(&(1u32, 0i64, 2u32, 0u64)).unwrap();
+    SnapshotStore::new(Arc::new(FsStorage), dir.path())
+        .write(5, &old)
+        .unwrap();
+    let config = StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        wal: tokend::wal::WalOptions::default(),
+        storage: Arc::new(FsStorage),
+    };
+    let err = Store::open(&config, 2, RETENTION_MS)
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("format version 1 is not supported") && text.contains("snapshot-"),
+        "{text}"
+    );
+}

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the image layout; bumped on any incompatible change. Version 1
-/// (one MessagePack document with a map per token) is not read: there were
+/// (one MessagePack document, ids and names as text) is not read: there were
 /// no deployed data dirs to migrate.
 pub const FORMAT_VERSION: u32 = 2;
 

@@ -7,7 +7,7 @@
 //! LOCK                          exclusive lock of the running process
 //! admin-key.sha256              digest of a generated admin key
 //! wal-<first LSN, 20 digits>.log  WAL segments (frames: length, LSN, CRC, payload)
-//! snapshot-<LSN, 20 digits>.mpk   snapshots (header + MessagePack image); the newest two are kept
+//! snapshot-<LSN, 20 digits>.mpk   snapshots (header + image, see `image`); the newest two are kept
 //! ```
 
 use super::image::SnapshotImage;
