@@ -314,6 +314,19 @@ pub struct Tables {
 /// A chunk of slots (`None`: a free slot).
 type Chunk = Vec<Option<Slot>>;
 
+/// A new chunk after `existing` others. The first grows as it fills (a
+/// shard, or a restore part bound for one shard, may hold a handful of
+/// tokens: with 256 shards, full first chunks would cost 22 MiB, and a
+/// restore re-routing 256 sections to 256 shards 5.8 GiB); later ones are
+/// allocated whole, so they never move.
+fn new_chunk(existing: usize) -> Chunk {
+    if existing == 0 {
+        Vec::new()
+    } else {
+        Vec::with_capacity(CHUNK_SLOTS)
+    }
+}
+
 /// The tokens of one shard.
 pub struct TokenTable {
     /// The slots, in shared chunks of [`CHUNK_SLOTS`] (the last may be
@@ -459,7 +472,7 @@ impl TokenTable {
             }
             None => {
                 if self.chunks.last().is_none_or(|c| c.len() == CHUNK_SLOTS) {
-                    self.chunks.push(Arc::new(Vec::with_capacity(CHUNK_SLOTS)));
+                    self.chunks.push(Arc::new(new_chunk(self.chunks.len())));
                 }
                 let c = self.chunks.len() - 1;
                 let chunk = Arc::make_mut(&mut self.chunks[c]);
@@ -670,7 +683,7 @@ impl ChunkBuilder {
     /// Appends a slot.
     pub fn push(&mut self, slot: Slot) {
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK_SLOTS) {
-            self.chunks.push(Vec::with_capacity(CHUNK_SLOTS));
+            self.chunks.push(new_chunk(self.chunks.len()));
         }
         if let Some(chunk) = self.chunks.last_mut() {
             chunk.push(Some(slot));
