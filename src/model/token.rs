@@ -1,9 +1,10 @@
 //! Tokens: spend-once objects owned by exactly one shard.
 //!
-//! The struct is laid out for millions of instances in memory: fields every
-//! token has sit inline, and the rarely present ones (description, data,
-//! encryption, children, redemption, deletion) live behind one optional box,
-//! so an ordinary active token costs no allocation for them.
+//! Shards hold tokens in compact slots (`shard::table`); a [`Token`] is the
+//! view of one that readers get: the collection, the creator's name and the
+//! rarely present parts (description, data, encryption, children,
+//! redemption, deletion) are shared with the slot, so a view costs one
+//! allocation plus the metadata's.
 
 use crate::clock::Millis;
 use crate::ids::TokenId;
@@ -163,7 +164,7 @@ impl TokenExtra {
     }
 }
 
-/// A token as its shard holds it.
+/// A token as readers see it (materialized from the shard's slot).
 #[derive(Debug, Clone)]
 pub struct Token {
     /// Identity; also decides the owning shard.
