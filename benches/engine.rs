@@ -1,17 +1,25 @@
 //! Engine micro-benchmarks: shard `apply` (create, redeem) in process,
-//! token → shard routing, snapshot image encode and decode, and restore
-//! (image → running shard states) in tokens per second.
+//! token → shard routing, the JSON of the token routes (request bodies
+//! decoded as the handlers do, a token rendered as its response body),
+//! snapshot image encode and decode, and restore (image → running shard
+//! states) in tokens per second.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use jsonschema::Validator;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::hint::black_box;
 use std::sync::Arc;
+use tokend::api::render::TokenJson;
+use tokend::api::tokens::{RedeemBody, TokenBody};
+use tokend::api::validate::{schemas, violations};
 use tokend::catalog::{Catalog, CatalogCommand};
 use tokend::ids::{AccountId, CollectionId, TokenId};
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, TokenType};
 use tokend::persist::image::{SnapshotImage, FORMAT_VERSION};
 use tokend::persist::restore::{catalog_image, shard_image, Restorer, ShardCapture};
-use tokend::shard::{Expiry, NewToken, ShardCommand, ShardState};
+use tokend::shard::{Expiry, NewToken, Outcome, ShardCommand, ShardState};
 
 /// Tokens in the snapshot and restore benchmarks.
 const IMAGE_TOKENS: usize = 200_000;
@@ -167,10 +175,56 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// Parse, schema check and typed decode: what a handler does with a body.
+fn decode<T: DeserializeOwned>(validator: &Validator, bytes: &[u8]) -> T {
+    let value: Value = serde_json::from_slice(bytes).expect("the body is JSON");
+    assert!(
+        violations(validator, &value, "$").is_empty(),
+        "the body is valid"
+    );
+    serde_json::from_value(value).expect("the body decodes")
+}
+
+fn json(c: &mut Criterion) {
+    let schemas = schemas();
+    let mut group = c.benchmark_group("json");
+    group.throughput(Throughput::Elements(1));
+    let redeem = br#"{"merchantId": "m-1", "idempotencyKey": "pos-42-txn-9"}"#;
+    group.bench_function("decode_redeem_body", |b| {
+        b.iter(|| black_box(decode::<RedeemBody>(&schemas.redeem, black_box(redeem))))
+    });
+    // The body of the token `new_token` makes.
+    let create = br#"{"collectionId": "4d9f5c3e-1b2a-4c8d-9e7f-0a1b2c3d4e5f",
+        "metadata": {"order-id": "A1234567", "store-no": "00000042", "campaign": "summer26"}}"#;
+    group.bench_function("decode_create_body", |b| {
+        b.iter(|| black_box(decode::<TokenBody>(&schemas.token, black_box(create))))
+    });
+    let f = fixture();
+    let mut state = ShardState::new(RETENTION_MS);
+    let command = ShardCommand::Create {
+        tokens: vec![new_token(&f)],
+    };
+    let token = match state.apply(&command, NOW_MS, &f.catalog) {
+        Ok(Outcome::Created(created)) => Arc::new(created[0].token().clone()),
+        _ => panic!("create applies"),
+    };
+    group.bench_function("render_token", |b| {
+        b.iter(|| {
+            let body = TokenJson {
+                token: &token,
+                now: NOW_MS + 1,
+                children: None,
+            };
+            black_box(serde_json::to_vec(&body).expect("renders"))
+        })
+    });
+    group.finish();
+}
+
 fn snapshot_and_restore(c: &mut Criterion) {
     let f = fixture();
     let shards = filled_shards(&f, IMAGE_TOKENS);
-    let encoded = rmp_serde::to_vec(&image(&f, &shards)).expect("encodes");
+    let encoded = bytes::Bytes::from(image(&f, &shards).encode().expect("encodes"));
     eprintln!(
         "snapshot image: {IMAGE_TOKENS} tokens, {} bytes ({} bytes/token)",
         encoded.len(),
@@ -184,19 +238,29 @@ fn snapshot_and_restore(c: &mut Criterion) {
         b.iter(|| {
             shards
                 .iter()
-                .map(|s| ShardCapture::of(s, 2).tokens.len())
+                .map(|s| ShardCapture::of(s, 2).len())
                 .sum::<usize>()
         })
     });
     group.bench_function("capture_and_encode", |b| {
-        b.iter(|| rmp_serde::to_vec(&image(&f, &shards)).expect("encodes"))
+        b.iter(|| image(&f, &shards).encode().expect("encodes"))
     });
+    // Only the header: token sections decode inside restore, in parallel.
     group.bench_function("decode", |b| {
-        b.iter(|| rmp_serde::from_slice::<SnapshotImage>(&encoded).expect("decodes"))
+        b.iter(|| SnapshotImage::decode(&encoded).expect("decodes"))
+    });
+    // What start-up does with the payload: header, sections, indexes, timers.
+    group.bench_function("restore_from_bytes", |b| {
+        b.iter(|| {
+            let image = SnapshotImage::decode(&encoded).expect("decodes");
+            Restorer::new(Some(image), SHARDS, RETENTION_MS)
+                .expect("restores")
+                .finish()
+        })
     });
     group.bench_function("restore_decoded_image", |b| {
         b.iter_batched(
-            || rmp_serde::from_slice::<SnapshotImage>(&encoded).expect("decodes"),
+            || SnapshotImage::decode(&encoded).expect("decodes"),
             |image| {
                 Restorer::new(Some(image), SHARDS, RETENTION_MS)
                     .expect("restores")
@@ -208,5 +272,5 @@ fn snapshot_and_restore(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, shard_apply, routing, snapshot_and_restore);
+criterion_group!(benches, shard_apply, routing, json, snapshot_and_restore);
 criterion_main!(benches);

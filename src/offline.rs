@@ -54,8 +54,8 @@ pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
     let loaded = snapshots.read_newest_valid().map_err(|e| e.to_string())?;
     let image: Option<SnapshotImage> = match &loaded {
         None => None,
-        Some(loaded) => match rmp_serde::from_slice::<SnapshotImage>(&loaded.payload) {
-            Ok(image) if image.format_version == FORMAT_VERSION => {
+        Some(loaded) => match SnapshotImage::decode(&loaded.payload) {
+            Ok(image) => {
                 say(
                     out,
                     format!(
@@ -66,14 +66,7 @@ pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
                 )?;
                 Some(image)
             }
-            Ok(image) => {
-                return Err(format!(
-                    "{}: format version {} is not supported",
-                    loaded.file.display(),
-                    image.format_version
-                ))
-            }
-            Err(e) => return Err(format!("{}: does not decode: {e}", loaded.file.display())),
+            Err(e) => return Err(format!("{}: {e}", loaded.file.display())),
         },
     };
     let covered = image.as_ref().map_or(0, SnapshotImage::covered_lsn);

@@ -1,9 +1,10 @@
 //! Tokens: spend-once objects owned by exactly one shard.
 //!
-//! The struct is laid out for millions of instances in memory: fields every
-//! token has sit inline, and the rarely present ones (description, data,
-//! encryption, children, redemption, deletion) live behind one optional box,
-//! so an ordinary active token costs no allocation for them.
+//! Shards hold tokens in compact slots (`shard::table`); a [`Token`] is the
+//! view of one that readers get: the collection, the creator's name and the
+//! rarely present parts (description, data, encryption, children,
+//! redemption, deletion) are shared with the slot, so a view costs one
+//! allocation plus the metadata's.
 
 use crate::clock::Millis;
 use crate::ids::TokenId;
@@ -118,7 +119,9 @@ pub struct Redemption {
     pub redeemed_by: Arc<str>,
 }
 
-/// The rarely present parts of a token, boxed together.
+/// The rarely present parts of a token, shared behind one optional `Arc`:
+/// a shard's storage and every copy handed to a reader point at the same
+/// allocation, and a change copies it only while a reader still holds it.
 #[derive(Debug, Clone, Default)]
 pub struct TokenExtra {
     /// Free text, ≤ 1000 characters.
@@ -136,6 +139,14 @@ pub struct TokenExtra {
     pub redemption: Option<Redemption>,
     /// Set once deleted.
     pub deleted_at_ms: Option<Millis>,
+    /// The metadata, when it does not fit the shard's inline cell (see
+    /// `shard::table`): a storage detail; readers use [`Token::metadata`],
+    /// which always holds the pairs.
+    pub metadata_overflow: Option<Metadata>,
+    /// The start of validity when it is not the creation time (the
+    /// default): a storage detail of the shard's slots; readers use
+    /// [`Token::active_from_ms`].
+    pub active_from_ms: Option<Millis>,
 }
 
 impl TokenExtra {
@@ -148,10 +159,12 @@ impl TokenExtra {
             && self.create_fingerprint.is_none()
             && self.redemption.is_none()
             && self.deleted_at_ms.is_none()
+            && self.metadata_overflow.is_none()
+            && self.active_from_ms.is_none()
     }
 }
 
-/// A token as its shard holds it.
+/// A token as readers see it (materialized from the shard's slot).
 #[derive(Debug, Clone)]
 pub struct Token {
     /// Identity; also decides the owning shard.
@@ -169,8 +182,8 @@ pub struct Token {
     pub expires_at_ms: Millis,
     /// Non-sensitive string pairs.
     pub metadata: Metadata,
-    /// Everything rarely present.
-    pub extra: Option<Box<TokenExtra>>,
+    /// Everything rarely present (shared with the shard's storage).
+    pub extra: Option<Arc<TokenExtra>>,
     /// Stored state; expiry may be due but not yet applied by the timer, so
     /// readers use [`Token::status_at`].
     pub status: Status,
@@ -182,35 +195,26 @@ impl Token {
     /// The status at `now`: an active token past `expiresAt` is expired even
     /// when its timer has not fired yet.
     pub fn status_at(&self, now: Millis) -> Status {
-        if self.status == Status::Active && now >= self.expires_at_ms {
-            Status::Expired
-        } else {
-            self.status
-        }
+        status_at(self.status, self.expires_at_ms, now)
     }
 
     /// Since when the token has been a tombstone (final status), if it is one.
     pub fn tombstone_since(&self, now: Millis) -> Option<Millis> {
-        let extra = self.extra.as_deref();
-        match self.status_at(now) {
-            Status::Active => None,
-            Status::Expired => Some(self.expires_at_ms),
-            Status::Redeemed => extra
-                .and_then(|e| e.redemption.as_ref())
-                .map(|r| r.redeemed_at_ms),
-            Status::Deleted => extra.and_then(|e| e.deleted_at_ms),
-        }
+        tombstone_since(
+            self.status_at(now),
+            self.expires_at_ms,
+            self.extra.as_deref(),
+        )
     }
 
     /// Whether the tombstone outlived its retention: such a token is gone.
     pub fn is_purged(&self, now: Millis, retention_ms: i64) -> bool {
-        self.tombstone_since(now)
-            .is_some_and(|since| now >= since.saturating_add(retention_ms))
+        is_purged(self.tombstone_since(now), now, retention_ms)
     }
 
-    /// The extra part, allocated on first use.
+    /// The extra part, allocated on first use (copied first if shared).
     pub fn extra_mut(&mut self) -> &mut TokenExtra {
-        self.extra.get_or_insert_with(Default::default)
+        Arc::make_mut(self.extra.get_or_insert_with(Default::default))
     }
 
     /// The extra part or an empty one.
@@ -224,15 +228,60 @@ impl Token {
     /// Frees the tokenized value (on redeem and expiry): spent tokens keep
     /// only what audit needs.
     pub fn free_data(&mut self) {
-        if let Some(extra) = self.extra.as_deref_mut() {
-            extra.data = None;
-            extra.encryption = None;
-        }
+        free_data(&mut self.extra);
     }
 
     /// Erases every client-supplied value (on delete).
     pub fn erase(&mut self) {
         self.free_data();
         self.metadata = Metadata::default();
+        if let Some(extra) = self.extra.as_mut() {
+            if extra.metadata_overflow.is_some() {
+                Arc::make_mut(extra).metadata_overflow = None;
+            }
+        }
+    }
+}
+
+/// The status at `now` of a token stored as `status` that ends at
+/// `expires_at_ms`: an active token past it is expired even when its timer
+/// has not fired yet. Shared by [`Token`] and the shard's compact slots.
+pub fn status_at(status: Status, expires_at_ms: Millis, now: Millis) -> Status {
+    if status == Status::Active && now >= expires_at_ms {
+        Status::Expired
+    } else {
+        status
+    }
+}
+
+/// Since when a token whose status is `status_now` has been a tombstone.
+pub fn tombstone_since(
+    status_now: Status,
+    expires_at_ms: Millis,
+    extra: Option<&TokenExtra>,
+) -> Option<Millis> {
+    match status_now {
+        Status::Active => None,
+        Status::Expired => Some(expires_at_ms),
+        Status::Redeemed => extra
+            .and_then(|e| e.redemption.as_ref())
+            .map(|r| r.redeemed_at_ms),
+        Status::Deleted => extra.and_then(|e| e.deleted_at_ms),
+    }
+}
+
+/// Whether a tombstone since `since` has outlived `retention_ms` at `now`.
+pub fn is_purged(since: Option<Millis>, now: Millis, retention_ms: i64) -> bool {
+    since.is_some_and(|since| now >= since.saturating_add(retention_ms))
+}
+
+/// Frees the tokenized value held in `extra` (copying it first if shared).
+pub fn free_data(extra: &mut Option<Arc<TokenExtra>>) {
+    if let Some(shared) = extra.as_mut() {
+        if shared.data.is_some() || shared.encryption.is_some() {
+            let extra = Arc::make_mut(shared);
+            extra.data = None;
+            extra.encryption = None;
+        }
     }
 }

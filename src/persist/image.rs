@@ -1,28 +1,57 @@
-//! The snapshot image: the whole engine state as one MessagePack document.
+//! The snapshot image: the whole engine state, as the payload of a snapshot
+//! file.
 //!
 //! Each component — the catalog and every shard — is captured at its own
 //! point in the log and carries the LSN of the last record it includes. On
 //! restore a logged record is applied to a component only if its LSN is
 //! above that component's, so shards can be captured one after another
 //! without stopping the others.
+//!
+//! Payload layout (format version 2):
+//!
+//! ```text
+//! MessagePack array [format_version, taken_at_ms, shard_count, catalog_lsn,
+//!                    catalog, [[shard lsn, token count, section bytes], ...]]
+//! shard section 0 | shard section 1 | ...      (raw bytes, lengths as above)
+//! ```
+//!
+//! The header comes first so that the version is always the first element of
+//! a MessagePack array, as it was in version 1 (a single MessagePack
+//! document): an image of another version is refused with a clear error.
+//! Each shard section is the binary token encoding of [`super::section`], so
+//! sections decode independently, in parallel, with no per-token allocation.
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogError};
 use crate::clock::Millis;
-use crate::ids::{CollectionId, TokenId};
 use crate::model::collection::CollectionRecord;
-use crate::model::metadata;
-use crate::model::{
-    Account, ApiKey, Encryption, Metadata, Redemption, Status, Token, TokenExtra, TokenType,
-};
+use crate::model::{Account, ApiKey};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use std::sync::Arc;
 
-/// Version of the image layout; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the image layout; bumped on any incompatible change. Version 1
+/// (one MessagePack document, ids and names as text) is not read: there were
+/// no deployed data dirs to migrate.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Why a payload is not a readable image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Written by an incompatible version.
+    #[error(
+        "snapshot image format version {found} is not supported (this build reads version \
+         {FORMAT_VERSION} only; no migration exists)"
+    )]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// Not a well-formed image.
+    #[error("snapshot image is malformed: {0}")]
+    Malformed(String),
+}
 
 /// Everything needed to rebuild the engine, up to per-component LSNs.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct SnapshotImage {
     /// [`FORMAT_VERSION`] of the writer.
     pub format_version: u32,
@@ -51,8 +80,151 @@ impl SnapshotImage {
 
     /// Number of tokens in the image.
     pub fn token_count(&self) -> usize {
-        self.shards.iter().map(|s| s.tokens.len()).sum()
+        self.shards.iter().map(|s| s.token_count).sum()
     }
+
+    /// The payload bytes (see the module docs).
+    pub fn encode(&self) -> Result<Vec<u8>, ImageError> {
+        let header = HeaderRef {
+            format_version: self.format_version,
+            taken_at_ms: self.taken_at_ms,
+            shard_count: self.shard_count,
+            catalog_lsn: self.catalog_lsn,
+            catalog: &self.catalog,
+            shards: self
+                .shards
+                .iter()
+                .map(|s| SectionHeader {
+                    lsn: s.lsn,
+                    tokens: s.token_count as u64,
+                    bytes: s.section.len() as u64,
+                })
+                .collect(),
+        };
+        let mut out =
+            rmp_serde::to_vec(&header).map_err(|e| ImageError::Malformed(e.to_string()))?;
+        out.reserve_exact(self.shards.iter().map(|s| s.section.len()).sum());
+        for shard in &self.shards {
+            out.extend_from_slice(&shard.section);
+        }
+        Ok(out)
+    }
+
+    /// Reads a payload; the shard sections are slices of it (no copy) and
+    /// decode later, in parallel, during restore.
+    pub fn decode(payload: &Bytes) -> Result<SnapshotImage, ImageError> {
+        let found = leading_version(payload)?;
+        if found != FORMAT_VERSION {
+            return Err(ImageError::Version { found });
+        }
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(&payload[..]));
+        let header =
+            Header::deserialize(&mut de).map_err(|e| ImageError::Malformed(e.to_string()))?;
+        let mut at = usize::try_from(de.position())
+            .map_err(|_| ImageError::Malformed("header past the end".into()))?;
+        let mut shards = Vec::with_capacity(header.shards.len());
+        for (i, section) in header.shards.iter().enumerate() {
+            let end = usize::try_from(section.bytes)
+                .ok()
+                .and_then(|len| at.checked_add(len))
+                .filter(|end| *end <= payload.len())
+                .ok_or_else(|| {
+                    ImageError::Malformed(format!("shard section {i} runs past the end"))
+                })?;
+            let token_count = usize::try_from(section.tokens)
+                .map_err(|_| ImageError::Malformed(format!("shard section {i} token count")))?;
+            shards.push(ShardImage {
+                lsn: section.lsn,
+                token_count,
+                section: payload.slice(at..end),
+            });
+            at = end;
+        }
+        if at != payload.len() {
+            return Err(ImageError::Malformed(format!(
+                "{} bytes after the last shard section",
+                payload.len() - at
+            )));
+        }
+        Ok(SnapshotImage {
+            format_version: header.format_version,
+            taken_at_ms: header.taken_at_ms,
+            shard_count: header.shard_count,
+            catalog_lsn: header.catalog_lsn,
+            catalog: header.catalog,
+            shards,
+        })
+    }
+}
+
+/// The format version: the first element of the leading MessagePack array
+/// (in every version so far).
+fn leading_version(payload: &[u8]) -> Result<u32, ImageError> {
+    let malformed = || ImageError::Malformed("does not start with a versioned array".into());
+    let mut rest = match payload.first() {
+        Some(0x90..=0x9f) => &payload[1..],
+        Some(0xdc) => payload.get(3..).ok_or_else(malformed)?,
+        Some(0xdd) => payload.get(5..).ok_or_else(malformed)?,
+        _ => return Err(malformed()),
+    };
+    let (&marker, tail) = rest.split_first().ok_or_else(malformed)?;
+    rest = tail;
+    let take = |n: usize| -> Result<u32, ImageError> {
+        let bytes = rest.get(..n).ok_or_else(malformed)?;
+        Ok(bytes.iter().fold(0u32, |v, b| (v << 8) | u32::from(*b)))
+    };
+    match marker {
+        0x00..=0x7f => Ok(u32::from(marker)),
+        0xcc => take(1),
+        0xcd => take(2),
+        0xce => take(4),
+        _ => Err(malformed()),
+    }
+}
+
+/// The header as written.
+#[derive(Serialize)]
+struct HeaderRef<'a> {
+    /// See [`SnapshotImage::format_version`].
+    format_version: u32,
+    /// See [`SnapshotImage::taken_at_ms`].
+    taken_at_ms: Millis,
+    /// See [`SnapshotImage::shard_count`].
+    shard_count: u32,
+    /// See [`SnapshotImage::catalog_lsn`].
+    catalog_lsn: u64,
+    /// See [`SnapshotImage::catalog`].
+    catalog: &'a CatalogImage,
+    /// Where each shard section is.
+    shards: Vec<SectionHeader>,
+}
+
+/// The header as read.
+#[derive(Deserialize)]
+struct Header {
+    /// See [`SnapshotImage::format_version`].
+    format_version: u32,
+    /// See [`SnapshotImage::taken_at_ms`].
+    taken_at_ms: Millis,
+    /// See [`SnapshotImage::shard_count`].
+    shard_count: u32,
+    /// See [`SnapshotImage::catalog_lsn`].
+    catalog_lsn: u64,
+    /// See [`SnapshotImage::catalog`].
+    catalog: CatalogImage,
+    /// Where each shard section is.
+    shards: Vec<SectionHeader>,
+}
+
+/// One shard section's place in the payload.
+#[derive(Serialize, Deserialize)]
+struct SectionHeader {
+    /// See [`ShardImage::lsn`].
+    lsn: u64,
+    /// See [`ShardImage::token_count`].
+    tokens: u64,
+    /// Length of the section in bytes.
+    bytes: u64,
 }
 
 /// The catalog's objects.
@@ -88,140 +260,12 @@ impl CatalogImage {
 }
 
 /// One shard's tokens.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ShardImage {
     /// LSN of the last record this shard had applied.
     pub lsn: u64,
-    /// Every token held, tombstones included.
-    pub tokens: Vec<TokenRecord>,
-}
-
-/// How a redemption is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RedemptionRecord {
-    /// See [`Redemption::merchant_id`].
-    pub merchant_id: Option<String>,
-    /// See [`Redemption::idempotency_key`].
-    pub idempotency_key: Option<String>,
-    /// See [`Redemption::redeemed_at_ms`].
-    pub redeemed_at_ms: Millis,
-    /// See [`Redemption::redeemed_by`].
-    pub redeemed_by: String,
-}
-
-/// How a token is stored: the same facts as [`Token`], with the collection by
-/// id and the data as JSON text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    /// See [`Token::id`].
-    pub id: TokenId,
-    /// The governing collection.
-    pub collection_id: CollectionId,
-    /// See [`Token::created_by`].
-    pub created_by: String,
-    /// See [`Token::created_at_ms`].
-    pub created_at_ms: Millis,
-    /// See [`Token::active_from_ms`].
-    pub active_from_ms: Millis,
-    /// See [`Token::expires_at_ms`].
-    pub expires_at_ms: Millis,
-    /// See [`Token::status`].
-    pub status: Status,
-    /// See [`Token::kind`].
-    pub kind: TokenType,
-    /// See [`Token::metadata`].
-    #[serde(with = "metadata::as_pairs")]
-    pub metadata: Metadata,
-    /// See [`TokenExtra::description`].
-    pub description: Option<String>,
-    /// See [`TokenExtra::data`], as JSON text.
-    pub data: Option<String>,
-    /// See [`TokenExtra::encryption`].
-    pub encryption: Option<Encryption>,
-    /// See [`TokenExtra::children`].
-    pub children: Vec<TokenId>,
-    /// See [`TokenExtra::create_fingerprint`].
-    pub create_fingerprint: Option<[u8; 16]>,
-    /// See [`TokenExtra::redemption`].
-    pub redemption: Option<RedemptionRecord>,
-    /// See [`TokenExtra::deleted_at_ms`].
-    pub deleted_at_ms: Option<Millis>,
-}
-
-impl From<&Token> for TokenRecord {
-    fn from(token: &Token) -> Self {
-        let extra = token.extra();
-        Self {
-            id: token.id,
-            collection_id: token.collection.record.id,
-            created_by: token.created_by.to_string(),
-            created_at_ms: token.created_at_ms,
-            active_from_ms: token.active_from_ms,
-            expires_at_ms: token.expires_at_ms,
-            status: token.status,
-            kind: token.kind,
-            metadata: token.metadata.clone(),
-            description: extra.description.as_deref().map(str::to_owned),
-            data: extra.data.as_ref().map(|d| d.get().to_owned()),
-            encryption: extra.encryption.as_deref().cloned(),
-            children: extra.children.clone(),
-            create_fingerprint: extra.create_fingerprint,
-            redemption: extra.redemption.as_ref().map(|r| RedemptionRecord {
-                merchant_id: r.merchant_id.as_deref().map(str::to_owned),
-                idempotency_key: r.idempotency_key.as_deref().map(str::to_owned),
-                redeemed_at_ms: r.redeemed_at_ms,
-                redeemed_by: r.redeemed_by.to_string(),
-            }),
-            deleted_at_ms: extra.deleted_at_ms,
-        }
-    }
-}
-
-impl TokenRecord {
-    /// Rebuilds the token; `intern` shares creator names between tokens.
-    pub fn into_token(
-        self,
-        catalog: &Catalog,
-        mut intern: impl FnMut(&str) -> Arc<str>,
-    ) -> Result<Token, String> {
-        let collection = catalog.collection(self.collection_id).ok_or_else(|| {
-            format!(
-                "token {} names unknown collection {}",
-                self.id, self.collection_id
-            )
-        })?;
-        let data = match self.data {
-            None => None,
-            Some(text) => Some(
-                RawValue::from_string(text)
-                    .map_err(|e| format!("token {} has invalid data: {e}", self.id))?,
-            ),
-        };
-        let extra = TokenExtra {
-            description: self.description.map(String::into_boxed_str),
-            data,
-            encryption: self.encryption.map(Box::new),
-            children: self.children,
-            create_fingerprint: self.create_fingerprint,
-            redemption: self.redemption.map(|r| Redemption {
-                merchant_id: r.merchant_id.map(String::into_boxed_str),
-                idempotency_key: r.idempotency_key.map(String::into_boxed_str),
-                redeemed_at_ms: r.redeemed_at_ms,
-                redeemed_by: intern(&r.redeemed_by),
-            }),
-            deleted_at_ms: self.deleted_at_ms,
-        };
-        Ok(Token {
-            id: self.id,
-            collection,
-            created_by: intern(&self.created_by),
-            created_at_ms: self.created_at_ms,
-            active_from_ms: self.active_from_ms,
-            expires_at_ms: self.expires_at_ms,
-            metadata: self.metadata,
-            extra: (!extra.is_empty()).then(|| Box::new(extra)),
-            status: self.status,
-            kind: self.kind,
-        })
-    }
+    /// Tokens in the section (tombstones included).
+    pub token_count: usize,
+    /// The tokens, encoded by [`super::section`].
+    pub section: Bytes,
 }

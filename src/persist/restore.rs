@@ -2,20 +2,20 @@
 //! every logged record after it, each applied only to the components that
 //! do not include it yet.
 
-use super::image::{CatalogImage, ShardImage, SnapshotImage, TokenRecord, FORMAT_VERSION};
+use super::image::{CatalogImage, ShardImage, SnapshotImage, FORMAT_VERSION};
 use super::record::WalRecord;
+use super::section::{self, Remap};
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Millis;
-use crate::model::Token;
+use crate::shard::table::{ChunkBuilder, TableCapture, Tables, TokenTable, KEYS_MAX};
 use crate::shard::{ShardCommand, ShardState};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often restore reports progress on large data.
 pub const PROGRESS_PERIOD: Duration = Duration::from_secs(2);
-/// Tokens between two looks at the clock while loading a snapshot.
-const PROGRESS_CHECK_TOKENS: usize = 65_536;
 
 /// Why restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -79,13 +79,12 @@ impl Restorer {
         shard_count: usize,
         retention_ms: i64,
     ) -> Result<Self, RestoreError> {
-        let mut shards: Vec<ShardState> = (0..shard_count)
-            .map(|_| ShardState::new(retention_ms))
-            .collect();
         let Some(image) = image else {
             return Ok(Self {
                 catalog: Arc::new(Catalog::new()),
-                shards,
+                shards: (0..shard_count)
+                    .map(|_| ShardState::new(retention_ms))
+                    .collect(),
                 catalog_lsn: 0,
                 shard_lsns: Vec::new(),
                 logged_shard_count: shard_count,
@@ -100,36 +99,17 @@ impl Restorer {
         }
         let covered = image.covered_lsn();
         let catalog = Arc::new(image.catalog.restore()?);
-        let mut snapshot_tokens = 0;
-        let mut shard_lsns = Vec::with_capacity(image.shards.len());
+        let shard_lsns: Vec<u64> = image.shards.iter().map(|s| s.lsn).collect();
         let started = Instant::now();
-        let mut last_report = started;
-        for shard in image.shards {
-            shard_lsns.push(shard.lsn);
-            for record in shard.tokens {
-                if snapshot_tokens % PROGRESS_CHECK_TOKENS == 0
-                    && last_report.elapsed() >= PROGRESS_PERIOD
-                {
-                    last_report = Instant::now();
-                    let secs = started.elapsed().as_secs_f64().max(1e-9);
-                    tracing::info!(
-                        tokens = snapshot_tokens,
-                        tokens_per_sec = (snapshot_tokens as f64 / secs) as u64,
-                        "loading snapshot tokens"
-                    );
-                }
-                let target = record.id.shard(shard_count);
-                let state = &mut shards[target];
-                let token = record
-                    .into_token(&catalog, |name| state.intern(name))
-                    .map_err(RestoreError::Token)?;
-                state.restore(token);
-                snapshot_tokens += 1;
-            }
-        }
-        for state in &mut shards {
-            state.finish_restore();
-        }
+        let shards = load_shards(&image.shards, &catalog, shard_count, retention_ms)?;
+        let snapshot_tokens = shards.iter().map(ShardState::len).sum();
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        tracing::info!(
+            tokens = snapshot_tokens,
+            elapsed_ms = (secs * 1000.0) as u64,
+            tokens_per_sec = (snapshot_tokens as f64 / secs) as u64,
+            "snapshot tokens loaded"
+        );
         Ok(Self {
             catalog,
             shards,
@@ -241,14 +221,127 @@ fn command_token(command: &ShardCommand) -> crate::ids::TokenId {
     }
 }
 
+/// Rebuilds the shards from the image's shard sections: the sections
+/// decode in parallel (each token routed to the shard that owns it under
+/// `shard_count`, which may differ from the image's), then each shard
+/// builds its indexes and timers in parallel.
+fn load_shards(
+    images: &[ShardImage],
+    catalog: &Catalog,
+    shard_count: usize,
+    retention_ms: i64,
+) -> Result<Vec<ShardState>, RestoreError> {
+    let sections = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            section::read_tables(&image.section)
+                .map_err(|e| RestoreError::Token(format!("shard section {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every shard starts with the union of the sections' (small) tables, so
+    // a section's indexes map the same way whichever shard a token lands in.
+    let mut tables = Tables::default();
+    let mut maps = Vec::with_capacity(sections.len());
+    for (i, section) in sections.iter().enumerate() {
+        let collections = section
+            .collections
+            .iter()
+            .map(|id| {
+                let collection = catalog.collection(*id).ok_or_else(|| {
+                    RestoreError::Token(format!("shard section {i} names unknown collection {id}"))
+                })?;
+                Ok(tables.collections.intern(&collection))
+            })
+            .collect::<Result<Vec<_>, RestoreError>>()?;
+        let names: Vec<u32> = section
+            .names
+            .iter()
+            .map(|name| tables.names.intern_name(name))
+            .collect();
+        let keys: Vec<Option<u32>> = section
+            .keys
+            .iter()
+            .map(|key| tables.keys.intern(key, KEYS_MAX))
+            .collect();
+        maps.push((collections, names, keys));
+    }
+    let shard_names = tables.names.shared();
+    let remaps: Vec<Remap<'_>> = maps
+        .into_iter()
+        .zip(&sections)
+        .map(|((collections, names, keys), section)| Remap {
+            collections,
+            names,
+            keys,
+            key_names: section.keys.clone(),
+            shard_names: Arc::clone(&shard_names),
+        })
+        .collect();
+    let work: Vec<_> = sections.iter().zip(&remaps).zip(images).collect();
+    let decoded = parallel(work, |((section, remap), image)| {
+        let mut targets: Vec<ChunkBuilder> =
+            (0..shard_count).map(|_| ChunkBuilder::default()).collect();
+        section::decode_tokens(section, image.token_count, remap, &mut targets).map(|()| targets)
+    });
+    let mut per_shard: Vec<Vec<ChunkBuilder>> = (0..shard_count).map(|_| Vec::new()).collect();
+    for (i, targets) in decoded.into_iter().enumerate() {
+        let targets =
+            targets.map_err(|e| RestoreError::Token(format!("shard section {i}: {e}")))?;
+        for (shard, built) in targets.into_iter().enumerate() {
+            per_shard[shard].push(built);
+        }
+    }
+    let states = parallel(per_shard, |parts| {
+        let mut all = ChunkBuilder::default();
+        for part in parts {
+            all.append(part);
+        }
+        let table = TokenTable::from_chunks(tables.clone(), all.into_chunks())
+            .map_err(|id| RestoreError::Token(format!("token {id} appears twice")))?;
+        Ok(ShardState::from_table(table, retention_ms))
+    });
+    states.into_iter().collect()
+}
+
+/// Runs `work` on every item, on up to one thread per core; results in item
+/// order.
+fn parallel<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(work).collect();
+    }
+    let count = items.len();
+    let queue = parking_lot::Mutex::new(items.into_iter().enumerate());
+    let done = parking_lot::Mutex::new(Vec::with_capacity(count));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let next = queue.lock().next();
+                let Some((at, item)) = next else {
+                    break;
+                };
+                let result = work(item);
+                done.lock().push((at, result));
+            });
+        }
+    });
+    let mut done = done.into_inner();
+    done.sort_by_key(|(at, _)| *at);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
 /// A shard's tokens as of one point in the log, taken in one message turn
-/// of the shard. Cheap: tokens are shared, and later changes copy on write,
-/// so the shard goes on serving while the capture is encoded elsewhere.
+/// of the shard. Cheap: the shard's slot chunks are shared and copied on
+/// write, so the shard goes on serving while the capture is encoded
+/// elsewhere.
 pub struct ShardCapture {
     /// LSN of the last record the capture includes.
     pub lsn: u64,
     /// The tokens as they were.
-    pub tokens: Vec<Arc<Token>>,
+    pub table: TableCapture,
 }
 
 impl ShardCapture {
@@ -256,19 +349,26 @@ impl ShardCapture {
     pub fn of(state: &ShardState, lsn: u64) -> Self {
         Self {
             lsn,
-            tokens: state.tokens().map(Arc::clone).collect(),
+            table: state.capture(),
         }
+    }
+
+    /// Number of tokens captured.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no token was captured.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
     }
 
     /// The storable image (the costly part: run it off the shard).
     pub fn into_image(self) -> ShardImage {
         ShardImage {
             lsn: self.lsn,
-            tokens: self
-                .tokens
-                .iter()
-                .map(|t| TokenRecord::from(&**t))
-                .collect(),
+            token_count: self.table.len(),
+            section: Bytes::from(section::encode(&self.table)),
         }
     }
 }

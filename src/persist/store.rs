@@ -7,7 +7,7 @@
 //! LOCK                          exclusive lock of the running process
 //! admin-key.sha256              digest of a generated admin key
 //! wal-<first LSN, 20 digits>.log  WAL segments (frames: length, LSN, CRC, payload)
-//! snapshot-<LSN, 20 digits>.mpk   snapshots (header + MessagePack image); the newest two are kept
+//! snapshot-<LSN, 20 digits>.mpk   snapshots (header + image, see `image`); the newest two are kept
 //! ```
 
 use super::image::SnapshotImage;
@@ -125,8 +125,8 @@ impl Store {
         let image = match loaded {
             None => None,
             Some(loaded) => {
-                let image: SnapshotImage =
-                    rmp_serde::from_slice(&loaded.payload).map_err(|e| StoreError::Image {
+                let image =
+                    SnapshotImage::decode(&loaded.payload).map_err(|e| StoreError::Image {
                         file: loaded.file.clone(),
                         reason: e.to_string(),
                     })?;
@@ -312,7 +312,7 @@ impl Store {
         &self,
         image: &SnapshotImage,
     ) -> Result<(SnapshotInfo, WrittenSnapshot), StoreError> {
-        let bytes = rmp_serde::to_vec(image).map_err(|e| StoreError::Image {
+        let bytes = image.encode().map_err(|e| StoreError::Image {
             file: PathBuf::new(),
             reason: e.to_string(),
         })?;

@@ -3,13 +3,15 @@
 //!
 //! - [`command`]: the serializable commands and their outcomes;
 //! - [`state`]: the state and the pure `apply`;
-//! - [`deadlines`]: the ordered `(deadline, id)` sets behind the timers;
+//! - [`table`]: the compact token storage (fixed-size slots in shared chunks);
+//! - [`deadlines`]: the `(deadline, slot)` heaps behind the timers;
 //! - [`actor`]: the actix actor that serializes access to one state.
 
 pub mod actor;
 pub mod command;
 pub mod deadlines;
 pub mod state;
+pub mod table;
 
 pub use actor::Shard;
 pub use command::{Created, Expiry, NewToken, Outcome, Rejection, ShardCommand};

@@ -9,6 +9,7 @@
 
 use super::command::{Created, Expiry, NewToken, Outcome, Rejection, ShardCommand};
 use super::deadlines::Deadlines;
+use super::table::{Slot, SlotId, TableCapture, TokenTable};
 use crate::catalog::Catalog;
 use crate::clock::Millis;
 use crate::ids::{AccountId, CollectionId, TokenId};
@@ -57,20 +58,16 @@ pub struct TimerReport {
 
 /// The tokens one shard owns, with their indexes and timers.
 pub struct ShardState {
-    /// Every token of this shard (tombstones included until purged). Shared
-    /// and copied on write: a read or a snapshot capture takes a reference
-    /// instead of a deep copy, and a change copies a token only while a
-    /// reader still holds the old version.
-    tokens: HashMap<TokenId, Arc<Token>>,
-    /// Token ids per account ordered by creation time: lists seek into it by
+    /// Every token of this shard (tombstones included until purged), in
+    /// compact slots shared copy-on-write with snapshot captures.
+    table: TokenTable,
+    /// Slots per account ordered by creation time: lists seek into it by
     /// binary search instead of scanning the shard.
-    by_account: HashMap<AccountId, Vec<TokenId>>,
+    by_account: HashMap<AccountId, Vec<SlotId>>,
     /// Expiry deadlines of active tokens.
     expiries: Deadlines,
     /// Purge deadlines of tombstones.
     purges: Deadlines,
-    /// Interned creator names: thousands of tokens share one key name.
-    creators: HashMap<Box<str>, Arc<str>>,
     /// How long tombstones stay readable.
     retention_ms: i64,
     /// Tokens held per status, kept exact by every change below (metrics).
@@ -80,31 +77,70 @@ pub struct ShardState {
 impl ShardState {
     /// An empty shard keeping tombstones for `retention_ms`.
     pub fn new(retention_ms: i64) -> Self {
+        Self::from_table(TokenTable::default(), retention_ms)
+    }
+
+    /// A shard over restored tokens: rebuilds the account indexes and the
+    /// timers from the slots.
+    pub fn from_table(table: TokenTable, retention_ms: i64) -> Self {
         assert!(retention_ms >= 0, "retention is a duration");
+        let mut by_account: HashMap<AccountId, Vec<SlotId>> = HashMap::new();
+        let mut expiries = Vec::new();
+        let mut purges = Vec::new();
+        let mut counts = StatusCounts::default();
+        let collections = table.tables().collections.shared();
+        for (at, slot) in table.iter() {
+            counts.add(slot.status);
+            match slot.status {
+                Status::Active if slot.expires_at_ms != NEVER => {
+                    expiries.push((slot.expires_at_ms, at))
+                }
+                Status::Active => {}
+                Status::Expired | Status::Redeemed | Status::Deleted => {
+                    // `tombstone_since` of a final status never needs `now`.
+                    if let Some(since) = slot.tombstone_since(Millis::MIN) {
+                        purges.push((since.saturating_add(retention_ms), at));
+                    }
+                }
+            }
+            let account = collections[slot.collection as usize].record.account_id;
+            by_account.entry(account).or_default().push(at);
+        }
+        for index in by_account.values_mut() {
+            // Snapshots list a shard's tokens mostly in creation order, which
+            // this stable sort detects in linear time.
+            index.sort_by_key(|at| {
+                table
+                    .slot(*at)
+                    .map_or((Millis::MIN, TokenId(uuid::Uuid::nil())), |s| {
+                        (s.created_at_ms, s.id)
+                    })
+            });
+            index.shrink_to_fit();
+        }
         Self {
-            tokens: HashMap::new(),
-            by_account: HashMap::new(),
-            expiries: Deadlines::default(),
-            purges: Deadlines::default(),
-            creators: HashMap::new(),
+            table,
+            by_account,
+            expiries: Deadlines::from_unordered(expiries),
+            purges: Deadlines::from_unordered(purges),
             retention_ms,
-            counts: StatusCounts::default(),
+            counts,
         }
     }
 
     /// Number of tokens held (tombstones included).
     pub fn len(&self) -> usize {
-        self.tokens.len()
+        self.table.len()
+    }
+
+    /// Whether the shard holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
     }
 
     /// Tokens held per status (tombstones included until purged).
     pub fn counts(&self) -> &StatusCounts {
         &self.counts
-    }
-
-    /// Whether the shard holds no token.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
     }
 
     /// Applies `command` decided at `now`: either every effect happens and the
@@ -135,12 +171,22 @@ impl ShardState {
         }
     }
 
-    /// The token `id` as `account` may see it at `now`: `None` when unknown,
-    /// another account's, or purged.
-    fn visible(&self, account: AccountId, id: TokenId, now: Millis) -> Option<&Arc<Token>> {
-        self.tokens.get(&id).filter(|t| {
-            t.collection.record.account_id == account && !t.is_purged(now, self.retention_ms)
-        })
+    /// The account owning the token in `slot`.
+    fn account_of(&self, slot: &Slot) -> Option<AccountId> {
+        self.table
+            .tables()
+            .collections
+            .get(slot.collection)
+            .map(|c| c.record.account_id)
+    }
+
+    /// The slot of token `id` as `account` may see it at `now`: `None` when
+    /// unknown, another account's, or purged.
+    fn visible(&self, account: AccountId, id: TokenId, now: Millis) -> Option<(SlotId, &Slot)> {
+        let at = self.table.find(id)?;
+        let slot = self.table.slot(at)?;
+        (self.account_of(slot) == Some(account) && !slot.is_purged(now, self.retention_ms))
+            .then_some((at, slot))
     }
 
     /// Whether each `(id, fingerprint)` is free or a replay; an idempotency key
@@ -152,11 +198,11 @@ impl ShardState {
         now: Millis,
     ) -> Result<(), Rejection> {
         for (id, fingerprint) in items {
-            if let Some(existing) = self.visible(account, *id, now) {
+            if let Some((_, existing)) = self.visible(account, *id, now) {
                 if existing.extra().create_fingerprint != Some(*fingerprint) {
                     return Err(Rejection::AlreadyCreated);
                 }
-            } else if self.tokens.contains_key(id) && !self.is_reusable(*id, now) {
+            } else if self.table.get(*id).is_some() && !self.is_reusable(*id, now) {
                 return Err(Rejection::AlreadyCreated);
             }
         }
@@ -165,8 +211,8 @@ impl ShardState {
 
     /// Whether an existing id may be created afresh: only a purged tombstone.
     fn is_reusable(&self, id: TokenId, now: Millis) -> bool {
-        self.tokens
-            .get(&id)
+        self.table
+            .get(id)
             .is_none_or(|t| t.is_purged(now, self.retention_ms))
     }
 
@@ -183,9 +229,9 @@ impl ShardState {
                 .collection(new.collection_id)
                 .filter(|c| c.record.account_id == new.account_id)
                 .ok_or(Rejection::CollectionNotFound)?;
-            match self.tokens.get(&new.id) {
+            match self.table.get(new.id) {
                 Some(existing) if !existing.is_purged(now, self.retention_ms) => {
-                    let same_owner = existing.collection.record.account_id == new.account_id;
+                    let same_owner = self.account_of(existing) == Some(new.account_id);
                     let same_body = new.fingerprint.is_some()
                         && existing.extra().create_fingerprint == new.fingerprint;
                     if !(same_owner && same_body) {
@@ -199,13 +245,12 @@ impl ShardState {
         let mut results = Vec::with_capacity(plan.len());
         for (new, collection) in plan {
             let Some(collection) = collection else {
-                let existing = self.tokens.get(&new.id).cloned();
                 // Present a moment ago, and nothing in between removes tokens.
-                let existing = existing.ok_or(Rejection::TokenNotFound)?;
-                results.push(Created::Replayed(existing));
+                let existing = self.table.get(new.id).ok_or(Rejection::TokenNotFound)?;
+                results.push(Created::Replayed(self.table.view(existing)));
                 continue;
             };
-            if self.tokens.contains_key(&new.id) {
+            if self.table.get(new.id).is_some() {
                 // A purged tombstone under the same id: drop it for good.
                 self.remove(new.id);
             }
@@ -222,6 +267,7 @@ impl ShardState {
                 debug_assert!(raw.is_some(), "data is validated JSON");
                 raw
             });
+            let (meta, overflows) = self.table.pack_metadata(&new.metadata);
             let extra = TokenExtra {
                 description: new.description.as_deref().map(Box::from),
                 data,
@@ -230,27 +276,31 @@ impl ShardState {
                 create_fingerprint: new.fingerprint,
                 redemption: None,
                 deleted_at_ms: None,
+                metadata_overflow: overflows.then(|| new.metadata.clone()),
+                active_from_ms: new.active_from_ms.filter(|at| *at != now),
             };
-            let token = Token {
+            let tables = self.table.tables_mut();
+            let collection_at = tables.collections.intern(&collection);
+            let created_by = tables.names.intern_name(&new.created_by);
+            let slot = Slot {
                 id: new.id,
-                collection,
-                created_by: self.intern(&new.created_by),
                 created_at_ms: now,
-                active_from_ms: new.active_from_ms.unwrap_or(now),
                 expires_at_ms,
-                metadata: new.metadata.clone(),
-                extra: (!extra.is_empty()).then(|| Box::new(extra)),
+                extra: (!extra.is_empty()).then(|| Arc::new(extra)),
+                collection: collection_at,
+                created_by,
                 status: Status::Active,
                 kind: new.kind,
+                meta,
             };
+            let view = self.table.view(&slot);
+            self.counts.add(slot.status);
+            let at = self.table.insert(slot);
             if expires_at_ms != NEVER {
-                self.expiries.push(expires_at_ms, token.id);
+                self.expiries.push(expires_at_ms, at);
             }
-            self.index(new.account_id, &token);
-            let token = Arc::new(token);
-            results.push(Created::New(Arc::clone(&token)));
-            self.counts.add(token.status);
-            self.tokens.insert(token.id, token);
+            self.index(new.account_id, at);
+            results.push(Created::New(view));
         }
         Ok(Outcome::Created(results))
     }
@@ -264,7 +314,7 @@ impl ShardState {
         redeemed_by: &str,
         now: Millis,
     ) -> Result<Outcome, Rejection> {
-        let token = self
+        let (at, token) = self
             .visible(account, id, now)
             .ok_or(Rejection::TokenNotFound)?;
         match token.status_at(now) {
@@ -280,7 +330,7 @@ impl ShardState {
                 });
                 if repeats_winner {
                     return Ok(Outcome::Redeemed {
-                        token: Arc::clone(token),
+                        token: self.table.view(token),
                         replayed: true,
                     });
                 }
@@ -288,20 +338,25 @@ impl ShardState {
             }
             Status::Active => {}
         }
-        if now < token.active_from_ms {
+        if now < token.active_from_ms() {
             return Err(Rejection::NotYetActive {
-                active_from_ms: token.active_from_ms,
+                active_from_ms: token.active_from_ms(),
             });
         }
-        if !token.collection.allows_merchant(merchant) {
+        let allowed = self
+            .table
+            .tables()
+            .collections
+            .get(token.collection)
+            .is_some_and(|c| c.allows_merchant(merchant));
+        if !allowed {
             return Err(Rejection::MerchantNotAllowed);
         }
         let redeemed_by = self.intern(redeemed_by);
         let retention_ms = self.retention_ms;
-        let Some(token) = self.tokens.get_mut(&id) else {
+        let Some(token) = self.table.slot_mut(at) else {
             return Err(Rejection::TokenNotFound);
         };
-        let token = Arc::make_mut(token);
         self.counts.moved(token.status, Status::Redeemed);
         token.status = Status::Redeemed;
         token.free_data();
@@ -311,8 +366,8 @@ impl ShardState {
             redeemed_at_ms: now,
             redeemed_by,
         });
-        let redeemed = self.tokens.get(&id).map(Arc::clone);
-        self.purges.push(now.saturating_add(retention_ms), id);
+        let redeemed = self.table.slot(at).map(|t| self.table.view(t));
+        self.purges.push(now.saturating_add(retention_ms), at);
         Ok(Outcome::Redeemed {
             token: redeemed.ok_or(Rejection::TokenNotFound)?,
             replayed: false,
@@ -325,22 +380,21 @@ impl ShardState {
         id: TokenId,
         now: Millis,
     ) -> Result<Outcome, Rejection> {
-        let token = self
+        let (at, token) = self
             .visible(account, id, now)
             .ok_or(Rejection::TokenNotFound)?;
         if token.status == Status::Deleted {
             return Ok(Outcome::Deleted { changed: false });
         }
         let retention_ms = self.retention_ms;
-        let Some(token) = self.tokens.get_mut(&id) else {
+        let Some(token) = self.table.slot_mut(at) else {
             return Err(Rejection::TokenNotFound);
         };
-        let token = Arc::make_mut(token);
         self.counts.moved(token.status, Status::Deleted);
         token.status = Status::Deleted;
         token.erase();
         token.extra_mut().deleted_at_ms = Some(now);
-        self.purges.push(now.saturating_add(retention_ms), id);
+        self.purges.push(now.saturating_add(retention_ms), at);
         Ok(Outcome::Deleted { changed: true })
     }
 
@@ -352,50 +406,59 @@ impl ShardState {
         now: Millis,
     ) -> Vec<Option<Arc<Token>>> {
         ids.iter()
-            .map(|id| self.visible(account, *id, now).map(Arc::clone))
+            .map(|id| {
+                self.visible(account, *id, now)
+                    .map(|(_, t)| self.table.view(t))
+            })
             .collect()
     }
 
     /// One page of the account's tokens matching `query`, judged at `now`.
     pub fn list(&self, query: &ListQuery, now: Millis) -> ListPage {
         let wanted = query.limit.saturating_add(1);
-        let matches = |t: &Token| {
+        let collections = self.table.tables().collections.shared();
+        let matches = |t: &Slot| {
             (query.collection_ids.is_empty()
-                || query.collection_ids.contains(&t.collection.record.id))
+                || collections
+                    .get(t.collection as usize)
+                    .is_some_and(|c| query.collection_ids.contains(&c.record.id)))
                 && (query.statuses.is_empty() || query.statuses.contains(&t.status_at(now)))
                 && (query.types.is_empty() || query.types.contains(&t.kind))
         };
-        let after = |t: &Token| query.after.is_none_or(|pos| (t.created_at_ms, t.id) > pos);
-        let mut found: Vec<Arc<Token>> = Vec::new();
+        let after = |t: &Slot| query.after.is_none_or(|pos| (t.created_at_ms, t.id) > pos);
+        let mut found: Vec<&Slot> = Vec::new();
         if !query.ids.is_empty() {
             found.extend(
                 query
                     .ids
                     .iter()
                     .filter_map(|id| self.visible(query.account_id, *id, now))
-                    .filter(|t| after(t) && matches(t))
-                    .map(Arc::clone),
+                    .map(|(_, t)| t)
+                    .filter(|t| after(t) && matches(t)),
             );
         } else if let Some(index) = self.by_account.get(&query.account_id) {
-            let created =
-                |id: &TokenId| self.tokens.get(id).map_or(Millis::MIN, |t| t.created_at_ms);
+            let created = |at: &SlotId| {
+                self.table
+                    .slot(*at)
+                    .map_or(Millis::MIN, |t| t.created_at_ms)
+            };
             let start = query
                 .after
-                .map_or(0, |(at, _)| index.partition_point(|id| created(id) < at));
+                .map_or(0, |(at, _)| index.partition_point(|s| created(s) < at));
             // Entries with equal creation times are not in id order, so once
             // enough are found the scan still finishes the current time group.
             let mut boundary: Option<Millis> = None;
-            for id in &index[start..] {
-                let Some(token) = self.tokens.get(id) else {
+            for at in &index[start..] {
+                let Some(token) = self.table.slot(*at) else {
                     continue;
                 };
-                if boundary.is_some_and(|at| token.created_at_ms > at) {
+                if boundary.is_some_and(|b| token.created_at_ms > b) {
                     break;
                 }
                 if token.is_purged(now, self.retention_ms) || !after(token) || !matches(token) {
                     continue;
                 }
-                found.push(Arc::clone(token));
+                found.push(token);
                 if found.len() >= wanted && boundary.is_none() {
                     boundary = Some(token.created_at_ms);
                 }
@@ -403,39 +466,44 @@ impl ShardState {
         }
         found.sort_by_key(|t| (t.created_at_ms, t.id));
         found.truncate(wanted);
-        ListPage { tokens: found }
+        ListPage {
+            tokens: found.into_iter().map(|t| self.table.view(t)).collect(),
+        }
     }
 
     /// Expires due tokens (freeing their data) and drops tombstones past
     /// retention. Decisions never depend on this having run.
     pub fn run_timers(&mut self, now: Millis) -> TimerReport {
         let mut report = TimerReport::default();
-        while let Some((deadline, id)) = self.expiries.pop_due(now) {
-            let Some(token) = self.tokens.get_mut(&id) else {
+        while let Some((deadline, at)) = self.expiries.pop_due(now) {
+            let Some(token) = self.table.slot(at) else {
                 continue;
             };
-            // A stale entry: the token was spent or deleted before expiring.
+            // A stale entry: the token was spent or deleted before expiring
+            // (or the slot now holds another token).
             if token.status != Status::Active || token.expires_at_ms != deadline {
                 continue;
             }
-            let token = Arc::make_mut(token);
-            self.counts.moved(token.status, Status::Expired);
-            token.status = Status::Expired;
-            token.free_data();
+            if let Some(token) = self.table.slot_mut(at) {
+                self.counts.moved(token.status, Status::Expired);
+                token.status = Status::Expired;
+                token.free_data();
+            }
             self.purges
-                .push(deadline.saturating_add(self.retention_ms), id);
+                .push(deadline.saturating_add(self.retention_ms), at);
             report.expired += 1;
         }
         let mut touched: HashSet<AccountId> = HashSet::new();
-        while let Some((_, id)) = self.purges.pop_due(now) {
+        while let Some((_, at)) = self.purges.pop_due(now) {
             let purged = self
-                .tokens
-                .get(&id)
-                .is_some_and(|t| t.is_purged(now, self.retention_ms));
-            if purged {
-                if let Some(token) = self.tokens.remove(&id) {
+                .table
+                .slot(at)
+                .filter(|t| t.is_purged(now, self.retention_ms))
+                .map(|t| (t.id, self.account_of(t)));
+            if let Some((id, account)) = purged {
+                if let Some(token) = self.table.remove(id) {
                     self.counts.remove(token.status);
-                    touched.insert(token.collection.record.account_id);
+                    touched.extend(account);
                     report.purged += 1;
                 }
             }
@@ -448,88 +516,67 @@ impl ShardState {
 
     /// Removes one token and its index entry (an id about to be reused).
     fn remove(&mut self, id: TokenId) {
-        if let Some(token) = self.tokens.remove(&id) {
+        if let Some(token) = self.table.remove(id) {
             self.counts.remove(token.status);
-            self.reindex(token.collection.record.account_id);
+            if let Some(account) = self.account_of(&token) {
+                self.reindex(account);
+            }
         }
     }
 
-    /// Drops index entries of tokens no longer held.
+    /// Drops index entries of slots no longer holding one of the account's
+    /// tokens (freed slots are reused only after this ran).
     fn reindex(&mut self, account: AccountId) {
-        let tokens = &self.tokens;
+        let table = &self.table;
+        let collections = table.tables().collections.shared();
         if let Some(index) = self.by_account.get_mut(&account) {
-            index.retain(|id| tokens.contains_key(id));
+            index.retain(|at| {
+                table.slot(*at).is_some_and(|s| {
+                    collections
+                        .get(s.collection as usize)
+                        .is_some_and(|c| c.record.account_id == account)
+                })
+            });
             if index.is_empty() {
                 self.by_account.remove(&account);
             }
         }
     }
 
-    /// Adds a new token to its account's creation-ordered index.
-    fn index(&mut self, account: AccountId, token: &Token) {
-        let tokens = &self.tokens;
+    /// Adds a new token's slot to its account's creation-ordered index.
+    fn index(&mut self, account: AccountId, at: SlotId) {
+        let table = &self.table;
         let index = self.by_account.entry(account).or_default();
-        let created = |id: &TokenId| tokens.get(id).map_or(Millis::MIN, |t| t.created_at_ms);
+        let created = |s: &SlotId| table.slot(*s).map_or(Millis::MIN, |t| t.created_at_ms);
+        let created_at = created(&at);
         // Live commands arrive in time order, so this is a push; replay after a
         // change of shard count may interleave shards and needs the insert.
-        if index
-            .last()
-            .is_none_or(|last| created(last) <= token.created_at_ms)
-        {
-            index.push(token.id);
+        if index.last().is_none_or(|last| created(last) <= created_at) {
+            index.push(at);
         } else {
-            let at = index.partition_point(|id| created(id) <= token.created_at_ms);
-            index.insert(at, token.id);
-        }
-    }
-
-    /// Inserts a token read back from a snapshot, scheduling its timers.
-    /// Call [`ShardState::finish_restore`] after the last one.
-    pub fn restore(&mut self, token: Token) {
-        match token.status {
-            Status::Active if token.expires_at_ms != NEVER => {
-                self.expiries.push(token.expires_at_ms, token.id)
-            }
-            Status::Active => {}
-            Status::Expired | Status::Redeemed | Status::Deleted => {
-                // `tombstone_since` of a final status never needs `now`.
-                if let Some(since) = token.tombstone_since(Millis::MIN) {
-                    self.purges
-                        .push(since.saturating_add(self.retention_ms), token.id);
-                }
-            }
-        }
-        self.by_account
-            .entry(token.collection.record.account_id)
-            .or_default()
-            .push(token.id);
-        self.counts.add(token.status);
-        self.tokens.insert(token.id, Arc::new(token));
-    }
-
-    /// Restores the creation order of the account indexes after
-    /// [`ShardState::restore`] (snapshots list tokens in no particular order).
-    pub fn finish_restore(&mut self) {
-        let tokens = &self.tokens;
-        for index in self.by_account.values_mut() {
-            index.sort_by_cached_key(|id| {
-                (tokens.get(id).map_or(Millis::MIN, |t| t.created_at_ms), *id)
-            });
+            let pos = index.partition_point(|s| created(s) <= created_at);
+            index.insert(pos, at);
         }
     }
 
     /// A key name shared by every token that names it (creator or redeemer).
     pub fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(interned) = self.creators.get(name) {
-            return Arc::clone(interned);
+        let names = &mut self.table.tables_mut().names;
+        let at = names.intern_name(name);
+        match names.get(at) {
+            Some(shared) => Arc::clone(shared),
+            None => Arc::from(name),
         }
-        let interned: Arc<str> = Arc::from(name);
-        self.creators.insert(Box::from(name), Arc::clone(&interned));
-        interned
     }
 
-    /// Every token (snapshots, tests).
-    pub fn tokens(&self) -> impl Iterator<Item = &Arc<Token>> {
-        self.tokens.values()
+    /// Every token as readers see it (snapshot tools, tests).
+    pub fn tokens(&self) -> impl Iterator<Item = Arc<Token>> + '_ {
+        self.table.iter().map(|(_, slot)| self.table.view(slot))
+    }
+
+    /// The tokens as of now, for a snapshot: cheap (chunks are shared and
+    /// copied on write), so it runs inside one message turn of the shard.
+    pub fn capture(&self) -> TableCapture {
+        self.table.capture()
     }
 }
