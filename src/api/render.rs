@@ -208,6 +208,15 @@ impl Serialize for ApiKeyJson<'_> {
     }
 }
 
+/// The batch-create envelope: `{"data": [...]}`, serialized straight from the
+/// items (a `serde_json::Value` tree of a 10 000-token batch would take tens
+/// of megabytes that the allocator keeps after the request).
+#[derive(Serialize)]
+pub struct DataJson<T: Serialize> {
+    /// The items.
+    pub data: Vec<T>,
+}
+
 /// The list envelope: `{"data": [...], "pagination": {...}}`.
 #[derive(Serialize)]
 pub struct ListJson<T: Serialize> {

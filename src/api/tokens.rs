@@ -6,7 +6,7 @@ use super::body::{read_json, BATCH_BODY_BYTES_MAX, BODY_BYTES_MAX};
 use super::collections::liveness_mismatch;
 use super::error::{ApiError, ErrorCode, FieldError};
 use super::query::Query;
-use super::render::{ListJson, TokenJson};
+use super::render::{DataJson, ListJson, TokenJson};
 use super::respond::json;
 use super::state::AppState;
 use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
@@ -395,7 +395,7 @@ pub async fn create_batch(
         .filter_map(|&top| created.get(top))
         .map(|c| render(c.token(), now))
         .collect();
-    json(StatusCode::CREATED, &serde_json::json!({ "data": data }))
+    json(StatusCode::CREATED, &DataJson { data })
 }
 
 fn token_id(text: &str) -> Result<TokenId, ApiError> {
