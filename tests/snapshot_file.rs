@@ -243,3 +243,30 @@ fn snapshots_at_the_same_lsn_get_their_own_files_and_push_out_older_ones() {
     );
     assert_eq!(loaded.file, third.file);
 }
+
+#[test]
+fn a_large_snapshot_is_fsynced_in_chunks_and_a_failed_later_chunk_keeps_the_previous() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new();
+    let s = SnapshotStore::new(Arc::new(storage.clone()), dir.path());
+    // Three 4 MiB chunks and a bit: four file fsyncs, so that the WAL's
+    // fsyncs never queue behind one flush of the whole file.
+    let big: Vec<u8> = (0..(12 << 20) + 7)
+        .map(|i: usize| (i % 251) as u8)
+        .collect();
+    let syncs = storage.syncs();
+    s.write(10, &big).unwrap();
+    assert_eq!(storage.syncs() - syncs, 4);
+    assert_eq!(
+        s.load_newest_valid().unwrap().unwrap().payload.as_ref(),
+        big.as_slice()
+    );
+
+    // A failure at the last chunk's fsync: the new file never counts.
+    storage.fail_sync_at(Some(storage.syncs() + 4));
+    let newer: Vec<u8> = big.iter().map(|b| b ^ 0xff).collect();
+    assert!(s.write(20, &newer).is_err());
+    assert!(names(dir.path()).iter().all(|n| !n.ends_with(".tmp")));
+    let loaded = s.load_newest_valid().unwrap().unwrap();
+    assert_eq!((loaded.lsn, loaded.payload.as_ref()), (10, big.as_slice()));
+}
