@@ -18,14 +18,15 @@
 //!   the shards), WAL fsyncs and batches, snapshots, restore.
 //! - [`engine`]: routes token operations to shards, splits multi-shard
 //!   creates, merges lists; catalog operations.
-//! - [`shard`]: the shard actor, its commands, its pure `apply`, and its
-//!   expiry/purge timers.
+//! - [`shard`]: the shard actor, its commands, its pure `apply`, its compact
+//!   token table (copy-on-write slot chunks) and its expiry/purge timers.
 //! - [`catalog`]: accounts, API keys and collections (lock-free reads, one
 //!   writer).
 //! - [`model`]: accounts, keys, scopes, collections, tokens, metadata.
 //! - [`ids`]: identifiers and token → shard routing.
-//! - [`persist`]: what is logged and snapshotted, the durable store of a
-//!   data dir (lock, WAL, snapshots) and restore.
+//! - [`persist`]: what is logged and snapshotted (binary per-shard snapshot
+//!   sections), the durable store of a data dir (lock, WAL, snapshots) and
+//!   parallel restore.
 //! - [`wal`]: the write-ahead log: checksummed frames with LSNs in segment
 //!   files, group commit, torn-tail recovery.
 //! - [`snapshot_file`]: checksummed snapshot files, written durably.
