@@ -1,7 +1,7 @@
 //! `GET /metrics` (contract §8, no key) and the middleware that records every
 //! request by route pattern, method and status.
 //!
-//! Each route is registered through [`super::resource`], which attaches a
+//! Each route is registered through `api::resource`, which attaches a
 //! [`RouteLabel`] (the route's index in [`ROUTES`]) as resource data. Once a
 //! request is answered the middleware reads that label back from the request
 //! (a lookup in the request's data containers, no allocation, no re-matching

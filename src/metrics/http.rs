@@ -33,7 +33,7 @@ const LATENCY_SECONDS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// A request's method as a label: an index into [`METHODS`], taken when the
+/// A request's method as a label: an index into `METHODS`, taken when the
 /// request arrives (a `Copy` value, where cloning a `Method` may allocate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodLabel(usize);

@@ -54,7 +54,7 @@ pub struct Slot {
     /// Creation time; also the list order (with the id). The start of
     /// validity is the same unless the extra part says otherwise.
     pub created_at_ms: Millis,
-    /// End of validity (exclusive); [`NEVER`] when it never expires.
+    /// End of validity (exclusive); [`NEVER`](crate::model::token::NEVER) when it never expires.
     pub expires_at_ms: Millis,
     /// Everything rarely present, shared with the views handed to readers.
     pub extra: Option<Arc<TokenExtra>>,
@@ -66,7 +66,7 @@ pub struct Slot {
     pub status: Status,
     /// Token, card or bank.
     pub kind: TokenType,
-    /// Packed metadata: a count byte (or [`META_OVERFLOW`]), then per pair
+    /// Packed metadata: a count byte (or `META_OVERFLOW`), then per pair
     /// a varint key index, a varint value length and the value bytes.
     pub meta: [u8; META_INLINE_BYTES],
 }
