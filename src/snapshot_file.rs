@@ -37,9 +37,12 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 /// Default limit of a snapshot payload, checked before writing and before reading.
 pub const SNAPSHOT_PAYLOAD_BYTES_MAX: u64 = 8 << 30;
 
-/// Bytes of a snapshot written between two fsyncs (see `write_tmp`): a few
-/// milliseconds of this disk's bandwidth.
-const SYNC_CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of a snapshot written between two fsyncs (see `write_tmp`): a
+/// fraction of a millisecond of a disk's bandwidth, which is as long as a WAL
+/// fsync issued meanwhile can wait behind one. With 4 MiB chunks redeem p99
+/// during a snapshot of a million tokens was 2–3.7× normal; with 256 KiB it is
+/// 1.3–1.7×, for a snapshot that takes 0.5 s instead of 0.3 s.
+pub const SNAPSHOT_SYNC_CHUNK_BYTES: usize = 256 << 10;
 /// File name prefix of snapshots.
 const PREFIX: &str = "snapshot-";
 /// File name suffix of snapshots.
@@ -420,7 +423,7 @@ impl SnapshotStore {
         })
     }
 
-    /// Writes and fsyncs the temp file [`SYNC_CHUNK_BYTES`] at a time: the
+    /// Writes and fsyncs the temp file [`SNAPSHOT_SYNC_CHUNK_BYTES`] at a time: the
     /// WAL shares the disk, and one fsync of a whole snapshot (tens of
     /// megabytes) would make every WAL fsync issued meanwhile wait behind it,
     /// stalling redeems for as long; in chunks, a WAL fsync waits for at most
@@ -432,7 +435,7 @@ impl SnapshotStore {
             .map_err(|e| io_error("creating", tmp, e))?;
         file.write_all(header)
             .map_err(|e| io_error("writing", tmp, e))?;
-        for chunk in payload.chunks(SYNC_CHUNK_BYTES) {
+        for chunk in payload.chunks(SNAPSHOT_SYNC_CHUNK_BYTES) {
             file.write_all(chunk)
                 .map_err(|e| io_error("writing", tmp, e))?;
             file.sync().map_err(|e| io_error("fsyncing", tmp, e))?;

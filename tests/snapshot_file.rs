@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokend::snapshot_file::{
     snapshot_file_name, SnapshotError, SnapshotStore, SNAPSHOT_HEADER_BYTES,
+    SNAPSHOT_SYNC_CHUNK_BYTES,
 };
 use tokend::storage::{FaultyStorage, FsStorage};
 
@@ -249,10 +250,10 @@ fn a_large_snapshot_is_fsynced_in_chunks_and_a_failed_later_chunk_keeps_the_prev
     let dir = tempfile::tempdir().unwrap();
     let storage = FaultyStorage::new();
     let s = SnapshotStore::new(Arc::new(storage.clone()), dir.path());
-    // Three 4 MiB chunks and a bit: four file fsyncs, so that the WAL's
-    // fsyncs never queue behind one flush of the whole file.
-    let big: Vec<u8> = (0..(12 << 20) + 7)
-        .map(|i: usize| (i % 251) as u8)
+    // Three chunks and a bit: four file fsyncs, so that the WAL's fsyncs
+    // never queue behind one flush of the whole file.
+    let big: Vec<u8> = (0..3 * SNAPSHOT_SYNC_CHUNK_BYTES + 7)
+        .map(|i| (i % 251) as u8)
         .collect();
     let syncs = storage.syncs();
     s.write(10, &big).unwrap();
