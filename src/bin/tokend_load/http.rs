@@ -368,15 +368,9 @@ impl Conn {
     /// Opens the connection now (so that connecting is not measured).
     pub async fn open(&mut self) -> std::result::Result<(), TransportError> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect(self.target.addr)
-                .await
-                .map_err(|e| TransportError::new("connect", e))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|e| TransportError::new("connect", e))?;
+            self.stream = Some(connect(self.target.addr).await?);
             self.read.clear();
             self.consumed = 0;
-            self.stream = Some(stream);
         }
         Ok(())
     }
@@ -465,23 +459,13 @@ impl Conn {
 
     /// Writes `out` and reads one answer.
     async fn round_trip(&mut self) -> std::result::Result<Head, TransportError> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(TransportError::new("connect", "no connection"));
-        };
-        // Drop the previous answer; whatever follows it (nothing, with one
-        // request in flight) stays.
-        self.read.advance(self.consumed.min(self.read.len()));
-        self.consumed = 0;
-        if !self.read.is_empty() {
-            return Err(TransportError::new(
-                "protocol",
-                format!("{} unexpected bytes before the answer", self.read.len()),
-            ));
-        }
-        stream
-            .write_all(&self.out)
-            .await
-            .map_err(|e| TransportError::new("send", e))?;
+        let stream = send(
+            self.stream.as_mut(),
+            &mut self.read,
+            &mut self.consumed,
+            &self.out,
+        )
+        .await?;
         let head = loop {
             match parse_head(&self.read)? {
                 // An interim answer (100 Continue): skip it.
@@ -536,7 +520,47 @@ impl Conn {
 }
 
 /// Reads more bytes into `buf`; `false` at end of stream.
-async fn fill(
+/// Opens a connection for one client (Nagle off: requests are written whole).
+pub async fn connect(addr: SocketAddr) -> std::result::Result<TcpStream, TransportError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| TransportError::new("connect", e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| TransportError::new("connect", e))?;
+    Ok(stream)
+}
+
+/// Starts a request/answer exchange on `stream`: drops the previous answer
+/// (`consumed` bytes of `read`), checks that nothing else is left (one
+/// request in flight: anything more is a protocol error) and writes `out`.
+/// Hands the stream back for reading the answer.
+pub async fn send<'a>(
+    stream: Option<&'a mut TcpStream>,
+    read: &mut BytesMut,
+    consumed: &mut usize,
+    out: &[u8],
+) -> std::result::Result<&'a mut TcpStream, TransportError> {
+    let Some(stream) = stream else {
+        return Err(TransportError::new("connect", "no connection"));
+    };
+    read.advance((*consumed).min(read.len()));
+    *consumed = 0;
+    if !read.is_empty() {
+        return Err(TransportError::new(
+            "protocol",
+            format!("{} unexpected bytes before the answer", read.len()),
+        ));
+    }
+    stream
+        .write_all(out)
+        .await
+        .map_err(|e| TransportError::new("send", e))?;
+    Ok(stream)
+}
+
+/// Reads more of an answer into `buf`; `false` when the peer closed.
+pub async fn fill(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     kind: &'static str,

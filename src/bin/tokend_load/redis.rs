@@ -12,11 +12,11 @@
 
 use super::driver::{run_phase, PhasePlan};
 use super::error::{Context, LoadError, Result};
-use super::http::TransportError;
+use super::http::{connect, fill, send, TransportError};
 use super::stats::PhaseSummary;
 use super::tokens::TokenPool;
 use super::workload::{Answer, Client, Kind, Mix, Next, Workload};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Value stored under every key: 32 bytes, about a token id's size.
@@ -197,15 +196,9 @@ impl RedisConn {
     /// Opens the connection now (so that connecting is not measured).
     pub async fn open(&mut self) -> std::result::Result<(), TransportError> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| TransportError::new("connect", e))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|e| TransportError::new("connect", e))?;
+            self.stream = Some(connect(self.addr).await?);
             self.read.clear();
             self.consumed = 0;
-            self.stream = Some(stream);
         }
         Ok(())
     }
@@ -233,21 +226,13 @@ impl RedisConn {
         replies: u64,
         check: &mut impl FnMut(&Resp<'_>) -> std::result::Result<(), TransportError>,
     ) -> std::result::Result<usize, TransportError> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(TransportError::new("connect", "no connection"));
-        };
-        self.read.advance(self.consumed.min(self.read.len()));
-        self.consumed = 0;
-        if !self.read.is_empty() {
-            return Err(TransportError::new(
-                "protocol",
-                format!("{} unexpected bytes before the reply", self.read.len()),
-            ));
-        }
-        stream
-            .write_all(&self.out)
-            .await
-            .map_err(|e| TransportError::new("send", e))?;
+        let stream = send(
+            self.stream.as_mut(),
+            &mut self.read,
+            &mut self.consumed,
+            &self.out,
+        )
+        .await?;
         let (mut at, mut last) = (0, 0);
         for k in 0..replies {
             loop {
@@ -261,12 +246,7 @@ impl RedisConn {
                         break;
                     }
                     Ok(None) => {
-                        self.read.reserve(READ_CHUNK_BYTES);
-                        let n = stream
-                            .read_buf(&mut self.read)
-                            .await
-                            .map_err(|e| TransportError::new("recv", e))?;
-                        if n == 0 {
+                        if !fill(stream, &mut self.read, "recv").await? {
                             return Err(TransportError::new(
                                 "recv",
                                 "connection closed before the reply",
