@@ -632,9 +632,9 @@ impl Engine {
 }
 
 /// Nice value of the snapshot thread: encoding and writing a snapshot of a
-/// million tokens takes a core for a second or two, and on a small machine
-/// the request threads must win that core, or redeem latency doubles while a
-/// snapshot runs.
+/// million tokens keeps a core busy for a good part of a second, and on a
+/// small machine the request threads should get that core first, so that
+/// redeem latency barely moves while a snapshot runs.
 #[cfg(target_os = "linux")]
 const SNAPSHOT_THREAD_NICE: libc::c_int = 10;
 
