@@ -14,6 +14,10 @@ D ?= 10
 N ?= 1000000
 FSYNC ?= always
 RESTORE_N ?= 1000000
+# Tokens per batch request while the restore profile creates its tokens (the
+# API's maximum by default; the memory figure includes the batches' working
+# set).
+RESTORE_BATCH ?= 10000
 BENCH_OUT ?= target/bench
 # The Redis comparison of the load profile: `auto` runs it when redis-server
 # is installed or can be installed with apt-get, and skips it with a message
@@ -93,7 +97,8 @@ bench-load:
 		--profile $(PROFILE) --connections $(C) --duration-secs $(D) --tokens $(N) \
 		--fsync $(FSYNC) --out $(BENCH_OUT) $(SNAPSHOT_FLAGS) $(REDIS_FLAGS)
 	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
-		--profile restore --tokens $(RESTORE_N) --fsync $(FSYNC) --out $(BENCH_OUT)
+		--profile restore --tokens $(RESTORE_N) --batch-size $(RESTORE_BATCH) \
+		--fsync $(FSYNC) --out $(BENCH_OUT)
 
 ## hot-collection (every token in one collection) against redeem: the two
 ## profiles back to back, each on its own server with HOT_N tokens, the second

@@ -127,10 +127,23 @@ fn redeem_profile_reports_throughput_latency_and_spend_once() {
 #[test]
 fn restore_profile_reports_memory_snapshot_and_restart() {
     let out = tempfile::tempdir().unwrap();
-    let stdout = run_profiler(out.path(), &["--profile", "restore", "--tokens", "5000"]);
+    // 5 000 tokens in requests of 700: seven whole batches and a last one of 100.
+    let stdout = run_profiler(
+        out.path(),
+        &[
+            "--profile",
+            "restore",
+            "--tokens",
+            "5000",
+            "--batch-size",
+            "700",
+        ],
+    );
     assert!(stdout.contains("restart"), "{stdout}");
+    assert!(stdout.contains("700 per request"), "{stdout}");
     let results = read_json(&out.path().join("results-restore.json"));
     assert_eq!(results["tokens"], 5000);
+    assert_eq!(results["create"]["batchSize"], 700);
     assert!(number(&results, "/create/tokensPerSec") > 0.0);
     assert!(number(&results, "/memory/rssAfterBytes") > 0.0);
     number(&results, "/memory/bytesPerToken");

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 
 /// Largest batch the server takes.
-pub const BATCH_MAX: u64 = 10_000;
 /// Batches in flight at once while creating tokens.
 const BATCH_CONCURRENCY: usize = 2;
 /// Time limit of one setup request.
@@ -124,13 +123,19 @@ pub async fn create_tenant(target: &Target, admin_key: &str, collections: u32) -
 }
 
 /// Creates `n` tokens through `POST /api/tokens/batch` (chunks of at most
-/// 10 000, two in flight), spread round-robin over the tenant's collections,
+/// `batch_size`, two in flight), spread round-robin over the tenant's collections,
 /// each with three 8-character metadata pairs. Returns their ids in order and
 /// prints progress on stderr.
-pub async fn create_tokens(target: &Target, tenant: &Tenant, n: u64) -> Result<Vec<String>> {
+pub async fn create_tokens(
+    target: &Target,
+    tenant: &Tenant,
+    n: u64,
+    batch_size: u64,
+) -> Result<Vec<String>> {
     let started = Instant::now();
-    let chunks: Vec<(u64, u64)> = (0..n.div_ceil(BATCH_MAX))
-        .map(|c| (c * BATCH_MAX, ((c + 1) * BATCH_MAX).min(n)))
+    let batch_size = batch_size.max(1);
+    let chunks: Vec<(u64, u64)> = (0..n.div_ceil(batch_size))
+        .map(|c| (c * batch_size, ((c + 1) * batch_size).min(n)))
         .collect();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let chunks = std::sync::Arc::new(chunks);
@@ -173,7 +178,7 @@ pub async fn create_tokens(target: &Target, tenant: &Tenant, n: u64) -> Result<V
                     )));
                 }
                 if c % 10 == 9 {
-                    let made = (c as u64 + 1) * BATCH_MAX;
+                    let made = ((c as u64 + 1) * batch_size).min(n);
                     eprintln!(
                         "setup: {made}/{n} tokens ({:.0}/s)",
                         made as f64 / started.elapsed().as_secs_f64()

@@ -64,6 +64,12 @@ pub struct Args {
     /// smaller of 5 and `--duration-secs`; 0 skips it).
     #[arg(long)]
     pub ceiling_secs: Option<u64>,
+    /// Tokens per `POST /api/tokens/batch` request while creating tokens (two
+    /// requests in flight). The server's working set while creating grows
+    /// with it, which the restore profile's memory figure includes.
+    #[arg(long, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
     /// Collections the tokens are spread over (default 16; `hot-collection`
     /// always uses 1).
     #[arg(long, default_value_t = 16,

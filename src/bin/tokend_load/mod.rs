@@ -133,7 +133,7 @@ async fn load(args: &Args) -> Result<Verdict> {
     let tenant = api::create_tenant(&target, &endpoint.admin_key, args.collections()).await?;
     let t = Instant::now();
     let ids = if n > 0 {
-        api::create_tokens(&target, &tenant, n).await?
+        api::create_tokens(&target, &tenant, n, args.batch_size).await?
     } else {
         Vec::new()
     };

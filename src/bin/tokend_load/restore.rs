@@ -25,6 +25,8 @@ const SETTLE: Duration = Duration::from_millis(300);
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateFigures {
+    /// Tokens per batch request.
+    pub batch_size: u64,
     /// Seconds.
     pub secs: f64,
     /// Tokens per second.
@@ -176,9 +178,10 @@ async fn measure(args: &Args, spec: &super::server::ServerSpec, n: u64) -> Resul
     tokio::time::sleep(SETTLE).await;
     let rss_before = server.rss_bytes()?;
     let t = Instant::now();
-    let ids = create_tokens(&target, &tenant, n).await?;
+    let ids = create_tokens(&target, &tenant, n, args.batch_size).await?;
     let secs = t.elapsed().as_secs_f64();
     let create = CreateFigures {
+        batch_size: args.batch_size,
         secs,
         tokens_per_sec: n as f64 / secs,
     };
@@ -272,8 +275,10 @@ pub fn table(r: &RestoreResults, json: &Path) -> String {
     );
     let _ = writeln!(
         out,
-        "create    {:.1} s through the batch route ({:.0} tokens/s)",
-        r.create.secs, r.create.tokens_per_sec
+        "create    {:.1} s through the batch route, {} per request ({:.0} tokens/s)",
+        r.create.secs,
+        grouped(r.create.batch_size),
+        r.create.tokens_per_sec
     );
     let _ = writeln!(
         out,
