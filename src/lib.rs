@@ -32,6 +32,7 @@
 //! - [`snapshot_file`]: checksummed snapshot files, written durably.
 //! - [`storage`]: the file I/O trait (and a fault-injecting implementation).
 //! - [`offline`]: `tokend inspect` and `tokend compact`.
+//! - [`malloc`]: glibc allocator tuning for the server process.
 //! - [`clock`]: time as an input (`SystemClock`, `ManualClock` for tests).
 //! - [`timestamp`]: RFC 3339 parsing and rendering.
 //! - [`admin_key`]: the admin key bootstrap.
@@ -44,6 +45,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod ids;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod offline;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    tokend::malloc::tune_for_server();
     let result = match Cli::parse().command() {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
         Command::Inspect(args) => offline::inspect(&args.data_dir, &mut std::io::stdout()),
