@@ -646,6 +646,71 @@ fn group_commit_covers_all_waiting_appenders_with_one_fsync() {
     assert_eq!((stats.batches, stats.records, stats.fsyncs), (2, 257, 2));
 }
 
+/// What a completion saw: its result and the thread that ran it.
+type Ran = (Result<(), String>, Option<String>);
+
+/// A completion that reports what it saw on `tx`.
+fn reporting(tx: &std::sync::mpsc::Sender<Ran>) -> tokend::wal::Completion {
+    let tx = tx.clone();
+    Box::new(move |durable| {
+        let thread = std::thread::current().name().map(str::to_owned);
+        let _ = tx.send((durable.map_err(|e| e.to_string()), thread));
+    })
+}
+
+#[test]
+fn completions_run_once_on_the_writer_thread_after_the_fsync_or_with_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new();
+    let wal = Wal::open(Arc::new(storage.clone()), dir.path(), options(1 << 30), 1).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Ran>();
+    let here = std::thread::current().name().map(str::to_owned);
+
+    // Not before the fsync that covers the record.
+    let held = storage.hold_syncs();
+    let first = wal.append(b"first").unwrap();
+    storage.wait_for_held_syncs(1);
+    wal.on_durable(first, reporting(&tx));
+    wal.on_durable(first, reporting(&tx));
+    assert!(rx.try_recv().is_err(), "ran before its fsync");
+
+    // An LSN never appended fails at once, on the caller's thread.
+    wal.on_durable(first + 1, reporting(&tx));
+    let (result, thread) = rx.try_recv().unwrap();
+    assert!(result.unwrap_err().contains("was never appended"));
+    assert_eq!(thread, here);
+
+    // After the fsync: each completion once, on the writer thread.
+    drop(held);
+    for _ in 0..2 {
+        let (result, thread) = rx.recv().unwrap();
+        assert_eq!(result, Ok(()));
+        assert_eq!(thread.as_deref(), Some("tokend-wal"));
+    }
+    // Already durable: at once, on the caller's thread.
+    wal.on_durable(first, reporting(&tx));
+    assert_eq!(rx.try_recv().unwrap(), (Ok(()), here.clone()));
+
+    // A failed fsync fails the completions waiting for it, and every later one.
+    storage.fail_sync_at(Some(storage.syncs() + 1));
+    let held = storage.hold_syncs();
+    let second = wal.append(b"second").unwrap();
+    storage.wait_for_held_syncs(1);
+    wal.on_durable(second, reporting(&tx));
+    drop(held);
+    let (result, _) = rx.recv().unwrap();
+    assert!(
+        result.unwrap_err().contains("poisoned"),
+        "not a poison error"
+    );
+    wal.on_durable(second, reporting(&tx));
+    let (result, thread) = rx.try_recv().unwrap();
+    assert!(result.is_err());
+    assert_eq!(thread, here);
+    drop(wal);
+    assert!(rx.try_recv().is_err(), "a completion ran twice");
+}
+
 #[test]
 fn interval_and_never_acknowledge_after_the_write_and_fsync_on_flush() {
     for mode in [FsyncMode::Interval, FsyncMode::Never] {
