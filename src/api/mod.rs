@@ -2,7 +2,8 @@
 //! the engine and renders. No token state lives here.
 //!
 //! - [`auth`]: API keys and scopes;
-//! - [`body`], [`query`], [`validate`]: reading and checking requests;
+//! - [`body`], [`batch`], [`query`], [`validate`]: reading and checking
+//!   requests;
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
@@ -13,6 +14,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod body;
 pub mod collections;
 pub mod error;

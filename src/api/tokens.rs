@@ -2,7 +2,8 @@
 //! list, delete, redeem.
 
 use super::auth::{AccountCaller, Caller};
-use super::body::{read_json, BATCH_BODY_BYTES_MAX, BODY_BYTES_MAX};
+use super::batch::{self, BatchBody};
+use super::body::{read_json, read_json_text, BATCH_BODY_BYTES_MAX, BODY_BYTES_MAX};
 use super::collections::liveness_mismatch;
 use super::error::{ApiError, ErrorCode, FieldError};
 use super::query::Query;
@@ -374,19 +375,10 @@ pub async fn create_batch(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenCreate)?;
-    let body = read_valid(&req, payload, BATCH_BODY_BYTES_MAX, &schemas().batch).await?;
-    let Value::Object(mut body) = body else {
-        return Err(ApiError::invalid("$", "must be an object"));
-    };
-    let Some(Value::Array(items)) = body.remove("tokens") else {
-        return Err(ApiError::invalid("$.tokens", "must be an array"));
-    };
+    let body = read_json_text(&req, payload, BATCH_BODY_BYTES_MAX).await?;
+    let batch = BatchBody::split(&body)?;
     let mut planner = Planner::new(&caller, state.engine()?);
-    let tops: Vec<usize> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| planner.plan_top(item, &format!("$.tokens[{i}]")))
-        .collect();
+    let tops = plan_batch(&mut planner, batch)?;
     let tokens = planner.finish()?;
     let created = state.engine()?.create(caller.account.id, tokens).await?;
     let now = state.engine()?.now();
@@ -396,6 +388,34 @@ pub async fn create_batch(
         .map(|c| render(c.token(), now))
         .collect();
     json(StatusCode::CREATED, &DataJson { data })
+}
+
+/// Checks every item of `batch` against the token schema and plans it,
+/// returning each item's index in the planned tokens. An item is a `Value`
+/// only for its own check and plan, so one item's tree is alive at a time.
+///
+/// Every item is checked, so that one 422 lists the problems of all of them
+/// (and of the top level, after theirs). Those problems are answered instead
+/// of anything planning would find, as for a single token, so planning stops
+/// at the first of them.
+fn plan_batch(planner: &mut Planner<'_>, batch: BatchBody<'_>) -> Result<Vec<usize>, ApiError> {
+    let mut problems = Vec::new();
+    let mut tops = Vec::with_capacity(batch.items.len());
+    for (i, raw) in batch.items.iter().enumerate() {
+        let path = format!("$.tokens[{i}]");
+        let item = batch::value(raw)?;
+        let item_problems = violations(&schemas().token, &item, &path);
+        if item_problems.is_empty() && problems.is_empty() && batch.errors.is_empty() {
+            tops.push(planner.plan_top(item, &path));
+        }
+        problems.extend(item_problems);
+    }
+    problems.extend(batch.errors);
+    if problems.is_empty() {
+        Ok(tops)
+    } else {
+        Err(ApiError::validation(problems))
+    }
 }
 
 fn token_id(text: &str) -> Result<TokenId, ApiError> {

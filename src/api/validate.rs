@@ -4,7 +4,10 @@
 //! The schemas are the single statement of what each route accepts (fields,
 //! types, lengths, counts); handlers then decode the validated JSON into
 //! typed structs and check what a schema cannot say (time ordering, sizes of
-//! serialized data, the collection's own `dataSchema`).
+//! serialized data, the collection's own `dataSchema`). The one exception is
+//! the top level of a batch (`{"tokens": [...]}`), checked by
+//! [`batch`](super::batch) so that its items need not be parsed all at once;
+//! each item is checked against the token schema.
 
 use super::error::{ApiError, FieldError};
 use jsonschema::error::ValidationErrorKind;
@@ -31,10 +34,8 @@ pub struct Schemas {
     pub api_key: Validator,
     /// `POST /api/collections`.
     pub collection: Validator,
-    /// `POST /api/tokens`.
+    /// `POST /api/tokens`, and each item of `POST /api/tokens/batch`.
     pub token: Validator,
-    /// `POST /api/tokens/batch`.
-    pub batch: Validator,
     /// `POST /api/tokens/{id}/redeem`.
     pub redeem: Validator,
 }
@@ -148,15 +149,6 @@ pub fn schemas() -> &'static Schemas {
                 }
             })),
             token: compile(json!({"$defs": token_defs(), "$ref": "#/$defs/token"})),
-            batch: compile(json!({
-                "$defs": token_defs(),
-                "type": "object", "additionalProperties": false,
-                "required": ["tokens"],
-                "properties": {"tokens": {
-                    "type": "array", "minItems": 1, "maxItems": BATCH_TOKENS_MAX,
-                    "items": {"$ref": "#/$defs/token"}
-                }}
-            })),
             redeem: compile(json!({
                 "type": "object", "additionalProperties": false,
                 "properties": {"merchantId": text(1, 200), "idempotencyKey": text(1, 255)}
@@ -203,6 +195,20 @@ pub fn push_key(path: &mut String, key: &str) {
     }
 }
 
+/// The field `name` of the object at `at` is not one the body may have.
+pub fn unknown_field(at: &str, name: &str) -> FieldError {
+    let mut path = at.to_owned();
+    push_key(&mut path, name);
+    FieldError::new(path, "is not a known field")
+}
+
+/// The object at `at` lacks its required field `name`.
+pub fn missing_field(at: &str, name: &str) -> FieldError {
+    let mut path = at.to_owned();
+    push_key(&mut path, name);
+    FieldError::new(path, "is required")
+}
+
 /// Every violation of `validator` by `instance`, as field errors under `prefix`.
 pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<FieldError> {
     if validator.is_valid(instance) {
@@ -213,16 +219,10 @@ pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<
         let at = json_path(prefix, instance, error.instance_path.as_str());
         match &error.kind {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                for name in unexpected {
-                    let mut path = at.clone();
-                    push_key(&mut path, name);
-                    errors.push(FieldError::new(path, "is not a known field"));
-                }
+                errors.extend(unexpected.iter().map(|name| unknown_field(&at, name)));
             }
             ValidationErrorKind::Required { property } => {
-                let mut path = at;
-                push_key(&mut path, property.as_str().unwrap_or_default());
-                errors.push(FieldError::new(path, "is required"));
+                errors.push(missing_field(&at, property.as_str().unwrap_or_default()));
             }
             // A bad key is reported at the key itself (`$.metadata.<key>`).
             ValidationErrorKind::PropertyNames { error: inner } => {

@@ -1,6 +1,7 @@
 //! Creating tokens (§5): single, with children, idempotent, batch.
 
 use crate::helpers::*;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 fn branded_collection() -> Value {
@@ -921,4 +922,185 @@ async fn a_batch_may_carry_children_and_idempotency_keys() {
         .await;
     replay.assert_status(200);
     assert_eq!(replay.body, created[0]);
+}
+
+/// `POST /api/tokens/batch` with `body` sent as it is.
+async fn post_batch_text(app: &TestApp, key: &str, body: String) -> Resp {
+    app.send(
+        app.request(Method::POST, "/api/tokens/batch")
+            .header("X-Api-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_batch_body_is_an_object_whose_one_field_is_the_token_list() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let token = json!({"collectionId": tenant.collection_id});
+    let too_many = vec![token.clone(); 10_001];
+    let quoted = format!("[{}]", vec![token.to_string(); 10_001].join(","));
+    let cases = [
+        (
+            json!([1, {"b": 2.5, "a": "x"}]),
+            json!([{"path": "$", "message": "[1,{\"a\":\"x\",\"b\":2.5}] is not of type \"object\""}]),
+        ),
+        (
+            json!({}),
+            json!([{"path": "$.tokens", "message": "is required"}]),
+        ),
+        (
+            json!({"tokens": 5}),
+            json!([{"path": "$.tokens", "message": "5 is not of type \"array\""}]),
+        ),
+        (
+            json!({"tokens": {"a": 1}}),
+            json!([{"path": "$.tokens", "message": "{\"a\":1} is not of type \"array\""}]),
+        ),
+        (
+            json!({"tokens": []}),
+            json!([{"path": "$.tokens", "message": "[] has less than 1 item"}]),
+        ),
+        (
+            json!({"tokens": too_many}),
+            json!([{"path": "$.tokens", "message": format!("{quoted} has more than 10000 items")}]),
+        ),
+        (
+            json!({"tokens": [token], "x": 1}),
+            json!([{"path": "$.x", "message": "is not a known field"}]),
+        ),
+        // Unknown fields in key order, then the missing list.
+        (
+            json!({"x": 1, "a b": 2}),
+            json!([
+                {"path": "$['a b']", "message": "is not a known field"},
+                {"path": "$.x", "message": "is not a known field"},
+                {"path": "$.tokens", "message": "is required"}
+            ]),
+        ),
+    ];
+    for (body, errors) in cases {
+        let resp = app.post("/api/tokens/batch", &tenant.key, &body).await;
+        resp.assert_error(422, "VALIDATION_FAILED");
+        assert_eq!(resp.body["validationErrors"], errors);
+    }
+    // When a field is given twice, the last one counts, as for any JSON body.
+    let twice = format!("{{\"tokens\": 5, \"tokens\": [{token}]}}");
+    let resp = post_batch_text(&app, &tenant.key, twice).await;
+    resp.assert_status(201);
+    assert_eq!(app.all_token_ids(&tenant.key, "").await.len(), 1);
+}
+
+#[actix_web::test]
+async fn every_item_of_a_batch_is_checked_and_all_problems_are_listed() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let c = tenant.collection_id.as_str();
+    let good = json!({"collectionId": c});
+    // Problems in two items, and at the top level: the items' come first, in
+    // item order, then the top level's.
+    let resp = app
+        .post(
+            "/api/tokens/batch",
+            &tenant.key,
+            &json!({
+                "tokens": [
+                    {"collectionId": c, "metadata": {"k": 1}},
+                    good,
+                    {"colour": "red"},
+                    good
+                ],
+                "x": 1
+            }),
+        )
+        .await;
+    resp.assert_error(422, "VALIDATION_FAILED");
+    assert_eq!(
+        resp.body["validationErrors"],
+        json!([
+            {"path": "$.tokens[0].metadata.k", "message": "1 is not of type \"string\""},
+            {"path": "$.tokens[2].colour", "message": "is not a known field"},
+            {"path": "$.tokens[2].collectionId", "message": "is required"},
+            {"path": "$.x", "message": "is not a known field"}
+        ])
+    );
+    // Problems found when planning (time checks, repeated keys) in two items.
+    let resp = app
+        .post(
+            "/api/tokens/batch",
+            &tenant.key,
+            &json!({"tokens": [
+                {"collectionId": c, "expiresAt": at(-1), "idempotencyKey": "k"},
+                good,
+                {"collectionId": c, "idempotencyKey": "k"}
+            ]}),
+        )
+        .await;
+    resp.assert_error(422, "VALIDATION_FAILED");
+    assert_eq!(
+        resp.body["validationErrors"],
+        json!([
+            {"path": "$.tokens[0].expiresAt", "message": "must be in the future"},
+            {"path": "$.tokens[2].idempotencyKey", "message": "is used by another token of this request"}
+        ])
+    );
+    // A schema problem anywhere is answered alone, as for a single token:
+    // what planning the other items would find is not listed.
+    let resp = app
+        .post(
+            "/api/tokens/batch",
+            &tenant.key,
+            &json!({"tokens": [
+                {"collectionId": c, "expiresAt": at(-1)},
+                {"collectionId": c, "type": "coin"},
+                {"collectionId": unknown_id()}
+            ]}),
+        )
+        .await;
+    resp.assert_invalid(&["$.tokens[1].type"]);
+    assert!(app.all_token_ids(&tenant.key, "").await.is_empty());
+}
+
+#[actix_web::test]
+async fn a_batch_body_that_is_not_json_is_refused_with_where_in_the_body() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let good = json!({"collectionId": tenant.collection_id}).to_string();
+    let bad_line = format!(
+        "  {{\"collectionId\": \"{}\", \"data\": [1, 1e400]}}",
+        tenant.collection_id
+    );
+    // serde_json points at the number's last character.
+    let column = bad_line.find("1e400").map(|i| i + 5);
+    let body = format!("{{\"tokens\": [\n  {good},\n{bad_line}\n]}}");
+    let resp = post_batch_text(&app, &tenant.key, body).await;
+    resp.assert_error(400, "BAD_REQUEST");
+    assert_eq!(
+        resp.body["message"],
+        json!(format!(
+            "The body is not valid JSON: number out of range at line 3 column {}",
+            column.unwrap_or_default()
+        ))
+    );
+    // Nesting is counted from the body's root, not from the item's.
+    let nested = |depth: usize| {
+        format!(
+            "{{\"tokens\": [{{\"collectionId\": \"{}\", \"data\": {}{}}}]}}",
+            tenant.collection_id,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let resp = post_batch_text(&app, &tenant.key, nested(125)).await;
+    resp.assert_error(400, "BAD_REQUEST");
+    let message = resp.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("The body is not valid JSON: recursion limit exceeded at line 1"),
+        "{message}"
+    );
+    post_batch_text(&app, &tenant.key, nested(124))
+        .await
+        .assert_status(201);
 }
