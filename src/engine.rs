@@ -18,7 +18,7 @@ use crate::persist::image::{SnapshotImage, FORMAT_VERSION};
 use crate::persist::record::WalRecord;
 use crate::persist::restore::ShardCapture;
 use crate::persist::store::{Restored, SnapshotInfo, Store, StoreConfig, StoreError};
-use crate::shard::actor::{Capture, Execute, Fetch, List, Precheck, RunTimers, Settled};
+use crate::shard::actor::{Capture, Decided, Execute, Fetch, List, Precheck, RunTimers};
 use crate::shard::{
     Created, ListQuery, NewToken, Outcome, Rejection, Shard, ShardCommand, TimerReport,
 };
@@ -272,7 +272,7 @@ impl Engine {
     }
 
     /// Creates `tokens` (with their request positions) on their shards, each
-    /// shard's part atomically; returns once all parts are durable.
+    /// shard's part atomically, and waits until all parts are durable.
     async fn create_part(
         &self,
         tokens: Vec<(usize, NewToken)>,
@@ -293,10 +293,15 @@ impl Engine {
             sends.push(self.inner.shards[shard].send(Execute(ShardCommand::Create { tokens })));
         }
         let mut decided = Vec::with_capacity(positions.len());
+        let mut lsn = 0;
         for result in join_all(sends).await {
-            let part = result.map_err(|_| EngineError::Unavailable)?;
-            decided.push(settled_change(part)?);
+            let part = result
+                .map_err(|_| EngineError::Unavailable)?
+                .map_err(storage_error)?;
+            lsn = lsn.max(part.lsn);
+            decided.push(part.value);
         }
+        self.wait_durable(lsn).await?;
         for (places, result) in positions.into_iter().zip(decided) {
             let Outcome::Created(created) = result? else {
                 unreachable!("a create command yields a create outcome");
@@ -340,14 +345,15 @@ impl Engine {
         self.execute(id, command).await.map(|_| ())
     }
 
-    /// Runs a command on the shard of `id`; the answer arrives once durable.
     async fn execute(&self, id: TokenId, command: ShardCommand) -> Result<Outcome, EngineError> {
-        let settled = self
+        let decided = self
             .shard_of(id)
             .send(Execute(command))
             .await
-            .map_err(|_| EngineError::Unavailable)?;
-        Ok(settled_change(settled)??)
+            .map_err(|_| EngineError::Unavailable)?
+            .map_err(storage_error)?;
+        self.wait_durable(decided.lsn).await?;
+        Ok(decided.value?)
     }
 
     async fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
@@ -358,6 +364,17 @@ impl Engine {
             .map_err(storage_error)
     }
 
+    /// Waits for the records a read depends on, then hands back its value, so
+    /// that reads do not show changes a crash could still undo. Once the log
+    /// is poisoned those records never become durable; reads go on anyway
+    /// (only writes are refused).
+    async fn durable<T>(&self, decided: Decided<T>) -> Result<T, EngineError> {
+        if let Err(e) = self.wait_durable(decided.lsn).await {
+            tracing::debug!(error = %e, "read served from a poisoned engine");
+        }
+        Ok(decided.value)
+    }
+
     /// The tokens `ids` as `account` sees them, in order.
     pub async fn fetch(
         &self,
@@ -365,7 +382,7 @@ impl Engine {
         ids: &[TokenId],
     ) -> Result<Vec<Option<Arc<Token>>>, EngineError> {
         if let [id] = ids {
-            let settled = self
+            let decided = self
                 .shard_of(*id)
                 .send(Fetch {
                     account_id: account,
@@ -373,7 +390,7 @@ impl Engine {
                 })
                 .await
                 .map_err(|_| EngineError::Unavailable)?;
-            let mut found = settled_read(settled);
+            let mut found = self.durable(decided).await?;
             return Ok(vec![found.pop().flatten()]);
         }
         let mut groups: BTreeMap<usize, Vec<(usize, TokenId)>> = BTreeMap::new();
@@ -395,7 +412,9 @@ impl Engine {
         }
         let mut ordered = vec![None; ids.len()];
         for (places, result) in positions.into_iter().zip(join_all(sends).await) {
-            let found = settled_read(result.map_err(|_| EngineError::Unavailable)?);
+            let found = self
+                .durable(result.map_err(|_| EngineError::Unavailable)?)
+                .await?;
             for (place, token) in places.into_iter().zip(found) {
                 ordered[place] = token;
             }
@@ -414,7 +433,9 @@ impl Engine {
         });
         let mut tokens = Vec::new();
         for result in join_all(sends.flatten()).await {
-            let page = settled_read(result.map_err(|_| EngineError::Unavailable)?);
+            let page = self
+                .durable(result.map_err(|_| EngineError::Unavailable)?)
+                .await?;
             tokens.extend(page.tokens);
         }
         tokens.sort_by_key(|t| (t.created_at_ms, t.id));
@@ -608,26 +629,6 @@ impl Engine {
     pub fn snapshot_metrics(&self) -> &SnapshotMetrics {
         &self.inner.snapshot_metrics
     }
-}
-
-/// The outcome of a change, or why it cannot be acknowledged: the log
-/// refused its record, or a record it depends on never became durable.
-fn settled_change(
-    settled: Settled<Result<Result<Outcome, Rejection>, WalError>>,
-) -> Result<Result<Outcome, Rejection>, EngineError> {
-    settled.durable.map_err(storage_error)?;
-    settled.value.map_err(storage_error)
-}
-
-/// A read's value. Shards send it once the records it depends on are durable,
-/// so that reads do not show changes a crash could still undo; once the log
-/// is poisoned those records never become durable, and reads go on anyway
-/// (only writes are refused).
-fn settled_read<T>(settled: Settled<T>) -> T {
-    if let Err(e) = settled.durable {
-        tracing::debug!(error = %e, "read served from a poisoned engine");
-    }
-    settled.value
 }
 
 /// Nice value of the snapshot thread: encoding and writing a snapshot of a

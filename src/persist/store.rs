@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::shard::ShardState;
 use crate::snapshot_file::{SnapshotError, SnapshotStore, WrittenSnapshot};
 use crate::storage::Storage;
-use crate::wal::{self, Completion, Lsn, Wal, WalError, WalOptions};
+use crate::wal::{self, Lsn, Wal, WalError, WalOptions};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -235,19 +235,6 @@ impl Store {
             return Ok(());
         }
         self.wal.wait_durable(lsn).await
-    }
-
-    /// Runs `done` once everything up to `lsn` is acknowledgeable (as
-    /// [`Store::wait_durable`]): at once on the calling thread when that is
-    /// already known, else on the WAL's writer thread right after the fsync.
-    pub fn on_durable(&self, lsn: Lsn, done: Completion) {
-        if let Err(refused) = self.check_refused() {
-            return done(Err(refused));
-        }
-        if lsn == 0 {
-            return done(Ok(()));
-        }
-        self.wal.on_durable(lsn, done);
     }
 
     /// Ends the store's use of the data dir: flushes, refuses every later

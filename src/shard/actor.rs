@@ -7,12 +7,10 @@
 //!
 //! A change is applied in memory and appended to the write-ahead log in the
 //! same message turn, so the log order of a shard's records is its decision
-//! order. The shard never waits for the disk: it hands its answer to the log,
-//! which sends it once the records the answer depends on are durable — for a
-//! rejection too, since a "409 already redeemed" must not be sent for a
-//! redemption that a crash could still undo. The requester is thus woken once,
-//! by the WAL's writer thread right after the fsync, not once by the shard and
-//! again by the log.
+//! order. The shard never waits for the disk: it replies with the LSN the
+//! answer depends on, and the caller waits for that LSN to be durable before
+//! answering the client — for a rejection too, since a "409 already redeemed"
+//! must not be sent for a redemption that a crash could still undo.
 
 use super::command::{Outcome, Rejection, ShardCommand};
 use super::state::{ListPage, ListQuery, ShardState, TimerReport};
@@ -25,7 +23,6 @@ use crate::persist::record::WalRecord;
 use crate::persist::restore::ShardCapture;
 use crate::persist::store::Store;
 use crate::wal::{Lsn, WalError};
-use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,54 +31,19 @@ use std::time::Duration;
 /// burst from every HTTP worker, bounded so overload turns into backpressure.
 const MAILBOX_CAPACITY: usize = 4_096;
 
-/// A shard's answer as the requester receives it: sent once the log records
-/// it depends on are durable, or once they never can be.
+/// A shard's answer, valid once `lsn` is durable.
 #[derive(Debug)]
-pub struct Settled<T> {
+pub struct Decided<T> {
     /// The answer.
     pub value: T,
-    /// `Err` when a record the answer depends on can never become durable
-    /// (the log is poisoned or closed): a change must then not be
-    /// acknowledged, though a read may still be served.
-    pub durable: Result<(), WalError>,
-}
-
-/// What a shard's handler returns: an answer and the LSN it depends on. actix
-/// hands it the reply channel, and it passes both to the log, which sends the
-/// [`Settled`] answer once that LSN is durable.
-pub struct WhenDurable<T> {
-    /// The answer.
-    value: T,
     /// The LSN of the last record the answer depends on (0: none).
-    lsn: Lsn,
-    /// The log that says when `lsn` is durable.
-    store: Arc<Store>,
+    pub lsn: Lsn,
 }
 
-impl<A, M, T> MessageResponse<A, M> for WhenDurable<T>
-where
-    A: Actor,
-    M: Message<Result = Settled<T>>,
-    T: Send + 'static,
-{
-    fn handle(self, _: &mut A::Context, reply: Option<OneshotSender<Settled<T>>>) {
-        // Sent without a reply channel (`do_send`): nobody waits for it.
-        let Some(reply) = reply else { return };
-        let value = self.value;
-        self.store.on_durable(
-            self.lsn,
-            Box::new(move |durable| {
-                // A requester that gave up (client gone) is not an error.
-                let _ = reply.send(Settled { value, durable });
-            }),
-        );
-    }
-}
-
-/// Applies a command; the answer is its outcome, or `Err` when the log
-/// refused the record (the engine is poisoned).
+/// Applies a command; replies with its outcome. `Err` when the log refused
+/// the record (the engine is poisoned).
 #[derive(Message)]
-#[rtype(result = "Settled<Result<Result<Outcome, Rejection>, WalError>>")]
+#[rtype(result = "Result<Decided<Result<Outcome, Rejection>>, WalError>")]
 pub struct Execute(pub ShardCommand);
 
 /// Captures the shard for a snapshot.
@@ -91,7 +53,7 @@ pub struct Capture;
 
 /// Reads tokens by id.
 #[derive(Message)]
-#[rtype(result = "Settled<Vec<Option<Arc<Token>>>>")]
+#[rtype(result = "Decided<Vec<Option<Arc<Token>>>>")]
 pub struct Fetch {
     /// The requester.
     pub account_id: AccountId,
@@ -111,7 +73,7 @@ pub struct Precheck {
 
 /// One page of a list.
 #[derive(Message)]
-#[rtype(result = "Settled<ListPage>")]
+#[rtype(result = "Decided<ListPage>")]
 pub struct List(pub ListQuery);
 
 /// Runs the expiry and purge timers now.
@@ -177,35 +139,6 @@ impl Shard {
         report
     }
 
-    /// `value`, to be sent once this shard's last logged change is durable.
-    fn when_durable<T>(&self, value: T) -> WhenDurable<T> {
-        WhenDurable {
-            value,
-            lsn: self.last_lsn,
-            store: Arc::clone(&self.store),
-        }
-    }
-
-    /// Applies a command and logs the change it makes, if any.
-    fn execute(&mut self, command: ShardCommand) -> Result<Result<Outcome, Rejection>, WalError> {
-        // A poisoned store acknowledges nothing; stop changing state too.
-        self.store.check_writable()?;
-        let now = self.now();
-        let result = self.state.apply(&command, now, &self.catalog);
-        if result.as_ref().is_ok_and(Outcome::changed) {
-            self.token_gauges.publish(self.state.counts());
-            let record = WalRecord::Shard {
-                now_ms: now,
-                command,
-            };
-            // On error the change stays in memory but is never acknowledged:
-            // the log is poisoned and every later answer that depends on it
-            // fails too.
-            self.last_lsn = self.store.append(&record)?;
-        }
-        Ok(result)
-    }
-
     /// The decision time: the clock, but never before the previous one.
     fn now(&mut self) -> Millis {
         self.last_now_ms = self.last_now_ms.max(self.clock.now_ms());
@@ -225,28 +158,40 @@ impl Actor for Shard {
 }
 
 impl Handler<Execute> for Shard {
-    type Result = WhenDurable<Result<Result<Outcome, Rejection>, WalError>>;
+    type Result = Result<Decided<Result<Outcome, Rejection>>, WalError>;
 
     fn handle(&mut self, Execute(command): Execute, _: &mut Self::Context) -> Self::Result {
-        let executed = self.execute(command);
-        // A refusal by the log is sent at once: it will not become durable.
-        match executed {
-            Ok(_) => self.when_durable(executed),
-            Err(_) => WhenDurable {
-                value: executed,
-                lsn: 0,
-                store: Arc::clone(&self.store),
-            },
+        // A poisoned store acknowledges nothing; stop changing state too.
+        self.store.check_writable()?;
+        let now = self.now();
+        let result = self.state.apply(&command, now, &self.catalog);
+        if result.as_ref().is_ok_and(Outcome::changed) {
+            self.token_gauges.publish(self.state.counts());
+            let record = WalRecord::Shard {
+                now_ms: now,
+                command,
+            };
+            // On error the change stays in memory but is never acknowledged:
+            // the log is poisoned and every later answer that depends on it
+            // fails too.
+            self.last_lsn = self.store.append(&record)?;
         }
+        Ok(Decided {
+            value: result,
+            lsn: self.last_lsn,
+        })
     }
 }
 
 impl Handler<Fetch> for Shard {
-    type Result = WhenDurable<Vec<Option<Arc<Token>>>>;
+    type Result = actix::MessageResult<Fetch>;
 
     fn handle(&mut self, fetch: Fetch, _: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        self.when_durable(self.state.fetch(fetch.account_id, &fetch.ids, now))
+        actix::MessageResult(Decided {
+            value: self.state.fetch(fetch.account_id, &fetch.ids, now),
+            lsn: self.last_lsn,
+        })
     }
 }
 
@@ -272,11 +217,14 @@ impl Handler<Precheck> for Shard {
 }
 
 impl Handler<List> for Shard {
-    type Result = WhenDurable<ListPage>;
+    type Result = actix::MessageResult<List>;
 
     fn handle(&mut self, List(query): List, _: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        self.when_durable(self.state.list(&query, now))
+        actix::MessageResult(Decided {
+            value: self.state.list(&query, now),
+            lsn: self.last_lsn,
+        })
     }
 }
 

@@ -13,7 +13,7 @@ mod writer;
 
 pub use reader::{read_from, read_from_read_only, Record, Replay, Truncation};
 pub use segment::{list_segments, SegmentInfo};
-pub use writer::{Completion, Wal, WalStats};
+pub use writer::{Wal, WalStats};
 
 use std::path::PathBuf;
 use std::sync::Arc;

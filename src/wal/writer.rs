@@ -4,11 +4,7 @@
 //! in-memory buffer under a short lock; that fixes the LSN and the order on disk. One dedicated
 //! OS thread (never an async worker: it blocks in fsync) repeatedly takes the whole buffer,
 //! writes it with one call per segment, fsyncs once for the batch when the mode asks for it,
-//! then publishes the new durable LSN and runs exactly the completions it covers.
-//!
-//! A completion is whatever should happen once a record is durable. For a request, that is
-//! sending the answer: the writer thread then wakes the requester directly, with no hop
-//! through the thread that appended the record.
+//! then publishes the new durable LSN and wakes exactly the waiters it covers.
 //!
 //! A failed write or fsync poisons the WAL for good: after a failed fsync the kernel may have
 //! dropped the data and a retry could report success, so nothing written since the last good
@@ -28,11 +24,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// What to do once an LSN is durable (`Ok`) or once it never will be (`Err`); run by the
-/// writer thread, or at once by [`Wal::on_durable`] when the answer is already known. It must
-/// not block: the writer runs the completions of a whole batch before taking the next one.
-pub type Completion = Box<dyn FnOnce(Result<(), WalError>) + Send>;
 
 /// A spare batch buffer bigger than this is freed rather than kept for reuse, so one huge
 /// record does not pin its memory for the life of the process.
@@ -83,7 +74,7 @@ struct Shared {
     durable_lsn: AtomicU64,
     /// Highest LSN fsynced.
     synced_lsn: AtomicU64,
-    /// Completions waiting for their LSN, and the WAL's failure once it has one.
+    /// Tasks waiting in `wait_durable`, and the WAL's failure once it has one.
     waiters: Mutex<Waiters>,
     /// Segments on disk, oldest first; the last is the one being appended to.
     segments: Mutex<Vec<SegmentInfo>>,
@@ -120,12 +111,11 @@ struct AppendState {
     closing: bool,
 }
 
-/// Completions waiting for durability.
+/// Tasks waiting for durability.
 #[derive(Default)]
 struct Waiters {
-    /// Completions by the LSN they wait for; each is run exactly once, with `Ok` when the LSN
-    /// is durable or with the failure when it never will be.
-    by_lsn: BTreeMap<Lsn, Vec<Completion>>,
+    /// Senders by the LSN they wait for; completed (by sending) or failed (by dropping).
+    by_lsn: BTreeMap<Lsn, Vec<oneshot::Sender<()>>>,
     /// Why nothing more will be acknowledged, once that is so.
     failure: Option<Failure>,
 }
@@ -266,47 +256,41 @@ impl Wal {
     /// `Always`; handed to the OS for `Interval` and `Never`). Fails with
     /// [`WalError::Poisoned`] when the WAL failed before that.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
-        // The common answers need no channel.
-        if lsn < self.next_lsn() && self.durable_lsn() >= lsn {
-            return Ok(());
-        }
-        let (tx, rx) = oneshot::channel();
-        self.on_durable(
-            lsn,
-            Box::new(move |durable| {
-                // A waiter that gave up (dropped its future) is not an error.
-                let _ = tx.send(durable);
-            }),
-        );
-        // Every completion runs exactly once, so the sender is only dropped unsent if the
-        // writer thread died while running completions: the WAL is then closed.
-        rx.await.unwrap_or(Err(WalError::Closed))
-    }
-
-    /// Runs `done` once the record `lsn` is acknowledgeable under the fsync mode (as
-    /// [`Wal::wait_durable`]), with `Err` when it never will be. `done` runs on the calling
-    /// thread when the answer is already known, else on the writer thread.
-    pub fn on_durable(&self, lsn: Lsn, done: Completion) {
         let next_lsn = self.shared.next_lsn.load(Ordering::Acquire);
         if lsn >= next_lsn {
-            return done(Err(WalError::NotAppended { lsn, next_lsn }));
+            return Err(WalError::NotAppended { lsn, next_lsn });
         }
         if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
-            return done(Ok(()));
+            return Ok(());
         }
-        let mut waiters = self.shared.waiters.lock();
-        if let Some(failure) = &waiters.failure {
-            let error = failure.to_error();
-            drop(waiters);
-            return done(Err(error));
+        let rx = {
+            let mut waiters = self.shared.waiters.lock();
+            if let Some(failure) = &waiters.failure {
+                return Err(failure.to_error());
+            }
+            // Checked again under the lock: the writer publishes the LSN before taking this lock
+            // to wake waiters, so either it is visible now or this waiter will be woken.
+            if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.by_lsn.entry(lsn).or_default().push(tx);
+            rx
+        };
+        match rx.await {
+            Ok(()) => Ok(()),
+            // The sender was dropped: the WAL failed or closed before this LSN was durable.
+            Err(_) => Err(self.failure()),
         }
-        // Checked again under the lock: the writer publishes the LSN before taking this lock
-        // to run completions, so either it is visible now or this completion will be run.
-        if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
-            drop(waiters);
-            return done(Ok(()));
-        }
-        waiters.by_lsn.entry(lsn).or_default().push(done);
+    }
+
+    fn failure(&self) -> WalError {
+        self.shared
+            .waiters
+            .lock()
+            .failure
+            .as_ref()
+            .map_or(WalError::Closed, Failure::to_error)
     }
 
     /// Writes and fsyncs everything appended before the call, in any mode. Blocks the calling
@@ -514,7 +498,7 @@ impl Drop for ExitGuard {
 
 impl Shared {
     /// Stops acknowledging: records the failure (the first one wins), refuses appends, and
-    /// runs every waiting completion with the error.
+    /// fails every waiter by dropping its sender.
     fn fail(&self, failure: Failure) {
         {
             let mut st = self.state.lock();
@@ -525,17 +509,15 @@ impl Shared {
             st.stopped = true;
         }
         self.flushed.notify_all();
-        let (failed, failure) = {
+        let dropped = {
             let mut waiters = self.waiters.lock();
-            let failure = waiters.failure.get_or_insert(failure).clone();
-            (std::mem::take(&mut waiters.by_lsn), failure)
+            waiters.failure.get_or_insert(failure);
+            std::mem::take(&mut waiters.by_lsn)
         };
-        for done in failed.into_values().flatten() {
-            done(Err(failure.to_error()));
-        }
+        drop(dropped);
     }
 
-    /// Publishes the acknowledged LSN and runs exactly the completions it covers.
+    /// Publishes the acknowledged LSN and wakes exactly the waiters it covers.
     fn acknowledge(&self, lsn: Lsn) {
         // Stored before taking the waiters lock: see `Wal::wait_durable`.
         self.durable_lsn.store(lsn, Ordering::Release);
@@ -544,9 +526,10 @@ impl Shared {
             let later = waiters.by_lsn.split_off(&(lsn + 1));
             std::mem::replace(&mut waiters.by_lsn, later)
         };
-        // Run outside the lock: waking requesters is the slow part with hundreds of them.
-        for done in ready.into_values().flatten() {
-            done(Ok(()));
+        // Sent outside the lock: waking is the slow part with hundreds of waiters.
+        for sender in ready.into_values().flatten() {
+            // A waiter that gave up (dropped its future) is not an error.
+            let _ = sender.send(());
         }
     }
 }
