@@ -216,8 +216,8 @@ pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<
     }
     let mut errors = Vec::new();
     for error in validator.iter_errors(instance) {
-        let at = json_path(prefix, instance, error.instance_path.as_str());
-        match &error.kind {
+        let at = json_path(prefix, instance, error.instance_path().as_str());
+        match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 errors.extend(unexpected.iter().map(|name| unknown_field(&at, name)));
             }
@@ -227,7 +227,7 @@ pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<
             // A bad key is reported at the key itself (`$.metadata.<key>`).
             ValidationErrorKind::PropertyNames { error: inner } => {
                 let mut path = at;
-                push_key(&mut path, inner.instance.as_str().unwrap_or_default());
+                push_key(&mut path, inner.instance().as_str().unwrap_or_default());
                 errors.push(FieldError::new(path, format!("key: {inner}")));
             }
             _ => errors.push(FieldError::new(at, error.to_string())),
