@@ -23,6 +23,9 @@ use std::collections::BTreeMap;
 const TOKENS: &str = "tokens";
 /// The path of that field.
 const TOKENS_PATH: &str = "$.tokens";
+/// Longest quote of a rejected value in a message, in characters (then `…`).
+/// A batch body may be 16 MiB; a 422 should not echo it back whole.
+pub const QUOTE_CHARS_MAX: usize = 200;
 
 /// A batch body, split at its top level.
 pub struct BatchBody<'a> {
@@ -104,26 +107,38 @@ fn not_of_type(path: &str, raw: &RawValue, expected: &str) -> Result<FieldError,
 }
 
 /// `raw` written as `Value`'s `Display` writes it, which is how schema
-/// messages quote the value they reject.
+/// messages quote the value they reject, cut to [`QUOTE_CHARS_MAX`].
 fn quote(raw: &RawValue) -> Result<String, ApiError> {
     match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
         Ok(items) => quote_items(&items),
-        Err(_) => Ok(value(raw)?.to_string()),
+        Err(_) => Ok(cut(value(raw)?.to_string())),
     }
 }
 
-/// An array quoted as [`quote`] does, one item at a time so that quoting a
-/// long list does not build its whole tree.
+/// An array quoted as [`quote`] does, one item at a time, and only as many
+/// items as the cut keeps.
 fn quote_items(items: &[&RawValue]) -> Result<String, ApiError> {
     let mut text = String::from("[");
     for (i, item) in items.iter().enumerate() {
+        if text.chars().count() > QUOTE_CHARS_MAX {
+            break;
+        }
         if i > 0 {
             text.push(',');
         }
         text.push_str(&value(item)?.to_string());
     }
     text.push(']');
-    Ok(text)
+    Ok(cut(text))
+}
+
+/// `text`, or its first [`QUOTE_CHARS_MAX`] characters and `…`.
+fn cut(mut text: String) -> String {
+    if let Some((end, _)) = text.char_indices().nth(QUOTE_CHARS_MAX) {
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -170,7 +185,7 @@ mod tests {
             "{\"tokens\": [1], \"tokens\": \"no\"}".to_owned(),
             "{\"tok\\u0065ns\": [1]}".to_owned(),
             format!("{{\"tokens\": {}}}", many(BATCH_TOKENS_MAX)),
-            format!("{{\"x\": 1, \"tokens\": {}}}", many(BATCH_TOKENS_MAX + 1)),
+            format!("{{\"x\": 1, \"tokens\": {}}}", many(3)),
         ];
         for body in bodies {
             let value: Value = serde_json::from_str(&body).expect("the body is JSON");
@@ -194,6 +209,25 @@ mod tests {
             value(batch.items[0]).expect("the item parses"),
             json!({"collectionId": "c"})
         );
+    }
+
+    #[test]
+    fn long_quotes_are_cut() {
+        let many = format!("[{}]", vec!["\"é\""; BATCH_TOKENS_MAX + 1].join(","));
+        let errors = errors_of(&format!("{{\"tokens\": {many}}}"));
+        let shown: String = many.chars().take(QUOTE_CHARS_MAX).collect();
+        assert_eq!(
+            errors,
+            vec![FieldError::new(
+                TOKENS_PATH,
+                format!("{shown}… has more than {BATCH_TOKENS_MAX} items")
+            )]
+        );
+        let long = format!("\"{}\"", "x".repeat(QUOTE_CHARS_MAX));
+        let errors = errors_of(&long);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.starts_with(&long[..QUOTE_CHARS_MAX]));
+        assert!(errors[0].message.contains("… is not of type"));
     }
 
     #[test]
