@@ -115,7 +115,8 @@ fn new_token(account: AccountId, collection: CollectionId, i: usize) -> NewToken
     }
 }
 
-fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotImage> {
+/// Creates a `main` account through the catalog; returns its id.
+fn create_account(live: &mut Live) -> AccountId {
     let account = AccountId::random();
     live.catalog(CatalogCommand::CreateAccount(Account {
         id: account,
@@ -123,6 +124,11 @@ fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotIma
         liveness: Liveness::Main,
         created_at_ms: live.now,
     }));
+    account
+}
+
+fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotImage> {
+    let account = create_account(live);
     let collection = CollectionId::random();
     live.catalog(CatalogCommand::CreateCollection(CollectionRecord {
         id: collection,
@@ -376,13 +382,7 @@ fn full_tokens(shards: &[ShardState]) -> BTreeMap<TokenId, FullToken> {
 fn varied_live(shards: usize) -> Live {
     use tokend::model::{Encryption, EncryptionKey};
     let mut live = Live::new(shards);
-    let account = AccountId::random();
-    live.catalog(CatalogCommand::CreateAccount(Account {
-        id: account,
-        name: "a".into(),
-        liveness: Liveness::Main,
-        created_at_ms: live.now,
-    }));
+    let account = create_account(&mut live);
     let collections: Vec<CollectionId> = (0..3).map(|_| CollectionId::random()).collect();
     for (i, collection) in collections.iter().enumerate() {
         live.catalog(CatalogCommand::CreateCollection(CollectionRecord {

@@ -277,6 +277,18 @@ impl<'a> Reader<'a> {
         Ok(Uuid::from_bytes(b))
     }
 
+    /// A count, then that many 16-byte ids. The count is checked against
+    /// the bytes left before anything is allocated, so a damaged count is an
+    /// error, not a huge allocation.
+    fn ids(&mut self, what: &str) -> Result<Vec<Uuid>, String> {
+        let count = self.varint(what)?;
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|c| c.checked_mul(16).is_some_and(|b| b <= self.rest.len()))
+            .ok_or_else(|| format!("{what}: count {count} past the end"))?;
+        (0..count).map(|_| self.id(what)).collect()
+    }
+
     fn str(&mut self, what: &str) -> Result<&'a str, String> {
         let len = self.len(what)?;
         utf8(self.bytes(len, what)?, what)
@@ -319,14 +331,11 @@ pub fn read_tables(section: &[u8]) -> Result<SectionTables<'_>, String> {
     let names = (0..count)
         .map(|_| r.str("name"))
         .collect::<Result<Vec<_>, _>>()?;
-    let count = r.varint("collection count")?;
-    let count = usize::try_from(count)
-        .ok()
-        .filter(|c| c.checked_mul(16).is_some_and(|b| b <= r.rest.len()))
-        .ok_or("collection count past the end")?;
-    let collections = (0..count)
-        .map(|_| r.id("collection id").map(CollectionId))
-        .collect::<Result<Vec<_>, _>>()?;
+    let collections: Vec<CollectionId> = r
+        .ids("collection ids")?
+        .into_iter()
+        .map(CollectionId)
+        .collect();
     let count = r.len("key count")?;
     let keys = (0..count)
         .map(|_| r.str("metadata key"))
@@ -504,14 +513,7 @@ fn decode_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenExtra, Str
     } else {
         None
     };
-    let children_count = r.varint("child count")?;
-    let children_count = usize::try_from(children_count)
-        .ok()
-        .filter(|c| c.checked_mul(16).is_some_and(|b| b <= r.rest.len()))
-        .ok_or("child count past the end")?;
-    let children = (0..children_count)
-        .map(|_| r.id("child id").map(TokenId))
-        .collect::<Result<Vec<_>, _>>()?;
+    let children: Vec<TokenId> = r.ids("child ids")?.into_iter().map(TokenId).collect();
     let create_fingerprint = if r.flag("fingerprint")? {
         let mut f = [0u8; 16];
         f.copy_from_slice(r.bytes(16, "fingerprint")?);
