@@ -14,3 +14,4 @@ mod redeem;
 mod rejected;
 mod tokens_create;
 mod tokens_read;
+mod upgrade;

@@ -1,0 +1,556 @@
+//! Data dirs written by earlier builds restore in this one.
+//!
+//! Each folder `tests/fixtures/datadir-*` is a data dir as a build left it
+//! when it was killed: a snapshot taken midway, the log after it, and a torn
+//! record at the end of the last segment. Beside the files, `expected.json`
+//! records what that build answered before it was killed: every token, every
+//! collection, the key lists, the keys themselves and the idempotent requests
+//! to repeat. The test restores a copy of each folder and checks every answer
+//! again, repeats the idempotent requests (they must be replays), makes new
+//! changes, and restarts once more on the formats this build writes.
+//!
+//! `write_fixture` (ignored by default) writes such a folder with this build:
+//!
+//! ```sh
+//! TOKEND_FIXTURE_OUT=tests/fixtures/datadir-NEW cargo test --test api -- --ignored write_fixture
+//! ```
+
+use crate::helpers::{id_of, Resp, TestApp, ADMIN, SECOND};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokend::clock::Clock;
+
+/// Shards of the app that writes a fixture; the restoring app uses another
+/// count, so tokens are routed anew on the way back.
+const WRITER_SHARDS: usize = 2;
+/// Shards of the app that restores a fixture.
+const READER_SHARDS: usize = 3;
+
+/// Where the committed fixtures are.
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Every committed data dir fixture.
+fn fixtures() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("tests/fixtures exists")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            path.is_dir()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("datadir-"))
+        })
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no data dir fixtures in tests/fixtures");
+    found
+}
+
+/// Copies the files of `from` into a new temporary data dir.
+fn copy_to_temp(from: &Path) -> Arc<tempfile::TempDir> {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    for entry in std::fs::read_dir(from).expect("the fixture reads") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_file() {
+            let name = path.file_name().expect("a file name");
+            std::fs::copy(&path, dir.path().join(name)).expect("the file copies");
+        }
+    }
+    Arc::new(dir)
+}
+
+/// Asserts that `actual` holds everything `expected` holds: the same
+/// scalars, the same array lengths, and every field of an expected object
+/// (a later build may add fields to what it renders).
+fn assert_includes(actual: &Value, expected: &Value, at: &str) {
+    match (actual, expected) {
+        (Value::Object(actual), Value::Object(expected)) => {
+            for (key, want) in expected {
+                let got = actual
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{at}.{key} is missing"));
+                assert_includes(got, want, &format!("{at}.{key}"));
+            }
+        }
+        (Value::Array(actual), Value::Array(expected)) => {
+            assert_eq!(actual.len(), expected.len(), "{at}: length");
+            for (i, (got, want)) in actual.iter().zip(expected).enumerate() {
+                assert_includes(got, want, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{at}"),
+    }
+}
+
+fn text<'a>(value: &'a Value, field: &str) -> &'a str {
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {value}"))
+}
+
+#[actix_web::test]
+async fn every_fixture_data_dir_restores_with_everything_it_acknowledged() {
+    for fixture in fixtures() {
+        check_fixture(&fixture).await;
+    }
+}
+
+async fn check_fixture(fixture: &Path) {
+    let name = fixture.display().to_string();
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(fixture.join("expected.json")).expect("expected.json reads"),
+    )
+    .expect("expected.json is JSON");
+    let dir = copy_to_temp(fixture);
+    let app = TestApp::builder()
+        .shards(READER_SHARDS)
+        .data_dir(Arc::clone(&dir))
+        .spawn()
+        .await;
+    app.clock
+        .set_ms(expected["clockMs"].as_i64().expect("clockMs"));
+
+    // The torn record was cut off, and only it.
+    let torn = &expected["tornTail"];
+    let torn_file = dir.path().join(text(torn, "file"));
+    let len = std::fs::metadata(&torn_file)
+        .expect("the torn segment")
+        .len();
+    assert_eq!(
+        Some(len),
+        torn["offset"].as_u64(),
+        "{name}: the torn tail is cut at its first byte"
+    );
+
+    check_state(&app, &expected, &name).await;
+    check_keys(&app, &expected, &name).await;
+    check_replays(&app, &expected, &name).await;
+
+    // New changes on the restored state, then a graceful restart: the final
+    // snapshot is written in this build's formats and reads back.
+    let keys = &expected["keys"];
+    let issuer = text(keys, "issuer");
+    let active = text(&expected, "activeTokenId");
+    let resp = app.redeem(issuer, active, &json!({})).await;
+    resp.assert_status(200);
+    let redeemed = resp.body;
+    let plain = text(&expected, "plainCollectionId");
+    let created = app
+        .create_token(issuer, &json!({"collectionId": plain}))
+        .await;
+    let (stopped, dir) = app.stop().await;
+    stopped.expect("a clean shutdown");
+    let app = TestApp::builder()
+        .shards(WRITER_SHARDS)
+        .data_dir(dir)
+        .spawn()
+        .await;
+    app.clock
+        .set_ms(expected["clockMs"].as_i64().expect("clockMs"));
+    check_state_except(&app, &expected, &name, &[active]).await;
+    assert_eq!(app.token(issuer, active).await, redeemed, "{name}");
+    assert_eq!(app.token(issuer, &id_of(&created)).await, created, "{name}");
+}
+
+/// Every token, collection and key list reads back as recorded.
+async fn check_state(app: &TestApp, expected: &Value, name: &str) {
+    check_state_except(app, expected, name, &[]).await;
+}
+
+async fn check_state_except(app: &TestApp, expected: &Value, name: &str, changed: &[&str]) {
+    let issuer = text(&expected["keys"], "issuer");
+    let tokens = expected["tokens"].as_object().expect("tokens");
+    assert!(tokens.len() >= 40, "{name}: the fixture holds its tokens");
+    for (id, token) in tokens {
+        if changed.contains(&id.as_str()) {
+            continue;
+        }
+        let resp = app.get_token(issuer, id).await;
+        resp.assert_status(200);
+        assert_includes(&resp.body, token, &format!("{name}: token {id}"));
+    }
+    for (id, collection) in expected["collections"].as_object().expect("collections") {
+        let resp = app.get(&format!("/api/collections/{id}"), issuer).await;
+        resp.assert_status(200);
+        assert_includes(&resp.body, collection, &format!("{name}: collection {id}"));
+    }
+    for (account, keys) in expected["apiKeys"].as_object().expect("apiKeys") {
+        let resp = app
+            .get(&format!("/api/accounts/{account}/api-keys"), ADMIN)
+            .await;
+        resp.assert_status(200);
+        assert_includes(&resp.body, keys, &format!("{name}: keys of {account}"));
+    }
+    // The other tenant's token is not found with this tenant's key, and is
+    // with its own.
+    let other = &expected["otherTenant"];
+    app.get_token(issuer, text(other, "tokenId"))
+        .await
+        .assert_error(404, "TOKEN_NOT_FOUND");
+    let resp = app
+        .get_token(text(other, "key"), text(other, "tokenId"))
+        .await;
+    resp.assert_status(200);
+    assert_includes(
+        &resp.body,
+        &other["token"],
+        &format!("{name}: other tenant"),
+    );
+}
+
+/// Live keys work within their scopes; a revoked key does not.
+async fn check_keys(app: &TestApp, expected: &Value, name: &str) {
+    let keys = &expected["keys"];
+    let active = text(expected, "activeTokenId");
+    let reader = text(keys, "reader");
+    app.get_token(reader, active).await.assert_status(200);
+    app.redeem(reader, active, &json!({}))
+        .await
+        .assert_error(403, "PERMISSION_DENIED");
+    for revoked in ["revoked", "revokedLate"] {
+        let resp = app.get_token(text(keys, revoked), active).await;
+        assert_eq!(resp.status, 401, "{name}: the {revoked} key is refused");
+    }
+    app.get_token(text(keys, "late"), active)
+        .await
+        .assert_status(200);
+}
+
+/// Each recorded idempotent request, sent again, is answered as a replay of
+/// the recorded answer; the same key with another body is a conflict.
+async fn check_replays(app: &TestApp, expected: &Value, name: &str) {
+    let issuer = text(&expected["keys"], "issuer");
+    for replay in expected["replays"].as_array().expect("replays") {
+        let path = text(replay, "path");
+        let resp = app.post(path, issuer, &replay["request"]).await;
+        resp.assert_status(200);
+        assert_eq!(
+            resp.header("idempotent-replayed"),
+            Some("true"),
+            "{name}: {path} is a replay"
+        );
+        assert_includes(&resp.body, &replay["response"], &format!("{name}: {path}"));
+        let mut other = replay["request"].clone();
+        if path.ends_with("/redeem") {
+            other["merchantId"] = json!("m-2");
+            app.post(path, issuer, &other)
+                .await
+                .assert_error(409, "TOKEN_ALREADY_REDEEMED");
+        } else {
+            other["description"] = json!("another body");
+            app.post(path, issuer, &other)
+                .await
+                .assert_error(409, "TOKEN_ALREADY_CREATED");
+        }
+    }
+}
+
+/// The idempotent requests the writer made, to repeat at the end.
+#[derive(Default)]
+struct Record {
+    /// `(path, request)` of each.
+    idempotent: Vec<(String, Value)>,
+}
+
+impl Record {
+    /// Keeps an idempotent request.
+    fn replay(&mut self, path: &str, request: &Value) {
+        self.idempotent.push((path.to_owned(), request.clone()));
+    }
+
+    /// Sends each request again: each must be a replay. The answers, not
+    /// the first ones, are what a restored build must give (a create replay
+    /// answers the token as it is now).
+    async fn replays(&self, app: &TestApp, key: &str) -> Vec<Value> {
+        let mut replays = Vec::new();
+        for (path, request) in &self.idempotent {
+            let resp = post_ok(app, path, key, request, 200).await;
+            assert_eq!(resp.header("idempotent-replayed"), Some("true"));
+            replays.push(json!({"path": path, "request": request, "response": resp.body}));
+        }
+        replays
+    }
+}
+
+async fn post_ok(app: &TestApp, path: &str, key: &str, body: &Value, status: u16) -> Resp {
+    let resp = app.post(path, key, body).await;
+    resp.assert_status(status);
+    resp
+}
+
+/// Writes a fixture data dir with this build into `TOKEND_FIXTURE_OUT`.
+#[actix_web::test]
+#[ignore = "writes a fixture; run by hand when the on-disk formats change"]
+async fn write_fixture() {
+    let out = PathBuf::from(
+        std::env::var("TOKEND_FIXTURE_OUT").expect("TOKEND_FIXTURE_OUT names the folder to write"),
+    );
+    assert!(
+        !out.exists(),
+        "{} exists: fixtures are written once, never overwritten",
+        out.display()
+    );
+    let app = TestApp::builder().shards(WRITER_SHARDS).spawn().await;
+    let mut record = Record::default();
+
+    // Two tenants, keys of every kind, collections with and without rules.
+    let account = app.create_account("main").await;
+    let account_id = id_of(&account);
+    let key = |v: Value| text(&v, "key").to_owned();
+    let issuer = key(app.create_key_named(&account_id, "issuer", &["*"]).await);
+    let reader = key(app
+        .create_key_named(&account_id, "reader", &["token:read"])
+        .await);
+    let revoked_key = app.create_key_named(&account_id, "revoked", &["*"]).await;
+    app.delete(
+        &format!(
+            "/api/accounts/{account_id}/api-keys/{}",
+            id_of(&revoked_key)
+        ),
+        ADMIN,
+    )
+    .await
+    .assert_status(204);
+    let other = app.tenant_of("test").await;
+    let other_token = app.create_token_in(&other.key, &other.collection_id).await;
+
+    let branded = app
+        .create_collection(
+            &issuer,
+            &json!({
+                "name": "Coffee", "description": "A coffee a day",
+                "issuer": "Centraperk", "issuerImg": "https://example.com/i.png",
+                "img": "https://example.com/t.png", "issuerWebsite": "https://example.com",
+                "value": [{"currency": "NZD", "amount": "5.00"}],
+                "merchants": ["m-1", "m-2"], "tokenExpiresAfter": 30 * 24 * 3600,
+                "dataSchema": {"type": "object", "required": ["n"]},
+            }),
+        )
+        .await;
+    let branded = id_of(&branded);
+    let plain = id_of(
+        &app.create_collection(&issuer, &json!({"name": "plain"}))
+            .await,
+    );
+
+    // Before the snapshot: tokens in every shape and state.
+    let full_body = json!({
+        "collectionId": branded, "idempotencyKey": "create-full", "type": "card",
+        "description": "a card", "data": {"n": 1, "pan": "4111111111111111"},
+        "metadata": {"order": "A-17", "till": "3", "shift": "am"},
+        "encryption": {"cek": {"key": "k1", "alg": "AES"}, "kek": {"key": "k2", "alg": "RSA"}},
+        "activeFrom": "2026-01-17T17:00:00.000Z", "expiresIn": 7 * 24 * 3600,
+    });
+    let resp = post_ok(&app, "/api/tokens", &issuer, &full_body, 201).await;
+    record.replay("/api/tokens", &full_body);
+    let full = id_of(&resp.body);
+    let long = "v".repeat(80);
+    let metadata: serde_json::Map<String, Value> = (0..20)
+        .map(|i| (format!("key-{i:02}"), json!(long)))
+        .collect();
+    app.create_token(
+        &issuer,
+        &json!({"collectionId": plain, "metadata": metadata}),
+    )
+    .await;
+    let parent_body = json!({
+        "collectionId": plain, "idempotencyKey": "create-parent",
+        "children": [{"description": "first child"}, {"metadata": {"seat": "12A"}}],
+    });
+    post_ok(&app, "/api/tokens", &issuer, &parent_body, 201).await;
+    record.replay("/api/tokens", &parent_body);
+    app.create_token(
+        &issuer,
+        &json!({"collectionId": plain, "activeFrom": "2026-02-17T18:00:00.000Z"}),
+    )
+    .await;
+    let soon = app
+        .create_token(&issuer, &json!({"collectionId": plain, "expiresIn": 60}))
+        .await;
+    let batch = app
+        .create_batch(
+            &issuer,
+            (0..24)
+                .map(|i| json!({"collectionId": plain, "metadata": {"i": format!("{i}")}}))
+                .collect(),
+        )
+        .await;
+    let batch: Vec<String> = batch.iter().map(id_of).collect();
+    let redeem_full = json!({"merchantId": "m-1", "idempotencyKey": "pos-1"});
+    let path = format!("/api/tokens/{full}/redeem");
+    post_ok(&app, &path, &issuer, &redeem_full, 200).await;
+    record.replay(&path, &redeem_full);
+    post_ok(
+        &app,
+        &format!("/api/tokens/{}/redeem", batch[0]),
+        &issuer,
+        &json!({}),
+        200,
+    )
+    .await;
+    app.delete_token(&issuer, &batch[1])
+        .await
+        .assert_status(204);
+    app.advance_ms(61 * SECOND);
+    app.run_timers().await;
+    assert_eq!(app.token(&issuer, &id_of(&soon)).await["status"], "expired");
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            "/api/admin/snapshot",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    resp.assert_status(200);
+
+    // After the snapshot: the log's tail.
+    app.advance_ms(SECOND);
+    let tail = app
+        .create_batch(
+            &issuer,
+            (0..12)
+                .map(|i| json!({"collectionId": plain, "description": format!("tail {i}")}))
+                .collect(),
+        )
+        .await;
+    let tail: Vec<String> = tail.iter().map(id_of).collect();
+    let data_body = json!({
+        "collectionId": branded, "idempotencyKey": "create-tail", "data": {"n": 2},
+        "expiresAt": "2026-03-01T00:00:00.000Z",
+    });
+    post_ok(&app, "/api/tokens", &issuer, &data_body, 201).await;
+    record.replay("/api/tokens", &data_body);
+    for (id, key) in [(&batch[2], "pos-2"), (&tail[0], "pos-3")] {
+        let body = json!({"idempotencyKey": key});
+        let path = format!("/api/tokens/{id}/redeem");
+        post_ok(&app, &path, &issuer, &body, 200).await;
+        record.replay(&path, &body);
+    }
+    for id in [&tail[1], &batch[3]] {
+        app.delete_token(&issuer, id).await.assert_status(204);
+    }
+    let late = key(app.create_key_named(&account_id, "late", &["*"]).await);
+    let revoked_late = app
+        .create_key_named(&account_id, "revoked-late", &["*"])
+        .await;
+    app.delete(
+        &format!(
+            "/api/accounts/{account_id}/api-keys/{}",
+            id_of(&revoked_late)
+        ),
+        ADMIN,
+    )
+    .await
+    .assert_status(204);
+    let late_collection = id_of(
+        &app.create_collection(&late, &json!({"name": "late", "merchants": ["m-9"]}))
+            .await,
+    );
+    app.create_token(&late, &json!({"collectionId": late_collection}))
+        .await;
+    // Expires without its timer running before the kill.
+    app.create_token(&issuer, &json!({"collectionId": plain, "expiresIn": 30}))
+        .await;
+    app.advance_ms(31 * SECOND);
+
+    // What this build answers now, for the restoring build to compare.
+    let mut tokens = serde_json::Map::new();
+    for id in app.all_token_ids(&issuer, "").await {
+        tokens.insert(id.clone(), app.token(&issuer, &id).await);
+    }
+    let mut collections = serde_json::Map::new();
+    for id in [&branded, &plain, &late_collection] {
+        let resp = app.get(&format!("/api/collections/{id}"), &issuer).await;
+        resp.assert_status(200);
+        collections.insert(id.clone(), resp.body);
+    }
+    let mut api_keys = serde_json::Map::new();
+    for account in [&account_id, &other.account_id] {
+        let resp = app
+            .get(&format!("/api/accounts/{account}/api-keys"), ADMIN)
+            .await;
+        resp.assert_status(200);
+        api_keys.insert(account.clone(), resp.body);
+    }
+    let active = batch[4].clone();
+    assert_eq!(tokens[&active]["status"], "active");
+
+    // The kill: the files as they are now (every acknowledged change is
+    // fsynced), then half of one more record at the end of the log.
+    std::fs::create_dir_all(&out).expect("the output folder");
+    let mut names: Vec<String> = std::fs::read_dir(app.data_dir.path())
+        .expect("the data dir reads")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8")
+        })
+        .filter(|n| n.starts_with("wal-") || n.starts_with("snapshot-"))
+        .collect();
+    names.sort();
+    for name in &names {
+        std::fs::copy(app.data_dir.path().join(name), out.join(name)).expect("copy");
+    }
+    let last = names
+        .iter()
+        .rfind(|n| n.starts_with("wal-"))
+        .expect("a WAL segment");
+    let offset = std::fs::metadata(out.join(last)).expect("segment").len();
+    append_torn_record(&out.join(last));
+    let expected = json!({
+        "clockMs": app.clock.now_ms(),
+        "keys": {
+            "issuer": issuer, "reader": reader, "late": late,
+            "revoked": text(&revoked_key, "key"), "revokedLate": text(&revoked_late, "key"),
+        },
+        "activeTokenId": active,
+        "plainCollectionId": plain,
+        "otherTenant": {
+            "key": other.key, "tokenId": other_token,
+            "token": app.token(&other.key, &other_token).await,
+        },
+        "tokens": tokens,
+        "collections": collections,
+        "apiKeys": api_keys,
+        "replays": record.replays(&app, &issuer).await,
+        "tornTail": {"file": last, "offset": offset},
+    });
+    let text = serde_json::to_string_pretty(&expected).expect("JSON");
+    std::fs::write(out.join("expected.json"), text + "\n").expect("expected.json");
+}
+
+/// Appends the first half of a valid record frame (LSN one past the last,
+/// CRC and all) to `segment`, as a write cut short by a crash leaves it.
+fn append_torn_record(segment: &Path) {
+    use std::io::Write;
+    let data = std::fs::read(segment).expect("the segment reads");
+    let mut next_lsn = 0;
+    let mut at = 0;
+    while let Some((len, lsn)) = tokend::wal::frame::peek_header(&data[at..]) {
+        next_lsn = lsn + 1;
+        at += tokend::wal::frame::FRAME_HEADER_BYTES + len as usize;
+        if at >= data.len() {
+            break;
+        }
+    }
+    let payload = vec![0xa5u8; 64];
+    let mut frame = Vec::new();
+    tokend::wal::frame::encode_into(
+        &mut frame,
+        next_lsn,
+        &payload,
+        &tokend::wal::frame::PayloadCrc::new(&payload),
+    );
+    frame.truncate(frame.len() / 2);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment)
+        .expect("the segment opens");
+    file.write_all(&frame).expect("the torn record is written");
+}
