@@ -10,13 +10,14 @@ use std::sync::Arc;
 use tokend::api::render::TokenJson;
 use tokend::api::tokens::{RedeemBody, TokenBody};
 use tokend::api::validate::{decode, schemas};
-use tokend::catalog::{Catalog, CatalogCommand};
+use tokend::catalog::Catalog;
+use tokend::command::{CatalogCommand, Create, Expiry, NewToken, Redeem};
 use tokend::ids::{AccountId, CollectionId, TokenId};
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, TokenType};
-use tokend::persist::image::{SnapshotImage, FORMAT_VERSION};
-use tokend::persist::restore::{catalog_image, shard_image, Restorer, ShardCapture};
-use tokend::shard::{Expiry, NewToken, Outcome, ShardCommand, ShardState};
+use tokend::shard::{ShardCapture, ShardState};
+use tokend::snapshot::{EngineCapture, SnapshotImage, FORMAT_VERSION};
+use tokend::store::restore::Restorer;
 
 /// Tokens in the snapshot and restore benchmarks.
 const IMAGE_TOKENS: usize = 200_000;
@@ -98,25 +99,18 @@ fn filled_shards(f: &Fixture, tokens: usize) -> Vec<ShardState> {
     for _ in 0..tokens {
         let token = new_token(f);
         let shard = token.id.shard(SHARDS);
-        let command = ShardCommand::Create {
+        let command = Create {
             tokens: vec![token],
         };
         shards[shard]
-            .apply(&command, NOW_MS, &f.catalog)
+            .execute(&command, NOW_MS, &f.catalog)
             .expect("create applies");
     }
     shards
 }
 
 fn image(f: &Fixture, shards: &[ShardState]) -> SnapshotImage {
-    SnapshotImage {
-        format_version: FORMAT_VERSION,
-        taken_at_ms: NOW_MS,
-        shard_count: SHARDS as u32,
-        catalog_lsn: 2,
-        catalog: catalog_image(&f.catalog),
-        shards: shards.iter().map(|s| shard_image(s, 2)).collect(),
-    }
+    EngineCapture::at_rest(&f.catalog, shards, 2, NOW_MS).into_image()
 }
 
 fn shard_apply(c: &mut Criterion) {
@@ -126,10 +120,10 @@ fn shard_apply(c: &mut Criterion) {
     let mut state = ShardState::new(RETENTION_MS);
     group.bench_function("create", |b| {
         b.iter_batched(
-            || ShardCommand::Create {
+            || Create {
                 tokens: vec![new_token(&f)],
             },
-            |command| state.apply(&command, NOW_MS, &f.catalog),
+            |command| state.execute(&command, NOW_MS, &f.catalog),
             BatchSize::SmallInput,
         )
     });
@@ -140,14 +134,14 @@ fn shard_apply(c: &mut Criterion) {
             || {
                 let token = new_token(&f);
                 let id = token.id;
-                let create = ShardCommand::Create {
+                let create = Create {
                     tokens: vec![token],
                 };
                 state
                     .borrow_mut()
-                    .apply(&create, NOW_MS, &f.catalog)
+                    .execute(&create, NOW_MS, &f.catalog)
                     .expect("create applies");
-                ShardCommand::Redeem {
+                Redeem {
                     account_id: f.account,
                     id,
                     merchant_id: Some("m-1".into()),
@@ -155,7 +149,9 @@ fn shard_apply(c: &mut Criterion) {
                     redeemed_by: "pos".into(),
                 }
             },
-            |command| black_box(state.borrow_mut().apply(&command, NOW_MS + 1, &f.catalog)).is_ok(),
+            |command| {
+                black_box(state.borrow_mut().execute(&command, NOW_MS + 1, &f.catalog)).is_ok()
+            },
             BatchSize::SmallInput,
         )
     });
@@ -194,13 +190,13 @@ fn json(c: &mut Criterion) {
     });
     let f = fixture();
     let mut state = ShardState::new(RETENTION_MS);
-    let command = ShardCommand::Create {
+    let command = Create {
         tokens: vec![new_token(&f)],
     };
-    let token = match state.apply(&command, NOW_MS, &f.catalog) {
-        Ok(Outcome::Created(created)) => Arc::new(created[0].token().clone()),
-        _ => panic!("create applies"),
-    };
+    let created = state
+        .execute(&command, NOW_MS, &f.catalog)
+        .expect("create applies");
+    let token = Arc::new(created[0].token().clone());
     group.bench_function("render_token", |b| {
         b.iter(|| {
             let body = TokenJson {
@@ -240,22 +236,22 @@ fn snapshot_and_restore(c: &mut Criterion) {
     });
     // Only the header: token sections decode inside restore, in parallel.
     group.bench_function("decode", |b| {
-        b.iter(|| SnapshotImage::decode(&encoded).expect("decodes"))
+        b.iter(|| SnapshotImage::decode(&encoded, FORMAT_VERSION).expect("decodes"))
     });
     // What start-up does with the payload: header, sections, indexes, timers.
     group.bench_function("restore_from_bytes", |b| {
         b.iter(|| {
-            let image = SnapshotImage::decode(&encoded).expect("decodes");
-            Restorer::new(Some(image), SHARDS, RETENTION_MS)
+            let image = SnapshotImage::decode(&encoded, FORMAT_VERSION).expect("decodes");
+            Restorer::new(Some((image, "bench".into())), SHARDS, RETENTION_MS)
                 .expect("restores")
                 .finish()
         })
     });
     group.bench_function("restore_decoded_image", |b| {
         b.iter_batched(
-            || SnapshotImage::decode(&encoded).expect("decodes"),
+            || SnapshotImage::decode(&encoded, FORMAT_VERSION).expect("decodes"),
             |image| {
-                Restorer::new(Some(image), SHARDS, RETENTION_MS)
+                Restorer::new(Some((image, "bench".into())), SHARDS, RETENTION_MS)
                     .expect("restores")
                     .finish()
             },

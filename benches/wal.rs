@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokend::snapshot_file::SnapshotStore;
+use tokend::snapshot::SnapshotFiles;
 use tokend::storage::{FaultyStorage, FsStorage};
 use tokend::wal::{FsyncMode, Wal, WalOptions};
 
@@ -98,7 +98,7 @@ fn wal_group_commit(c: &mut Criterion) {
 
 fn snapshot_write_load(c: &mut Criterion) {
     let dir = bench_dir();
-    let store = SnapshotStore::new(Arc::new(FsStorage::new()), dir.path());
+    let store = SnapshotFiles::new(Arc::new(FsStorage::new()), dir.path());
     let payload: Vec<u8> = (0..SNAPSHOT_BYTES).map(|i| (i % 251) as u8).collect();
     let mut group = c.benchmark_group("snapshot_file_64MiB");
     group

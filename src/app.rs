@@ -8,16 +8,14 @@ use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::store::RestoreReport;
 use crate::metrics::Metrics;
-use crate::persist::store::StoreError;
+use crate::snapshot::Snapshotter;
+use crate::store::StoreError;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-/// How often the snapshot scheduler looks at the clock and the log size.
-const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 
 /// Everything the application needs to start.
 pub struct AppConfig {
@@ -107,8 +105,8 @@ impl Application {
         });
         let installed = slot.set(engine.clone()).is_ok();
         assert!(installed, "the engine is installed once");
-        let scheduler = actix_web::rt::spawn(schedule_snapshots(
-            engine.clone(),
+        let scheduler = actix_web::rt::spawn(Snapshotter::run_schedule(
+            Arc::clone(engine.snapshotter()),
             config.snapshot_interval,
             config.snapshot_wal_bytes,
         ));
@@ -143,22 +141,5 @@ impl Application {
         let shutdown = self.engine.shutdown().await;
         served?;
         shutdown.map_err(|e| io::Error::other(e.to_string()))
-    }
-}
-
-/// Takes a snapshot every `interval`, and sooner once the log has grown by
-/// `wal_bytes` since it was last cut.
-async fn schedule_snapshots(engine: Engine, interval: Duration, wal_bytes: u64) {
-    let mut last = Instant::now();
-    loop {
-        actix_web::rt::time::sleep(SCHEDULER_TICK).await;
-        let due = last.elapsed() >= interval || engine.wal_bytes_since_cut() >= wal_bytes;
-        if !due {
-            continue;
-        }
-        last = Instant::now();
-        if let Err(e) = engine.snapshot().await {
-            tracing::error!(error = %e, "periodic snapshot failed");
-        }
     }
 }

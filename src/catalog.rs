@@ -4,8 +4,11 @@
 //! collection of a new token), so reads are lock-free lookups in concurrent
 //! maps, while every change goes through one writer: [`Catalog::execute`]
 //! decides and applies a [`CatalogCommand`] under a mutex, in one order. The
-//! same `apply` replays logged commands on restart.
+//! same `apply` replays logged commands on restart. For a snapshot the
+//! catalog captures itself ([`Catalog::capture_at`]) as a [`CatalogImage`],
+//! from which [`CatalogImage::restore`] rebuilds it.
 
+use crate::command::CatalogCommand;
 use crate::ids::{AccountId, CollectionId, KeyId};
 use crate::model::collection::CollectionRecord;
 use crate::model::{Account, ApiKey, Collection};
@@ -20,24 +23,6 @@ pub const ACCOUNTS_MAX: usize = 1_000_000;
 pub const KEYS_PER_ACCOUNT_MAX: usize = 1_000;
 /// At most this many collections per account.
 pub const COLLECTIONS_PER_ACCOUNT_MAX: usize = 100_000;
-
-/// A change to the catalog, as logged and replayed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum CatalogCommand {
-    /// A new account.
-    CreateAccount(Account),
-    /// A new API key (digest only, never the secret).
-    CreateApiKey(ApiKey),
-    /// Revokes a key at once.
-    DeleteApiKey {
-        /// The key's account (a key of another account is not found).
-        account_id: AccountId,
-        /// The key to revoke.
-        key_id: KeyId,
-    },
-    /// A new collection.
-    CreateCollection(CollectionRecord),
-}
 
 /// Why the catalog refused a command; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -189,9 +174,9 @@ impl Catalog {
     /// Every object, for a snapshot, captured under the writer lock so it is
     /// one consistent state; `at` runs under the same lock (to read the LSN
     /// of the last change included).
-    pub fn image_at<T>(&self, at: impl FnOnce() -> T) -> (crate::persist::image::CatalogImage, T) {
+    pub fn capture_at<T>(&self, at: impl FnOnce() -> T) -> (CatalogImage, T) {
         let _writer = self.writer.lock();
-        let image = crate::persist::image::CatalogImage {
+        let image = CatalogImage {
             accounts: self
                 .accounts
                 .iter()
@@ -212,8 +197,8 @@ impl Catalog {
     }
 
     /// Every object, for a snapshot.
-    pub fn image(&self) -> crate::persist::image::CatalogImage {
-        self.image_at(|| ()).0
+    pub fn capture(&self) -> CatalogImage {
+        self.capture_at(|| ()).0
     }
 
     /// The account with `id`.
@@ -258,5 +243,37 @@ impl Catalog {
         ids.into_iter()
             .filter_map(|id| self.collection(id))
             .collect()
+    }
+}
+
+/// The catalog's objects, as a snapshot holds them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CatalogImage {
+    /// Every account.
+    pub accounts: Vec<Account>,
+    /// Every live key (digests only).
+    pub api_keys: Vec<ApiKey>,
+    /// Every collection.
+    pub collections: Vec<CollectionRecord>,
+}
+
+impl CatalogImage {
+    /// Rebuilds a catalog from the image.
+    pub fn restore(self) -> Result<Catalog, CatalogError> {
+        let catalog = Catalog::new();
+        let commands = self
+            .accounts
+            .into_iter()
+            .map(CatalogCommand::CreateAccount)
+            .chain(
+                self.collections
+                    .into_iter()
+                    .map(CatalogCommand::CreateCollection),
+            )
+            .chain(self.api_keys.into_iter().map(CatalogCommand::CreateApiKey));
+        for command in commands {
+            catalog.apply(&command)?;
+        }
+        Ok(catalog)
     }
 }

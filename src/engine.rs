@@ -4,31 +4,34 @@
 //! A token operation goes to the shard that owns the token id; a create that
 //! spans shards (children, batches) is split per shard, each part applied
 //! atomically by its shard. No answer leaves the engine before the log
-//! records it depends on are durable.
+//! records it depends on are durable: the shards append through the
+//! [`Log`] seam and answer with an LSN, and the engine awaits
+//! [`Log::durable`] for it.
 
-use crate::catalog::{Catalog, CatalogCommand, CatalogError};
+use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, Millis};
+use crate::command::{CatalogCommand, Create, Delete, NewToken, Redeem};
 use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
+use crate::log::{Log, LogError, LogRecord, Lsn};
 use crate::metrics::store::{SnapshotMetrics, WalMetrics};
 use crate::metrics::tokens::{StatusCounts, TokenGauges};
+use crate::metrics::EngineReadings;
 use crate::model::api_key::{self, GeneratedKey};
 use crate::model::collection::CollectionRecord;
 use crate::model::{Account, ApiKey, Collection, Liveness, Scopes, Token};
-use crate::persist::image::{SnapshotImage, FORMAT_VERSION};
-use crate::persist::record::WalRecord;
-use crate::persist::restore::ShardCapture;
-use crate::persist::store::{Restored, SnapshotInfo, Store, StoreConfig, StoreError};
-use crate::shard::actor::{Capture, Decided, Execute, Fetch, List, Precheck, RunTimers};
-use crate::shard::{
-    Created, ListQuery, NewToken, Outcome, Rejection, Shard, ShardCommand, TimerReport,
-};
-use crate::wal::{Lsn, WalError};
+use crate::shard::actor::{Decided, Execute, Fetch, List, Precheck, RunTimers};
+use crate::shard::{Shard, TokenCommand};
+use crate::snapshot::snapshotter::SnapshotFailed;
+use crate::snapshot::{SnapshotInfo, Snapshotter};
+use crate::store::{Store, StoreConfig, StoreError};
 use actix::{Actor, Addr, Arbiter};
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::shard::{Created, ListQuery, Redeemed, Rejection, TimerReport};
 
 /// Upper bound on shards: each is a thread.
 pub const SHARDS_MAX: usize = 256;
@@ -58,8 +61,8 @@ pub enum EngineError {
     /// A shard is gone (shutting down).
     #[error("the engine is shutting down")]
     Unavailable,
-    /// The log failed (write or fsync error): nothing more is acknowledged
-    /// until a restart.
+    /// The log failed (write or fsync error), or a snapshot could not be
+    /// written: for the log, nothing more is acknowledged until a restart.
     #[error("storage unavailable: {0}")]
     Storage(String),
     /// The operating system could not supply randomness for a key.
@@ -92,18 +95,29 @@ struct Inner {
     catalog: Arc<Catalog>,
     /// The engine clock.
     clock: Arc<dyn Clock>,
-    /// The log and snapshots.
-    store: Arc<Store>,
-    /// One snapshot at a time.
-    snapshotting: tokio::sync::Mutex<()>,
+    /// Where every change is logged; what answers wait on.
+    log: Arc<dyn Log>,
+    /// The data dir: its lock, the WAL's lifecycle, the snapshot files.
+    store: Store,
+    /// Takes snapshots and cuts the log behind them.
+    snapshotter: Arc<Snapshotter>,
     /// Each shard's token counts by status, published by the shard.
     token_gauges: Vec<Arc<TokenGauges>>,
-    /// Snapshot durations and sizes.
-    snapshot_metrics: SnapshotMetrics,
 }
 
-fn storage_error(error: WalError) -> EngineError {
-    EngineError::Storage(error.to_string())
+impl From<LogError> for EngineError {
+    fn from(error: LogError) -> Self {
+        EngineError::Storage(error.to_string())
+    }
+}
+
+impl From<SnapshotFailed> for EngineError {
+    fn from(error: SnapshotFailed) -> Self {
+        match error {
+            SnapshotFailed::Unavailable => EngineError::Unavailable,
+            other => EngineError::Storage(other.to_string()),
+        }
+    }
 }
 
 impl Engine {
@@ -116,21 +130,17 @@ impl Engine {
         );
         let (store, restored) =
             Store::open(&config.store, config.shards, config.tombstone_retention_ms)?;
-        let Restored {
-            catalog,
-            shards: states,
-            ..
-        } = restored;
-        let store = Arc::new(store);
+        let catalog = restored.catalog;
+        let log: Arc<dyn Log> = store.wal().clone();
         let mut arbiters = Vec::with_capacity(config.shards);
         let mut shards = Vec::with_capacity(config.shards);
         let mut token_gauges = Vec::with_capacity(config.shards);
-        for state in states {
+        for state in restored.shards {
             let arbiter = Arbiter::new();
             let shard = Shard::new(
                 state,
                 Arc::clone(&catalog),
-                Arc::clone(&store),
+                Arc::clone(&log),
                 Arc::clone(&clock),
                 config.timer_period,
             );
@@ -138,16 +148,23 @@ impl Engine {
             shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| shard));
             arbiters.push(arbiter);
         }
+        let snapshotter = Arc::new(Snapshotter::new(
+            Arc::clone(&catalog),
+            shards.clone(),
+            Arc::clone(store.wal()),
+            Arc::clone(store.snapshot_files()),
+            Arc::clone(&clock),
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 shards,
                 arbiters: Mutex::new(arbiters),
                 catalog,
                 clock,
+                log,
                 store,
-                snapshotting: tokio::sync::Mutex::new(()),
+                snapshotter,
                 token_gauges,
-                snapshot_metrics: SnapshotMetrics::default(),
             }),
         })
     }
@@ -155,7 +172,12 @@ impl Engine {
     /// Flushes the log, writes a final snapshot and stops the shards. Called
     /// after the HTTP server has finished its in-flight requests.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
-        let flushed = self.inner.store.flush().map_err(storage_error);
+        let flushed = self
+            .inner
+            .store
+            .wal()
+            .flush()
+            .map_err(|e| EngineError::Storage(e.to_string()));
         let snapshot = match &flushed {
             Ok(()) => self.snapshot().await.map(|_| ()),
             // A poisoned log means memory may hold changes that were refused
@@ -268,7 +290,7 @@ impl Engine {
             result.map_err(|_| EngineError::Unavailable)??;
         }
         // The checks read state that may rest on records not yet durable.
-        self.wait_durable(self.inner.store.last_lsn()).await
+        self.wait_durable(self.inner.log.last_lsn()).await
     }
 
     /// Creates `tokens` (with their request positions) on their shards, each
@@ -290,22 +312,18 @@ impl Engine {
         for (shard, group) in groups {
             let (places, tokens): (Vec<usize>, Vec<NewToken>) = group.into_iter().unzip();
             positions.push(places);
-            sends.push(self.inner.shards[shard].send(Execute(ShardCommand::Create { tokens })));
+            sends.push(self.inner.shards[shard].send(Execute(Create { tokens })));
         }
         let mut decided = Vec::with_capacity(positions.len());
         let mut lsn = 0;
         for result in join_all(sends).await {
-            let part = result
-                .map_err(|_| EngineError::Unavailable)?
-                .map_err(storage_error)?;
+            let part = result.map_err(|_| EngineError::Unavailable)??;
             lsn = lsn.max(part.lsn);
             decided.push(part.value);
         }
         self.wait_durable(lsn).await?;
         for (places, result) in positions.into_iter().zip(decided) {
-            let Outcome::Created(created) = result? else {
-                unreachable!("a create command yields a create outcome");
-            };
+            let created = result?;
             assert_eq!(created.len(), places.len(), "one result per token");
             for (place, created) in places.into_iter().zip(created) {
                 ordered[place] = Some(created);
@@ -314,54 +332,39 @@ impl Engine {
         Ok(())
     }
 
-    /// Redeems a token; `Ok((token, replayed))`.
-    pub async fn redeem(
-        &self,
-        account: AccountId,
-        id: TokenId,
-        merchant_id: Option<String>,
-        idempotency_key: Option<String>,
-        redeemed_by: String,
-    ) -> Result<(Arc<Token>, bool), EngineError> {
-        let command = ShardCommand::Redeem {
-            account_id: account,
-            id,
-            merchant_id,
-            idempotency_key,
-            redeemed_by,
-        };
-        match self.execute(id, command).await? {
-            Outcome::Redeemed { token, replayed } => Ok((token, replayed)),
-            _ => unreachable!("a redeem command yields a redeem outcome"),
-        }
+    /// Redeems a token, exactly once; a repeat of the winning request is a
+    /// replay.
+    pub async fn redeem(&self, command: Redeem) -> Result<Redeemed, EngineError> {
+        self.execute(command.id, command).await
     }
 
     /// Deletes a token (again is fine).
     pub async fn delete(&self, account: AccountId, id: TokenId) -> Result<(), EngineError> {
-        let command = ShardCommand::Delete {
+        let command = Delete {
             account_id: account,
             id,
         };
         self.execute(id, command).await.map(|_| ())
     }
 
-    async fn execute(&self, id: TokenId, command: ShardCommand) -> Result<Outcome, EngineError> {
+    /// Has the shard owning `id` decide `command`, and answers its outcome
+    /// once the records it depends on are durable.
+    async fn execute<C: TokenCommand>(
+        &self,
+        id: TokenId,
+        command: C,
+    ) -> Result<C::Outcome, EngineError> {
         let decided = self
             .shard_of(id)
             .send(Execute(command))
             .await
-            .map_err(|_| EngineError::Unavailable)?
-            .map_err(storage_error)?;
+            .map_err(|_| EngineError::Unavailable)??;
         self.wait_durable(decided.lsn).await?;
         Ok(decided.value?)
     }
 
     async fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
-        self.inner
-            .store
-            .wait_durable(lsn)
-            .await
-            .map_err(storage_error)
+        Ok(self.inner.log.durable(lsn).await?)
     }
 
     /// Waits for the records a read depends on, then hands back its value, so
@@ -523,91 +526,22 @@ impl Engine {
     }
 
     async fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
-        let store = &self.inner.store;
-        store.check_writable().map_err(storage_error)?;
-        let lsn = self
-            .inner
-            .catalog
-            .execute(command, |command| {
-                store.append(&WalRecord::Catalog(command.clone()))
-            })?
-            .map_err(storage_error)?;
+        let log = &self.inner.log;
+        log.check_writable()?;
+        let lsn = self.inner.catalog.execute(command, |command| {
+            log.append(&LogRecord::Catalog(command.clone()))
+        })??;
         self.wait_durable(lsn).await
     }
 
     /// Writes a snapshot of every component and returns once it is durable.
-    /// Shards are captured one after another, each in one message turn, so a
-    /// snapshot never stops more than one shard at a time; encoding and
-    /// writing run off the async workers.
     pub async fn snapshot(&self) -> Result<SnapshotInfo, EngineError> {
-        let _one_at_a_time = self.inner.snapshotting.lock().await;
-        // Timed from here: the wait for an earlier snapshot is not this one's.
-        let started = std::time::Instant::now();
-        let result = self.write_snapshot().await;
-        let metrics = &self.inner.snapshot_metrics;
-        match &result {
-            Ok(info) => metrics.written(started.elapsed(), info.bytes, info.tokens),
-            Err(_) => metrics.failed(),
-        }
-        result
+        Ok(self.inner.snapshotter.snapshot().await?)
     }
 
-    /// [`Engine::snapshot`], under its one-at-a-time lock.
-    async fn write_snapshot(&self) -> Result<SnapshotInfo, EngineError> {
-        let store = Arc::clone(&self.inner.store);
-        let (catalog, catalog_lsn) = self.inner.catalog.image_at(|| store.last_lsn());
-        let mut captures = Vec::with_capacity(self.shard_count());
-        for shard in &self.inner.shards {
-            captures.push(
-                shard
-                    .send(Capture)
-                    .await
-                    .map_err(|_| EngineError::Unavailable)?,
-            );
-        }
-        // The captures may hold changes whose records are not yet durable;
-        // the snapshot is written only once they are (a poisoned log refuses
-        // it here).
-        let newest = captures.iter().map(|c| c.lsn).fold(catalog_lsn, Lsn::max);
-        self.wait_durable(newest).await?;
-        let taken_at_ms = self.now();
-        let shard_count = self.shard_count() as u32;
-        let started = std::time::Instant::now();
-        let (done, written) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("tokend-snapshot".into())
-            .spawn(move || {
-                lower_thread_priority();
-                let image = SnapshotImage {
-                    format_version: FORMAT_VERSION,
-                    taken_at_ms,
-                    shard_count,
-                    catalog_lsn,
-                    catalog,
-                    shards: captures.into_iter().map(ShardCapture::into_image).collect(),
-                };
-                // The engine may have given up waiting (shutdown): nothing to tell.
-                let _ = done.send(store.write_snapshot(&image));
-            })
-            .map_err(|e| EngineError::Storage(format!("cannot start the snapshot thread: {e}")))?;
-        let info = written
-            .await
-            .map_err(|_| EngineError::Unavailable)?
-            .map_err(|e| EngineError::Storage(e.to_string()))?;
-        tracing::info!(
-            lsn = info.lsn,
-            tokens = info.tokens,
-            bytes = info.bytes,
-            file = %info.file.display(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot written"
-        );
-        Ok(info)
-    }
-
-    /// Bytes logged since the WAL was last cut.
-    pub fn wal_bytes_since_cut(&self) -> u64 {
-        self.inner.store.wal_bytes_since_cut()
+    /// Takes the snapshots: the application runs its schedule.
+    pub fn snapshotter(&self) -> &Arc<Snapshotter> {
+        &self.inner.snapshotter
     }
 
     /// Tokens held by status, summed over the shards as each last published
@@ -619,40 +553,18 @@ impl Engine {
         }
         total
     }
-
-    /// The WAL writer's fsync and batch metrics.
-    pub fn wal_metrics(&self) -> &WalMetrics {
-        self.inner.store.wal_metrics()
-    }
-
-    /// Snapshot durations and sizes.
-    pub fn snapshot_metrics(&self) -> &SnapshotMetrics {
-        &self.inner.snapshot_metrics
-    }
 }
 
-/// Nice value of the snapshot thread: encoding and writing a snapshot of a
-/// million tokens keeps a core busy for a good part of a second, and on a
-/// small machine the request threads should get that core first, so that
-/// redeem latency barely moves while a snapshot runs.
-#[cfg(target_os = "linux")]
-const SNAPSHOT_THREAD_NICE: libc::c_int = 10;
+impl EngineReadings for Engine {
+    fn token_counts(&self) -> StatusCounts {
+        Engine::token_counts(self)
+    }
 
-/// Lowers the calling thread's scheduling priority to [`SNAPSHOT_THREAD_NICE`].
-/// Best effort: a failure only costs latency during snapshots, so it is
-/// logged, not returned. Linux only: elsewhere the nice value is per process.
-#[cfg(target_os = "linux")]
-fn lower_thread_priority() {
-    // SAFETY: setpriority only reads its integer arguments. On Linux the nice
-    // value is per thread, and `who = 0` names the calling thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_THREAD_NICE) };
-    if rc != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "cannot lower the snapshot thread's priority"
-        );
+    fn wal_metrics(&self) -> &WalMetrics {
+        self.inner.store.wal().metrics()
+    }
+
+    fn snapshot_metrics(&self) -> &SnapshotMetrics {
+        self.inner.snapshotter.metrics()
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn lower_thread_priority() {}

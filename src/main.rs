@@ -10,8 +10,8 @@ use tokend::clock::SystemClock;
 use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
 use tokend::offline;
-use tokend::persist::store::StoreConfig;
 use tokend::storage::FsStorage;
+use tokend::store::StoreConfig;
 use tokend::wal::WalOptions;
 use tracing_subscriber::EnvFilter;
 

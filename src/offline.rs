@@ -1,16 +1,20 @@
 //! The offline tools: `tokend inspect` and `tokend compact`, on a data dir no
 //! server holds (both take the data dir lock).
+//!
+//! `inspect` runs the restore a start runs, read-only ([`restore::read`]),
+//! so what it reports is what a start would find, and it changes nothing.
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::Status;
-use crate::persist::image::SnapshotImage;
-use crate::persist::image::FORMAT_VERSION;
-use crate::persist::lock::DataDirLock;
-use crate::persist::restore::{catalog_image, shard_image, Restorer};
-use crate::persist::store::{Store, StoreConfig};
-use crate::snapshot_file::SnapshotStore;
+use crate::shard::ShardState;
+use crate::snapshot::file::{ListedSnapshot, SnapshotFiles};
+use crate::snapshot::snapshotter::{write_image, Cut};
+use crate::snapshot::EngineCapture;
 use crate::storage::{FsStorage, Storage};
-use crate::wal::{self, segment, WalOptions};
+use crate::store::lock::DataDirLock;
+use crate::store::restore::{self, Restored};
+use crate::store::{Store, StoreConfig};
+use crate::wal::{segment, WalOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -20,19 +24,65 @@ use std::sync::Arc;
 /// that a server with the default retention would keep.
 const RETENTION_MS: i64 = crate::config::TOMBSTONE_RETENTION_SECS_DEFAULT as i64 * 1000;
 
+/// Writes lines of a report, turning a write failure into the tool's error.
+struct Report<'a> {
+    /// Where the lines go.
+    out: &'a mut dyn Write,
+}
+
+impl Report<'_> {
+    fn line(&mut self, line: impl std::fmt::Display) -> Result<(), String> {
+        writeln!(self.out, "{line}").map_err(|e| e.to_string())
+    }
+}
+
 /// Prints a summary of `dir`; `Err` (exit 1) on corruption.
 pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
     let _lock = DataDirLock::acquire(dir).map_err(|e| e.to_string())?;
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
-    let options = WalOptions::default();
-    let mut problems: Vec<String> = Vec::new();
-    let say =
-        |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(|e| e.to_string());
+    let mut report = Report { out };
+    report.line(format_args!("data dir: {}", dir.display()))?;
+    let mut problems = list_snapshots(&storage, dir, &mut report)?;
+    list_segments(&storage, dir, &mut report)?;
+    let restored = match restore::read(&storage, dir, &WalOptions::default(), None, RETENTION_MS) {
+        Ok(restored) => restored,
+        Err(e) => {
+            report.line(format_args!("restore: FAILED: {e}"))?;
+            return Err(format!("corruption found: {e}"));
+        }
+    };
+    summarize(&restored, &mut report)?;
+    problems.extend(
+        restored
+            .report
+            .snapshots
+            .damaged
+            .iter()
+            .map(|(file, why)| format!("{}: {why}", file.display())),
+    );
+    problems.dedup();
+    if problems.is_empty() {
+        report.line("verdict: ok")?;
+        Ok(())
+    } else {
+        for problem in &problems {
+            report.line(format_args!("problem: {problem}"))?;
+        }
+        Err(format!("{} problem(s) found", problems.len()))
+    }
+}
 
-    say(out, format!("data dir: {}", dir.display()))?;
-    let snapshots = SnapshotStore::new(Arc::clone(&storage), dir.to_path_buf());
-    let listed = snapshots.list().map_err(|e| e.to_string())?;
-    say(out, format!("snapshots: {}", listed.len()))?;
+/// Lists every snapshot file with its state; returns the damaged ones as
+/// problems.
+fn list_snapshots(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    report: &mut Report<'_>,
+) -> Result<Vec<String>, String> {
+    let files = SnapshotFiles::new(Arc::clone(storage), dir.to_path_buf());
+    let listed: Vec<ListedSnapshot> = files.list().map_err(|e| e.to_string())?;
+    report.line(format_args!("snapshots: {}", listed.len()))?;
+    let mut problems = Vec::new();
     for entry in &listed {
         let state = match &entry.problem {
             None => "ok".to_owned(),
@@ -41,120 +91,82 @@ pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
                 format!("DAMAGED: {problem}")
             }
         };
-        say(
-            out,
-            format!(
-                "  {}  lsn {}  {} bytes  {state}",
-                file_name(&entry.file),
-                entry.lsn,
-                entry.bytes
-            ),
-        )?;
+        report.line(format_args!(
+            "  {}  lsn {}  {} bytes  {state}",
+            file_name(&entry.file),
+            entry.lsn,
+            entry.bytes
+        ))?;
     }
-    let loaded = snapshots.read_newest_valid().map_err(|e| e.to_string())?;
-    let image: Option<SnapshotImage> = match &loaded {
-        None => None,
-        Some(loaded) => match SnapshotImage::decode(&loaded.payload) {
-            Ok(image) => {
-                say(
-                    out,
-                    format!(
-                        "restoring from: {} (lsn {})",
-                        file_name(&loaded.file),
-                        loaded.lsn
-                    ),
-                )?;
-                Some(image)
-            }
-            Err(e) => return Err(format!("{}: {e}", loaded.file.display())),
-        },
-    };
-    let covered = image.as_ref().map_or(0, SnapshotImage::covered_lsn);
+    Ok(problems)
+}
+
+/// Lists every WAL segment with its first LSN and size.
+fn list_segments(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    report: &mut Report<'_>,
+) -> Result<(), String> {
     let segments = segment::list_segments(storage.as_ref(), dir).map_err(|e| e.to_string())?;
-    say(out, format!("wal segments: {}", segments.len()))?;
+    report.line(format_args!("wal segments: {}", segments.len()))?;
     for s in &segments {
         let bytes = storage.file_len(&s.path).map_err(|e| e.to_string())?;
-        say(
-            out,
-            format!(
-                "  {}  first lsn {}  {bytes} bytes",
-                file_name(&s.path),
-                s.first_lsn
-            ),
-        )?;
+        report.line(format_args!(
+            "  {}  first lsn {}  {bytes} bytes",
+            file_name(&s.path),
+            s.first_lsn
+        ))?;
     }
-    let shards = image.as_ref().map_or(1, |i| i.shard_count as usize).max(1);
-    let mut restorer = Restorer::new(image, shards, RETENTION_MS).map_err(|e| e.to_string())?;
-    let replay = wal::read_from_read_only(Arc::clone(&storage), dir, covered, &options);
-    let mut replay = match replay {
-        Ok(replay) => replay,
-        Err(e) => {
-            say(out, format!("wal: CORRUPT: {e}"))?;
-            return Err(format!("corruption found: {e}"));
-        }
-    };
-    if let Some(torn) = replay.truncation() {
-        say(
-            out,
-            format!("wal: torn tail (a crash mid-write; dropped at next start): {torn}"),
-        )?;
+    Ok(())
+}
+
+/// What the restore read: the snapshot, the log after it, the catalog and
+/// the tokens by status.
+fn summarize(restored: &Restored, report: &mut Report<'_>) -> Result<(), String> {
+    let found = &restored.report;
+    if let Some(snapshot) = &found.snapshot {
+        report.line(format_args!(
+            "restoring from: {} (lsn {}, format version {})",
+            file_name(&snapshot.file),
+            snapshot.lsn,
+            snapshot.format_version
+        ))?;
     }
-    let mut first_lsn = None;
-    let mut last_lsn = None;
-    let mut records = 0usize;
-    for record in &mut replay {
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                say(out, format!("wal: CORRUPT: {e}"))?;
-                return Err(format!("corruption found: {e}"));
-            }
-        };
-        first_lsn.get_or_insert(record.lsn);
-        last_lsn = Some(record.lsn);
-        records += 1;
-        if let Err(e) = restorer.replay(record.lsn, &record.payload) {
-            problems.push(e.to_string());
-        }
+    if let Some(torn) = &found.torn_tail {
+        report.line(format_args!(
+            "wal: torn tail (a crash mid-write; dropped at next start): {torn}"
+        ))?;
     }
-    match (first_lsn, last_lsn) {
-        (Some(first), Some(last)) => say(
-            out,
-            format!(
-                "wal records after the snapshot: {records} (lsn {first}..={last}), checksums ok"
-            ),
-        )?,
-        _ => say(out, "wal records after the snapshot: 0".to_owned())?,
+    let stats = &found.stats;
+    match (stats.first_lsn, stats.last_lsn) {
+        (Some(first), Some(last)) => report.line(format_args!(
+            "wal records after the snapshot: {} (lsn {first}..={last}), checksums ok",
+            stats.records_read
+        ))?,
+        _ => report.line("wal records after the snapshot: 0")?,
     }
-    let (catalog, states) = restorer.finish();
+    let image = restored.catalog.capture();
+    report.line(format_args!(
+        "accounts: {}  api keys: {}  collections: {}",
+        image.accounts.len(),
+        image.api_keys.len(),
+        image.collections.len()
+    ))?;
+    let (total, counts) = count_by_status(&restored.shards);
+    let by_status: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    report.line(format_args!("tokens: {total} ({})", by_status.join(", ")))
+}
+
+/// Every token, and how many of each status, as of now.
+fn count_by_status(shards: &[ShardState]) -> (usize, BTreeMap<&'static str, usize>) {
     let now = SystemClock.now_ms();
     let mut counts: BTreeMap<&str, usize> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let mut total = 0usize;
-    for token in states.iter().flat_map(|s| s.tokens()) {
+    for token in shards.iter().flat_map(|s| s.tokens()) {
         total += 1;
         *counts.entry(token.status_at(now).as_str()).or_default() += 1;
     }
-    let image = catalog_image(&catalog);
-    say(
-        out,
-        format!(
-            "accounts: {}  api keys: {}  collections: {}",
-            image.accounts.len(),
-            image.api_keys.len(),
-            image.collections.len()
-        ),
-    )?;
-    let by_status: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    say(out, format!("tokens: {total} ({})", by_status.join(", ")))?;
-    if problems.is_empty() {
-        say(out, "verdict: ok".to_owned())?;
-        Ok(())
-    } else {
-        for problem in &problems {
-            say(out, format!("problem: {problem}"))?;
-        }
-        Err(format!("{} problem(s) found", problems.len()))
-    }
+    (total, counts)
 }
 
 /// Restores `dir`, writes a fresh snapshot and drops the WAL it covers.
@@ -164,31 +176,25 @@ pub fn compact(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
         wal: WalOptions::default(),
         storage: Arc::new(FsStorage),
     };
-    let shards = 1;
-    let (store, restored) =
-        Store::open(&config, shards, RETENTION_MS).map_err(|e| e.to_string())?;
-    let lsn = store.last_lsn();
-    let image = SnapshotImage {
-        format_version: FORMAT_VERSION,
-        taken_at_ms: SystemClock.now_ms(),
-        shard_count: shards as u32,
-        catalog_lsn: lsn,
-        catalog: catalog_image(&restored.catalog),
-        shards: restored
-            .shards
-            .iter()
-            .map(|s| shard_image(s, lsn))
-            .collect(),
-    };
-    let info = store.compact(&image).map_err(|e| e.to_string())?;
+    let (store, restored) = Store::open(&config, 1, RETENTION_MS).map_err(|e| e.to_string())?;
+    let lsn = store.wal().next_lsn() - 1;
+    let capture = EngineCapture::at_rest(
+        &restored.catalog,
+        &restored.shards,
+        lsn,
+        SystemClock.now_ms(),
+    );
+    let image = capture.into_image();
+    let (info, dropped) = write_image(store.wal(), store.snapshot_files(), &image, Cut::Covered)
+        .map_err(|e| e.to_string())?;
+    store.close().map_err(|e| e.to_string())?;
     writeln!(
         out,
-        "wrote {} (lsn {}, {} tokens, {} bytes); dropped {} WAL segment(s)",
-        file_name(&info.snapshot.file),
-        info.snapshot.lsn,
-        info.snapshot.tokens,
-        info.snapshot.bytes,
-        info.dropped_segments
+        "wrote {} (lsn {}, {} tokens, {} bytes); dropped {dropped} WAL segment(s)",
+        file_name(&info.file),
+        info.lsn,
+        info.tokens,
+        info.bytes,
     )
     .map_err(|e| e.to_string())
 }

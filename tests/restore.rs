@@ -5,15 +5,19 @@
 //! live state.
 
 use std::collections::BTreeMap;
-use tokend::catalog::{Catalog, CatalogCommand};
+use std::path::Path;
+use std::sync::Arc;
+use tokend::catalog::Catalog;
 use tokend::clock::Millis;
+use tokend::command::{CatalogCommand, Create, Delete, Expiry, NewToken, Redeem, ShardCommand};
 use tokend::ids::{AccountId, CollectionId, TokenId};
+use tokend::log::LogRecord;
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, Status, TokenType};
-use tokend::persist::image::{SnapshotImage, FORMAT_VERSION};
-use tokend::persist::record::WalRecord;
-use tokend::persist::restore::{catalog_image, shard_image, Restorer};
-use tokend::shard::{Expiry, NewToken, ShardCommand, ShardState};
+use tokend::shard::{ShardCapture, ShardState};
+use tokend::snapshot::{EngineCapture, SnapshotImage, FORMAT_VERSION};
+use tokend::store::restore::Restorer;
+use tokend::wal::Record;
 
 const RETENTION_MS: i64 = 60_000;
 
@@ -47,7 +51,7 @@ impl Live {
     fn catalog(&mut self, command: CatalogCommand) {
         self.catalog.execute(command.clone(), |_| ()).unwrap();
         let lsn = self.next_lsn();
-        self.log.push((lsn, WalRecord::Catalog(command).encode()));
+        self.log.push((lsn, LogRecord::Catalog(command).encode()));
         self.catalog_lsn = lsn;
     }
 
@@ -56,10 +60,10 @@ impl Live {
         let shard = id.shard(self.shards.len());
         let changed = self.shards[shard]
             .apply(&command, self.now, &self.catalog)
-            .is_ok_and(|o| o.changed());
+            .unwrap_or(false);
         if changed {
             let lsn = self.next_lsn();
-            let record = WalRecord::Shard {
+            let record = LogRecord::Shard {
                 now_ms: self.now,
                 command,
             };
@@ -151,21 +155,7 @@ fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotIma
     for step in 0..300 {
         if Some(step) == image_at_step {
             // Components captured one after another, as the engine does.
-            let catalog = catalog_image(&live.catalog);
-            let shards = live
-                .shards
-                .iter()
-                .zip(&live.shard_lsns)
-                .map(|(s, lsn)| shard_image(s, *lsn))
-                .collect();
-            image = Some(SnapshotImage {
-                format_version: FORMAT_VERSION,
-                taken_at_ms: live.now,
-                shard_count: live.shards.len() as u32,
-                catalog_lsn: live.catalog_lsn,
-                catalog,
-                shards,
-            });
+            image = Some(image_of(live));
         }
         match step % 5 {
             0..=2 => {
@@ -173,32 +163,32 @@ fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotIma
                 ids.push(token.id);
                 live.shard(
                     token.id,
-                    ShardCommand::Create {
+                    ShardCommand::Create(Create {
                         tokens: vec![token],
-                    },
+                    }),
                 );
             }
             3 => {
                 let id = ids[step * 7 % ids.len()];
                 live.shard(
                     id,
-                    ShardCommand::Redeem {
+                    ShardCommand::Redeem(Redeem {
                         account_id: account,
                         id,
                         merchant_id: Some("m".into()),
                         idempotency_key: Some(format!("k{step}")),
                         redeemed_by: "key-1".into(),
-                    },
+                    }),
                 );
             }
             _ => {
                 let id = ids[step * 3 % ids.len()];
                 live.shard(
                     id,
-                    ShardCommand::Delete {
+                    ShardCommand::Delete(Delete {
                         account_id: account,
                         id,
-                    },
+                    }),
                 );
             }
         }
@@ -206,11 +196,28 @@ fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotIma
     image
 }
 
+/// A restorer starting from `image`, as a start reads it from a file.
+fn restorer(image: Option<SnapshotImage>, shards: usize) -> Restorer {
+    Restorer::new(
+        image.map(|i| (i, "snapshot-under-test.mpk".into())),
+        shards,
+        RETENTION_MS,
+    )
+    .unwrap()
+}
+
+/// The shards restored from `image` plus every later record of the log.
 fn restore(live: &Live, image: Option<SnapshotImage>, shards: usize) -> Vec<ShardState> {
     let covered = image.as_ref().map_or(0, |i| i.covered_lsn());
-    let mut restorer = Restorer::new(image, shards, RETENTION_MS).unwrap();
+    let mut restorer = restorer(image, shards);
+    let file: Arc<Path> = Arc::from(Path::new("wal-under-test.log"));
     for (lsn, payload) in live.log.iter().filter(|(lsn, _)| *lsn > covered) {
-        restorer.replay(*lsn, payload).unwrap();
+        let record = Record {
+            lsn: *lsn,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            file: Arc::clone(&file),
+        };
+        restorer.replay(&record).unwrap();
     }
     assert_eq!(restorer.last_lsn(), live.log.len() as u64);
     restorer.finish().1
@@ -234,7 +241,7 @@ fn image_plus_later_records_rebuilds_the_state_for_any_shard_count() {
     // smallest of them, and records between are applied selectively.
     let bytes = bytes::Bytes::from(image.encode().unwrap());
     for shards in [1, 2, 3, 5] {
-        let image = SnapshotImage::decode(&bytes).unwrap();
+        let image = SnapshotImage::decode(&bytes, FORMAT_VERSION).unwrap();
         assert_eq!(
             Live::tokens(&restore(&live, Some(image), shards), live.now),
             expected,
@@ -259,13 +266,13 @@ fn a_restored_shard_keeps_spend_once() {
             .collect();
         assert!(!redeemed.is_empty());
         for (id, account) in redeemed {
-            let again = ShardCommand::Redeem {
+            let again = ShardCommand::Redeem(Redeem {
                 account_id: account,
                 id,
                 merchant_id: Some("other".into()),
                 idempotency_key: None,
                 redeemed_by: "k".into(),
-            };
+            });
             assert!(state.apply(&again, live.now + 1, &catalog).is_err());
         }
     }
@@ -275,7 +282,6 @@ fn a_restored_shard_keeps_spend_once() {
 /// (copy on write) do not leak into the image being encoded.
 #[test]
 fn a_capture_is_unaffected_by_later_changes() {
-    use tokend::persist::restore::ShardCapture;
     let mut live = Live::new(1);
     populate(&mut live, None);
     let capture = ShardCapture::of(&live.shards[0], live.log.len() as u64);
@@ -288,27 +294,23 @@ fn a_capture_is_unaffected_by_later_changes() {
     for (id, account) in &active {
         live.shard(
             *id,
-            ShardCommand::Redeem {
+            ShardCommand::Redeem(Redeem {
                 account_id: *account,
                 id: *id,
                 merchant_id: None,
                 idempotency_key: None,
                 redeemed_by: "k".into(),
-            },
+            }),
         );
     }
-    let image = SnapshotImage {
-        format_version: FORMAT_VERSION,
+    let image = EngineCapture {
         taken_at_ms: live.now,
-        shard_count: 1,
+        catalog: live.catalog.capture(),
         catalog_lsn: live.catalog_lsn,
-        catalog: catalog_image(&live.catalog),
-        shards: vec![capture.into_image()],
-    };
-    let restored = Restorer::new(Some(image), 1, RETENTION_MS)
-        .unwrap()
-        .finish()
-        .1;
+        shards: vec![capture],
+    }
+    .into_image();
+    let restored = restorer(Some(image), 1).finish().1;
     for (id, _) in &active {
         let token = restored[0].tokens().find(|t| t.id == *id).unwrap();
         assert_eq!(token.status, Status::Active, "captured before the redeem");
@@ -444,24 +446,24 @@ fn varied_live(shards: usize) -> Live {
         ids.push(token.id);
         live.shard(
             token.id,
-            ShardCommand::Create {
+            ShardCommand::Create(Create {
                 tokens: vec![token],
-            },
+            }),
         );
     }
     for (n, id) in ids.iter().enumerate() {
         let command = match n % 10 {
-            3 => ShardCommand::Redeem {
+            3 => ShardCommand::Redeem(Redeem {
                 account_id: account,
                 id: *id,
                 merchant_id: (n % 20 == 3).then(|| "m-1".into()),
                 idempotency_key: Some(format!("r{n}")),
                 redeemed_by: format!("redeemer-{}", n % 3),
-            },
-            7 => ShardCommand::Delete {
+            }),
+            7 => ShardCommand::Delete(Delete {
                 account_id: account,
                 id: *id,
-            },
+            }),
             _ => continue,
         };
         live.shard(*id, command);
@@ -474,20 +476,21 @@ fn varied_live(shards: usize) -> Live {
     live
 }
 
+/// The live state imaged as the engine images it: each component at the
+/// LSN of its own last record.
 fn image_of(live: &Live) -> SnapshotImage {
-    SnapshotImage {
-        format_version: FORMAT_VERSION,
+    EngineCapture {
         taken_at_ms: live.now,
-        shard_count: live.shards.len() as u32,
+        catalog: live.catalog.capture(),
         catalog_lsn: live.catalog_lsn,
-        catalog: catalog_image(&live.catalog),
         shards: live
             .shards
             .iter()
             .zip(&live.shard_lsns)
-            .map(|(s, lsn)| shard_image(s, *lsn))
+            .map(|(s, lsn)| ShardCapture::of(s, *lsn))
             .collect(),
     }
+    .into_image()
 }
 
 #[test]
@@ -497,12 +500,9 @@ fn the_image_round_trips_every_field_and_reroutes_to_any_shard_count() {
     assert_eq!(expected.len(), 400);
     let bytes = bytes::Bytes::from(image_of(&live).encode().unwrap());
     for shards in [1, 2, 3, 4, 7] {
-        let image = SnapshotImage::decode(&bytes).unwrap();
+        let image = SnapshotImage::decode(&bytes, FORMAT_VERSION).unwrap();
         assert_eq!(image.token_count(), 400);
-        let restored = Restorer::new(Some(image), shards, RETENTION_MS)
-            .unwrap()
-            .finish()
-            .1;
+        let restored = restorer(Some(image), shards).finish().1;
         for (i, state) in restored.iter().enumerate() {
             assert!(
                 state.tokens().all(|t| t.id.shard(shards) == i),
@@ -517,11 +517,8 @@ fn the_image_round_trips_every_field_and_reroutes_to_any_shard_count() {
         again.shard_lsns = vec![live.log.len() as u64; shards];
         again.catalog_lsn = live.catalog_lsn;
         let bytes = bytes::Bytes::from(image_of(&again).encode().unwrap());
-        let image = SnapshotImage::decode(&bytes).unwrap();
-        let twice = Restorer::new(Some(image), 2, RETENTION_MS)
-            .unwrap()
-            .finish()
-            .1;
+        let image = SnapshotImage::decode(&bytes, FORMAT_VERSION).unwrap();
+        let twice = restorer(Some(image), 2).finish().1;
         assert_eq!(full_tokens(&twice), expected, "{shards} shards, twice");
     }
 }
@@ -551,17 +548,16 @@ fn restored_timers_and_lists_behave_like_the_live_ones() {
 }
 
 #[test]
-fn an_image_of_another_format_version_is_a_clear_error() {
-    use tokend::persist::image::ImageError;
-    // Version 1 was one MessagePack array starting with the version.
-    let old = rmp_serde::to_vec(&(1u32, 0i64, 2u32, 0u64)).unwrap();
-    let err = SnapshotImage::decode(&bytes::Bytes::from(old)).unwrap_err();
-    assert!(matches!(err, ImageError::Version { found: 1 }), "{err}");
+fn an_image_of_an_unknown_format_version_is_a_clear_error() {
+    use tokend::snapshot::image::ImageError;
+    let bytes = bytes::Bytes::from(image_of(&varied_live(1)).encode().unwrap());
+    let err = SnapshotImage::decode(&bytes, FORMAT_VERSION + 1).unwrap_err();
     assert!(
-        err.to_string().contains("version 1 is not supported"),
+        matches!(err, ImageError::Version { found } if found == FORMAT_VERSION + 1),
         "{err}"
     );
-    let err = SnapshotImage::decode(&bytes::Bytes::from_static(b"junk")).unwrap_err();
+    let err =
+        SnapshotImage::decode(&bytes::Bytes::from_static(b"junk"), FORMAT_VERSION).unwrap_err();
     assert!(matches!(err, ImageError::Malformed(_)), "{err}");
 }
 
@@ -578,10 +574,11 @@ fn damaged_sections_are_errors_not_panics() {
             b[at] ^= 0x5a;
             b
         }] {
-            let result = SnapshotImage::decode(&bytes::Bytes::from(damaged))
+            let result = SnapshotImage::decode(&bytes::Bytes::from(damaged), FORMAT_VERSION)
                 .map_err(|e| e.to_string())
                 .and_then(|image| {
-                    Restorer::new(Some(image), 2, RETENTION_MS).map_err(|e| e.to_string())
+                    Restorer::new(Some((image, "damaged.mpk".into())), 2, RETENTION_MS)
+                        .map_err(|e| e.to_string())
                 });
             if let Err(e) = result {
                 assert!(!e.is_empty());
@@ -590,31 +587,4 @@ fn damaged_sections_are_errors_not_panics() {
         }
     }
     assert!(errors > 0);
-}
-
-#[test]
-fn a_data_dir_with_a_version_1_snapshot_does_not_start() {
-    use std::sync::Arc;
-    use tokend::persist::store::{Store, StoreConfig};
-    use tokend::snapshot_file::SnapshotStore;
-    use tokend::storage::FsStorage;
-    let dir = tempfile::tempdir().unwrap();
-    // The start of a version 1 image: one MessagePack array, version first.
-    let old = rmp_serde::to_vec(&(1u32, 0i64, 2u32, 0u64)).unwrap();
-    SnapshotStore::new(Arc::new(FsStorage), dir.path())
-        .write(5, &old)
-        .unwrap();
-    let config = StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        wal: tokend::wal::WalOptions::default(),
-        storage: Arc::new(FsStorage),
-    };
-    let err = Store::open(&config, 2, RETENTION_MS)
-        .err()
-        .expect("refused");
-    let text = err.to_string();
-    assert!(
-        text.contains("format version 1 is not supported") && text.contains("snapshot-"),
-        "{text}"
-    );
 }

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use tokend::snapshot_file::{
-    snapshot_file_name, SnapshotError, SnapshotStore, SNAPSHOT_HEADER_BYTES,
+use tokend::snapshot::file::{
+    snapshot_file_name, SnapshotError, SnapshotFiles, SNAPSHOT_HEADER_BYTES,
     SNAPSHOT_SYNC_CHUNK_BYTES,
 };
+use tokend::snapshot::FORMAT_VERSION;
 use tokend::storage::{FaultyStorage, FsStorage};
 
-fn store(dir: &Path) -> SnapshotStore {
-    SnapshotStore::new(Arc::new(FsStorage::new()), dir)
+fn store(dir: &Path) -> SnapshotFiles {
+    SnapshotFiles::new(Arc::new(FsStorage::new()), dir)
 }
 
 fn payload(lsn: u64) -> Vec<u8> {
@@ -84,8 +85,8 @@ fn each_kind_of_damage_in_the_newest_falls_back_to_the_previous() {
     let kinds: [(&str, Edit); 6] = [
         ("magic", |d| d[0] ^= 0xff),
         ("version", |d| {
-            // A well-formed header of a format this build does not know.
-            d[8..12].copy_from_slice(&2u32.to_le_bytes());
+            // A well-formed header of a version no build wrote.
+            d[8..12].copy_from_slice(&0u32.to_le_bytes());
             let crc = crc32fast::hash(&d[..32]);
             d[32..36].copy_from_slice(&crc.to_le_bytes());
         }),
@@ -155,7 +156,7 @@ fn a_failed_write_or_fsync_leaves_the_previous_snapshots_and_no_temporary_file()
     for fault in ["write", "fsync", "directory fsync"] {
         let dir = tempfile::tempdir().unwrap();
         let storage = FaultyStorage::new();
-        let s = SnapshotStore::new(Arc::new(storage.clone()), dir.path());
+        let s = SnapshotFiles::new(Arc::new(storage.clone()), dir.path());
         s.write(10, &payload(10)).unwrap();
         s.write(20, &payload(20)).unwrap();
         match fault {
@@ -212,7 +213,10 @@ fn read_newest_valid_falls_back_but_changes_nothing() {
     let stray = format!("{}.tmp", snapshot_file_name(30));
     std::fs::write(dir.path().join(&stray), b"half a snapshot").unwrap();
     let before = names(dir.path());
-    let loaded = s.read_newest_valid().unwrap().unwrap();
+    let found = s.read_newest_valid().unwrap();
+    assert_eq!(found.damaged.len(), 1);
+    assert_eq!(found.unfinished, vec![dir.path().join(&stray)]);
+    let loaded = found.loaded.unwrap();
     assert_eq!(loaded.lsn, 10);
     assert_eq!(loaded.payload.as_ref(), payload(10).as_slice());
     assert_eq!(names(dir.path()), before, "nothing renamed or removed");
@@ -249,7 +253,7 @@ fn snapshots_at_the_same_lsn_get_their_own_files_and_push_out_older_ones() {
 fn a_large_snapshot_is_fsynced_in_chunks_and_a_failed_later_chunk_keeps_the_previous() {
     let dir = tempfile::tempdir().unwrap();
     let storage = FaultyStorage::new();
-    let s = SnapshotStore::new(Arc::new(storage.clone()), dir.path());
+    let s = SnapshotFiles::new(Arc::new(storage.clone()), dir.path());
     // Three chunks and a bit: four file fsyncs, so that the WAL's fsyncs
     // never queue behind one flush of the whole file.
     let big: Vec<u8> = (0..3 * SNAPSHOT_SYNC_CHUNK_BYTES + 7)
@@ -270,4 +274,34 @@ fn a_large_snapshot_is_fsynced_in_chunks_and_a_failed_later_chunk_keeps_the_prev
     assert!(names(dir.path()).iter().all(|n| !n.ends_with(".tmp")));
     let loaded = s.load_newest_valid().unwrap().unwrap();
     assert_eq!((loaded.lsn, loaded.payload.as_ref()), (10, big.as_slice()));
+}
+
+#[test]
+fn a_newer_format_is_refused_not_skipped_and_nothing_is_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.write(10, &payload(10)).unwrap();
+    s.write(20, &payload(20)).unwrap();
+    damage(dir.path(), 20, |d| {
+        // An intact header of a format a later build writes.
+        d[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32fast::hash(&d[..32]);
+        d[32..36].copy_from_slice(&crc.to_le_bytes());
+    });
+    let before = names(dir.path());
+    for _ in 0..2 {
+        match s.load_newest_valid() {
+            Err(e @ SnapshotError::NewerFormat { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains(&snapshot_file_name(20)), "{message}");
+                assert!(
+                    message.contains(&format!("format version {}", FORMAT_VERSION + 1)),
+                    "{message}"
+                );
+                assert!(message.contains(&FORMAT_VERSION.to_string()), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(names(dir.path()), before, "nothing set aside");
 }

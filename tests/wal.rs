@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokend::storage::{FaultyStorage, FsStorage, Storage};
 use tokend::wal::frame::{self, FRAME_HEADER_BYTES};
+use tokend::wal::segment::HEADER_BYTES;
 use tokend::wal::{
     list_segments, read_from, FsyncMode, Lsn, Record, Truncation, Wal, WalError, WalOptions,
 };
@@ -84,12 +85,12 @@ struct Placed {
     len: usize,
 }
 
-/// Every frame of every segment, in order.
+/// Every frame of every segment (after its header), in order.
 fn frames_on_disk(dir: &Path) -> Vec<Placed> {
     let mut out = Vec::new();
     for seg in list_segments(&FsStorage::new(), dir).unwrap() {
         let data = std::fs::read(&seg.path).unwrap();
-        let mut pos = 0;
+        let mut pos = HEADER_BYTES;
         while pos < data.len() {
             let f = frame::decode(&data[pos..], usize::MAX).unwrap();
             out.push(Placed {

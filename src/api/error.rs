@@ -6,8 +6,7 @@
 
 use super::request_id;
 use crate::catalog::CatalogError;
-use crate::engine::EngineError;
-use crate::shard::Rejection;
+use crate::engine::{EngineError, Rejection};
 use crate::timestamp;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

@@ -12,10 +12,10 @@ use super::respond::json;
 use super::state::AppState;
 use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
 use crate::clock::Millis;
-use crate::engine::Engine;
+use crate::command::{Expiry, NewToken, Redeem};
+use crate::engine::{Created, Engine, ListQuery};
 use crate::ids::{CollectionId, TokenId};
 use crate::model::{Encryption, Liveness, Metadata, Scope, Status, Token, TokenType};
-use crate::shard::{Created, Expiry, ListQuery, NewToken};
 use crate::timestamp;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -213,12 +213,10 @@ impl<'a> Planner<'a> {
             (None, Some(secs), _) => Expiry::InSecs(secs),
             _ => Expiry::CollectionDefault,
         };
-        let ends_at = match expiry {
-            Expiry::At(at) => Some(at),
-            Expiry::InSecs(secs) => Some(self.now.saturating_add(secs.saturating_mul(1000))),
-            Expiry::CollectionDefault => None,
-        };
-        if let Some(end) = ends_at {
+        // An explicit expiry must be in the future and after the start; the
+        // collection's default is neither checked nor known here.
+        if expiry != Expiry::CollectionDefault {
+            let end = expiry.expires_at_ms(self.now, None);
             let field = if matches!(expiry, Expiry::At(_)) {
                 "expiresAt"
             } else {
@@ -624,18 +622,19 @@ pub async fn redeem(
     let body = read_json(&req, payload, BODY_BYTES_MAX, true).await?;
     let body: RedeemBody = decode(&schemas().redeem, body)?;
     let id = token_id(&path)?;
-    let (token, replayed) = state
+    let redeemed = state
         .engine()?
-        .redeem(
-            caller.account.id,
+        .redeem(Redeem {
+            account_id: caller.account.id,
             id,
-            body.merchant_id,
-            body.idempotency_key,
-            caller.key.name.clone(),
-        )
+            merchant_id: body.merchant_id,
+            idempotency_key: body.idempotency_key,
+            redeemed_by: caller.key.name.clone(),
+        })
         .await?;
-    let mut response = json(StatusCode::OK, &render(&token, state.engine()?.now()))?;
-    if replayed {
+    let now = state.engine()?.now();
+    let mut response = json(StatusCode::OK, &render(&redeemed.token, now))?;
+    if redeemed.replayed {
         mark_replayed(&mut response);
     }
     Ok(response)

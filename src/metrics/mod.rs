@@ -1,5 +1,5 @@
-//! Operational metrics (`GET /metrics`, contract §8), in the OpenMetrics text
-//! format through `prometheus_client`.
+//! Operational metrics (`GET /metrics`), in the OpenMetrics text format
+//! through `prometheus_client`.
 //!
 //! Each [`crate::app::Application`] has its own [`Metrics`] (its own
 //! registry): applications started side by side in one process, as the tests
@@ -11,15 +11,16 @@
 //! - [`store`]: WAL fsyncs and batches, snapshots, restore.
 //!
 //! Metrics that live in the engine (tokens, WAL, snapshots) are read at
-//! scrape time through the same engine slot the handlers use, so `/metrics`
-//! answers while the engine is still restoring, with what is known then.
+//! scrape time through [`EngineReadings`], from the same engine slot the
+//! handlers use, so `/metrics` answers while the engine is still restoring,
+//! with what is known then. The engine implements that trait: this module
+//! knows nothing of it.
 
 pub mod histogram;
 pub mod http;
 pub mod store;
 pub mod tokens;
 
-use crate::engine::Engine;
 use crate::model::Status;
 use http::HttpMetrics;
 use prometheus_client::collector::Collector;
@@ -30,7 +31,18 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use store::RestoreReport;
+use store::{RestoreReport, SnapshotMetrics, WalMetrics};
+use tokens::StatusCounts;
+
+/// What `/metrics` reads from the engine at each scrape.
+pub trait EngineReadings: Send + Sync + 'static {
+    /// Tokens held by status, as the shards last published them.
+    fn token_counts(&self) -> StatusCounts;
+    /// The WAL writer's fsync and batch metrics.
+    fn wal_metrics(&self) -> &WalMetrics;
+    /// Snapshot durations and sizes.
+    fn snapshot_metrics(&self) -> &SnapshotMetrics;
+}
 
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,7 +63,7 @@ pub struct Metrics {
 impl Metrics {
     /// The metrics of an application whose engine will be installed in
     /// `engine` once restored.
-    pub fn new(engine: Arc<OnceLock<Engine>>) -> Self {
+    pub fn new<E: EngineReadings>(engine: Arc<OnceLock<E>>) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         let http = HttpMetrics::default();
         registry.register(
@@ -97,14 +109,14 @@ impl Metrics {
 }
 
 /// Reads the engine's metrics at each scrape.
-struct EngineCollector {
+struct EngineCollector<E> {
     /// The engine, once restored (the slot the handlers use).
-    engine: Arc<OnceLock<Engine>>,
+    engine: Arc<OnceLock<E>>,
     /// How restore went, once it is done.
     restore: Arc<OnceLock<RestoreReport>>,
 }
 
-impl std::fmt::Debug for EngineCollector {
+impl<E> std::fmt::Debug for EngineCollector<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineCollector")
             .field("ready", &self.engine.get().is_some())
@@ -136,7 +148,7 @@ fn histogram(
     metric.encode(encoder.encode_descriptor(name, help, unit, MetricType::Histogram)?)
 }
 
-impl Collector for EngineCollector {
+impl<E: EngineReadings> Collector for EngineCollector<E> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let engine = self.engine.get();
         gauge(
@@ -147,93 +159,116 @@ impl Collector for EngineCollector {
             u64::from(engine.is_some()),
         )?;
         if let Some(report) = self.restore.get() {
-            gauge(
-                &mut encoder,
-                "restore_duration",
-                "Time the restore at start took: snapshot load, WAL replay, shard start.",
-                Some(&Unit::Seconds),
-                report.duration.as_secs_f64(),
-            )?;
-            gauge(
-                &mut encoder,
-                "restore_tokens",
-                "Tokens held after the restore at start, tombstones included.",
-                None,
-                report.tokens,
-            )?;
+            encode_restore(&mut encoder, report)?;
         }
         let Some(engine) = engine else {
             return Ok(());
         };
-
-        let counts = engine.token_counts();
-        let mut tokens = encoder.encode_descriptor(
-            "tokens",
-            "Tokens held, by status (redeemed, expired and deleted ones until their \
-             tombstone is purged); a token moves to expired when its expiry timer runs.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for status in Status::ALL {
-            let labels = [("status", status.as_str())];
-            ConstGauge::new(counts.get(status)).encode(tokens.encode_family(&labels)?)?;
-        }
-
-        let wal = engine.wal_metrics();
-        histogram(
-            &mut encoder,
-            "wal_fsync_duration",
-            "Duration of each fsync of a WAL segment (group commits, rotations, flushes).",
-            Some(&Unit::Seconds),
-            &wal.fsync_seconds,
-        )?;
-        histogram(
-            &mut encoder,
-            "wal_batch_records",
-            "WAL records per batch written (group commit: one write, at most one fsync, \
-             per batch).",
-            None,
-            &wal.batch_records,
-        )?;
-        histogram(
-            &mut encoder,
-            "wal_batch",
-            "Bytes per WAL batch written.",
-            Some(&Unit::Bytes),
-            &wal.batch_bytes,
-        )?;
-
-        let snapshots = engine.snapshot_metrics();
-        histogram(
-            &mut encoder,
-            "snapshot_duration",
-            "Duration of each snapshot, from its start until it is durable.",
-            Some(&Unit::Seconds),
-            &snapshots.duration_seconds,
-        )?;
-        gauge(
-            &mut encoder,
-            "snapshot_last",
-            "Size of the newest snapshot written by this process (0: none yet).",
-            Some(&Unit::Bytes),
-            snapshots.last_bytes.load(Ordering::Relaxed),
-        )?;
-        gauge(
-            &mut encoder,
-            "snapshot_last_tokens",
-            "Tokens in the newest snapshot written by this process.",
-            None,
-            snapshots.last_tokens.load(Ordering::Relaxed),
-        )?;
-        let failures = ConstCounter::new(snapshots.failures.load(Ordering::Relaxed));
-        failures.encode(encoder.encode_descriptor(
-            "snapshot_failures",
-            "Snapshots that failed.",
-            None,
-            failures.metric_type(),
-        )?)?;
-        Ok(())
+        encode_tokens(&mut encoder, &engine.token_counts())?;
+        encode_wal(&mut encoder, engine.wal_metrics())?;
+        encode_snapshots(&mut encoder, engine.snapshot_metrics())
     }
+}
+
+/// How the restore at start went.
+fn encode_restore(
+    encoder: &mut DescriptorEncoder,
+    report: &RestoreReport,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        encoder,
+        "restore_duration",
+        "Time the restore at start took: snapshot load, WAL replay, shard start.",
+        Some(&Unit::Seconds),
+        report.duration.as_secs_f64(),
+    )?;
+    gauge(
+        encoder,
+        "restore_tokens",
+        "Tokens held after the restore at start, tombstones included.",
+        None,
+        report.tokens,
+    )
+}
+
+/// Tokens by status, one series per status.
+fn encode_tokens(
+    encoder: &mut DescriptorEncoder,
+    counts: &StatusCounts,
+) -> Result<(), std::fmt::Error> {
+    let mut tokens = encoder.encode_descriptor(
+        "tokens",
+        "Tokens held, by status (redeemed, expired and deleted ones until their \
+         tombstone is purged); a token moves to expired when its expiry timer runs.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for status in Status::ALL {
+        let labels = [("status", status.as_str())];
+        ConstGauge::new(counts.get(status)).encode(tokens.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The WAL writer's fsyncs and batches.
+fn encode_wal(encoder: &mut DescriptorEncoder, wal: &WalMetrics) -> Result<(), std::fmt::Error> {
+    histogram(
+        encoder,
+        "wal_fsync_duration",
+        "Duration of each fsync of a WAL segment (group commits, rotations, flushes).",
+        Some(&Unit::Seconds),
+        &wal.fsync_seconds,
+    )?;
+    histogram(
+        encoder,
+        "wal_batch_records",
+        "WAL records per batch written (group commit: one write, at most one fsync, \
+         per batch).",
+        None,
+        &wal.batch_records,
+    )?;
+    histogram(
+        encoder,
+        "wal_batch",
+        "Bytes per WAL batch written.",
+        Some(&Unit::Bytes),
+        &wal.batch_bytes,
+    )
+}
+
+/// Snapshot durations, sizes and failures.
+fn encode_snapshots(
+    encoder: &mut DescriptorEncoder,
+    snapshots: &SnapshotMetrics,
+) -> Result<(), std::fmt::Error> {
+    histogram(
+        encoder,
+        "snapshot_duration",
+        "Duration of each snapshot, from its start until it is durable.",
+        Some(&Unit::Seconds),
+        &snapshots.duration_seconds,
+    )?;
+    gauge(
+        encoder,
+        "snapshot_last",
+        "Size of the newest snapshot written by this process (0: none yet).",
+        Some(&Unit::Bytes),
+        snapshots.last_bytes.load(Ordering::Relaxed),
+    )?;
+    gauge(
+        encoder,
+        "snapshot_last_tokens",
+        "Tokens in the newest snapshot written by this process.",
+        None,
+        snapshots.last_tokens.load(Ordering::Relaxed),
+    )?;
+    let failures = ConstCounter::new(snapshots.failures.load(Ordering::Relaxed));
+    failures.encode(encoder.encode_descriptor(
+        "snapshot_failures",
+        "Snapshots that failed.",
+        None,
+        failures.metric_type(),
+    )?)
 }
 
 #[cfg(test)]
@@ -242,7 +277,20 @@ mod tests {
 
     #[test]
     fn before_the_engine_is_restored_only_what_is_known_is_exposed() {
-        let metrics = Metrics::new(Arc::new(OnceLock::new()));
+        /// An engine that is never installed.
+        struct Restoring(WalMetrics, SnapshotMetrics);
+        impl EngineReadings for Restoring {
+            fn token_counts(&self) -> StatusCounts {
+                StatusCounts::default()
+            }
+            fn wal_metrics(&self) -> &WalMetrics {
+                &self.0
+            }
+            fn snapshot_metrics(&self) -> &SnapshotMetrics {
+                &self.1
+            }
+        }
+        let metrics = Metrics::new(Arc::new(OnceLock::<Restoring>::new()));
         let text = metrics.encode().unwrap();
         assert!(text.contains("\ntokend_ready 0\n"), "{text}");
         assert!(!text.contains("tokend_tokens"), "{text}");

@@ -5,24 +5,23 @@
 //! in one order without locks. It stamps each command with a `now` that never
 //! goes backwards, so creation order is time order within the shard.
 //!
-//! A change is applied in memory and appended to the write-ahead log in the
-//! same message turn, so the log order of a shard's records is its decision
-//! order. The shard never waits for the disk: it replies with the LSN the
-//! answer depends on, and the caller waits for that LSN to be durable before
+//! A change is applied in memory and appended to the log in the same message
+//! turn, so the log order of a shard's records is its decision order. The
+//! shard never waits for the disk: it replies with the LSN the answer
+//! depends on, and the caller waits for that LSN to be durable before
 //! answering the client — for a rejection too, since a "409 already redeemed"
 //! must not be sent for a redemption that a crash could still undo.
 
-use super::command::{Outcome, Rejection, ShardCommand};
+use super::capture::ShardCapture;
+use super::command::TokenCommand;
+use super::outcome::Rejection;
 use super::state::{ListPage, ListQuery, ShardState, TimerReport};
 use crate::catalog::Catalog;
 use crate::clock::{Clock, Millis};
 use crate::ids::{AccountId, TokenId};
+use crate::log::{Log, LogError, LogRecord, Lsn};
 use crate::metrics::tokens::TokenGauges;
 use crate::model::Token;
-use crate::persist::record::WalRecord;
-use crate::persist::restore::ShardCapture;
-use crate::persist::store::Store;
-use crate::wal::{Lsn, WalError};
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +40,12 @@ pub struct Decided<T> {
 }
 
 /// Applies a command; replies with its outcome. `Err` when the log refused
-/// the record (the engine is poisoned).
-#[derive(Message)]
-#[rtype(result = "Result<Decided<Result<Outcome, Rejection>>, WalError>")]
-pub struct Execute(pub ShardCommand);
+/// the record (the log is poisoned).
+pub struct Execute<C>(pub C);
+
+impl<C: TokenCommand> Message for Execute<C> {
+    type Result = Result<Decided<Result<C::Outcome, Rejection>>, LogError>;
+}
 
 /// Captures the shard for a snapshot.
 #[derive(Message)]
@@ -87,8 +88,8 @@ pub struct Shard {
     state: ShardState,
     /// Collections and accounts, read-only here.
     catalog: Arc<Catalog>,
-    /// The write-ahead log every change goes to.
-    store: Arc<Store>,
+    /// The log every change goes to.
+    log: Arc<dyn Log>,
     /// LSN of this shard's last logged change: what its answers depend on.
     last_lsn: Lsn,
     /// The engine clock.
@@ -106,7 +107,7 @@ impl Shard {
     pub fn new(
         state: ShardState,
         catalog: Arc<Catalog>,
-        store: Arc<Store>,
+        log: Arc<dyn Log>,
         clock: Arc<dyn Clock>,
         timer_period: Duration,
     ) -> Self {
@@ -116,8 +117,8 @@ impl Shard {
             token_gauges,
             state,
             catalog,
-            last_lsn: store.last_lsn(),
-            store,
+            last_lsn: log.last_lsn(),
+            log,
             clock,
             last_now_ms: Millis::MIN,
             timer_period,
@@ -157,24 +158,24 @@ impl Actor for Shard {
     }
 }
 
-impl Handler<Execute> for Shard {
-    type Result = Result<Decided<Result<Outcome, Rejection>>, WalError>;
+impl<C: TokenCommand> Handler<Execute<C>> for Shard {
+    type Result = Result<Decided<Result<C::Outcome, Rejection>>, LogError>;
 
-    fn handle(&mut self, Execute(command): Execute, _: &mut Self::Context) -> Self::Result {
-        // A poisoned store acknowledges nothing; stop changing state too.
-        self.store.check_writable()?;
+    fn handle(&mut self, Execute(command): Execute<C>, _: &mut Self::Context) -> Self::Result {
+        // A poisoned log acknowledges nothing; stop changing state too.
+        self.log.check_writable()?;
         let now = self.now();
-        let result = self.state.apply(&command, now, &self.catalog);
-        if result.as_ref().is_ok_and(Outcome::changed) {
+        let result = self.state.execute(&command, now, &self.catalog);
+        if result.as_ref().is_ok_and(C::changed) {
             self.token_gauges.publish(self.state.counts());
-            let record = WalRecord::Shard {
+            let record = LogRecord::Shard {
                 now_ms: now,
-                command,
+                command: command.into(),
             };
             // On error the change stays in memory but is never acknowledged:
             // the log is poisoned and every later answer that depends on it
             // fails too.
-            self.last_lsn = self.store.append(&record)?;
+            self.last_lsn = self.log.append(&record)?;
         }
         Ok(Decided {
             value: result,
@@ -202,7 +203,7 @@ impl Handler<Capture> for Shard {
         // Every record of this shard at or below the log's current end has
         // been applied (append happens in the same turn as apply), and every
         // later one will be above it.
-        let lsn = self.store.last_lsn();
+        let lsn = self.log.last_lsn();
         actix::MessageResult(ShardCapture::of(&self.state, lsn))
     }
 }

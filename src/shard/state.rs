@@ -7,15 +7,17 @@
 //! tombstone purges are also evaluated lazily against `now`, so whether the
 //! timers have run yet never changes a decision.
 
-use super::command::{Created, Expiry, NewToken, Outcome, Rejection, ShardCommand};
+use super::command::{apply_logged, TokenCommand};
 use super::deadlines::Deadlines;
+use super::outcome::{Created, Deleted, Redeemed, Rejection};
 use super::table::{Slot, SlotId, TableCapture, TokenTable};
 use crate::catalog::Catalog;
 use crate::clock::Millis;
+use crate::command::{Delete, NewToken, Redeem, ShardCommand};
 use crate::ids::{AccountId, CollectionId, TokenId};
 use crate::metrics::tokens::StatusCounts;
 use crate::model::token::NEVER;
-use crate::model::{Redemption, Status, Token, TokenExtra, TokenType};
+use crate::model::{Collection, Redemption, Status, Token, TokenExtra, TokenType};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -54,6 +56,14 @@ pub struct TimerReport {
     pub expired: usize,
     /// Tombstones dropped after retention.
     pub purged: usize,
+}
+
+/// What creating one token will do, decided before anything changes.
+enum Planned {
+    /// Store it as new, in this collection.
+    Insert(Arc<Collection>),
+    /// It exists with the same idempotency key and body: answer it.
+    Replay,
 }
 
 /// The tokens one shard owns, with their indexes and timers.
@@ -143,32 +153,27 @@ impl ShardState {
         &self.counts
     }
 
-    /// Applies `command` decided at `now`: either every effect happens and the
-    /// outcome says what, or nothing changes and the rejection says why.
+    /// Applies `command` decided at `now` and answers its outcome: either
+    /// every effect happens and the outcome says what, or nothing changes and
+    /// the rejection says why.
+    pub fn execute<C: TokenCommand>(
+        &mut self,
+        command: &C,
+        now: Millis,
+        catalog: &Catalog,
+    ) -> Result<C::Outcome, Rejection> {
+        command.apply(self, now, catalog)
+    }
+
+    /// Applies a logged command decided at `now` (replay, or a test's log):
+    /// whether it changed the state.
     pub fn apply(
         &mut self,
         command: &ShardCommand,
         now: Millis,
         catalog: &Catalog,
-    ) -> Result<Outcome, Rejection> {
-        match command {
-            ShardCommand::Create { tokens } => self.create(tokens, now, catalog),
-            ShardCommand::Redeem {
-                account_id,
-                id,
-                merchant_id,
-                idempotency_key,
-                redeemed_by,
-            } => self.redeem(
-                *account_id,
-                *id,
-                merchant_id.as_deref(),
-                idempotency_key.as_deref(),
-                redeemed_by,
-                now,
-            ),
-            ShardCommand::Delete { account_id, id } => self.delete(*account_id, *id, now),
-        }
+    ) -> Result<bool, Rejection> {
+        apply_logged(command, self, now, catalog)
     }
 
     /// The account owning the token in `slot`.
@@ -216,106 +221,117 @@ impl ShardState {
             .is_none_or(|t| t.is_purged(now, self.retention_ms))
     }
 
-    fn create(
+    /// Creates `new_tokens` decided at `now`, all or none: every token is
+    /// checked before any is stored.
+    pub(super) fn create(
         &mut self,
         new_tokens: &[NewToken],
         now: Millis,
         catalog: &Catalog,
-    ) -> Result<Outcome, Rejection> {
-        // Decide everything first: the command creates all its tokens or none.
-        let mut plan = Vec::with_capacity(new_tokens.len());
-        for new in new_tokens {
-            let collection = catalog
-                .collection(new.collection_id)
-                .filter(|c| c.record.account_id == new.account_id)
-                .ok_or(Rejection::CollectionNotFound)?;
-            match self.table.get(new.id) {
-                Some(existing) if !existing.is_purged(now, self.retention_ms) => {
-                    let same_owner = self.account_of(existing) == Some(new.account_id);
-                    let same_body = new.fingerprint.is_some()
-                        && existing.extra().create_fingerprint == new.fingerprint;
-                    if !(same_owner && same_body) {
-                        return Err(Rejection::AlreadyCreated);
-                    }
-                    plan.push((new, None));
-                }
-                _ => plan.push((new, Some(collection))),
-            }
-        }
+    ) -> Result<Vec<Created>, Rejection> {
+        let plan = new_tokens
+            .iter()
+            .map(|new| Ok((new, self.plan_create(new, now, catalog)?)))
+            .collect::<Result<Vec<_>, Rejection>>()?;
         let mut results = Vec::with_capacity(plan.len());
-        for (new, collection) in plan {
-            let Some(collection) = collection else {
-                // Present a moment ago, and nothing in between removes tokens.
-                let existing = self.table.get(new.id).ok_or(Rejection::TokenNotFound)?;
-                results.push(Created::Replayed(self.table.view(existing)));
-                continue;
-            };
-            if self.table.get(new.id).is_some() {
-                // A purged tombstone under the same id: drop it for good.
-                self.remove(new.id);
-            }
-            let expires_at_ms = match new.expiry {
-                Expiry::At(at) => at,
-                Expiry::InSecs(secs) => now.saturating_add(secs.saturating_mul(1000)),
-                Expiry::CollectionDefault => collection
-                    .record
-                    .token_expires_after_secs
-                    .map_or(NEVER, |secs| now.saturating_add(secs.saturating_mul(1000))),
-            };
-            let data = new.data.as_ref().and_then(|text| {
-                let raw = RawValue::from_string(text.clone()).ok();
-                debug_assert!(raw.is_some(), "data is validated JSON");
-                raw
+        for (new, planned) in plan {
+            results.push(match planned {
+                Planned::Insert(collection) => Created::New(self.insert(new, &collection, now)),
+                Planned::Replay => {
+                    // Present a moment ago, and nothing in between removes tokens.
+                    let existing = self.table.get(new.id).ok_or(Rejection::TokenNotFound)?;
+                    Created::Replayed(self.table.view(existing))
+                }
             });
-            let (meta, overflows) = self.table.pack_metadata(&new.metadata);
-            let extra = TokenExtra {
-                description: new.description.as_deref().map(Box::from),
-                data,
-                encryption: new.encryption.clone().map(Box::new),
-                children: new.children.clone(),
-                create_fingerprint: new.fingerprint,
-                redemption: None,
-                deleted_at_ms: None,
-                metadata_overflow: overflows.then(|| new.metadata.clone()),
-                active_from_ms: new.active_from_ms.filter(|at| *at != now),
-            };
-            let tables = self.table.tables_mut();
-            let collection_at = tables.collections.intern(&collection);
-            let created_by = tables.names.intern_name(&new.created_by);
-            let slot = Slot {
-                id: new.id,
-                created_at_ms: now,
-                expires_at_ms,
-                extra: (!extra.is_empty()).then(|| Arc::new(extra)),
-                collection: collection_at,
-                created_by,
-                status: Status::Active,
-                kind: new.kind,
-                meta,
-            };
-            let view = self.table.view(&slot);
-            self.counts.add(slot.status);
-            let at = self.table.insert(slot);
-            if expires_at_ms != NEVER {
-                self.expiries.push(expires_at_ms, at);
-            }
-            self.index(new.account_id, at);
-            results.push(Created::New(view));
         }
-        Ok(Outcome::Created(results))
+        Ok(results)
     }
 
-    fn redeem(
-        &mut self,
-        account: AccountId,
-        id: TokenId,
-        merchant: Option<&str>,
-        idempotency_key: Option<&str>,
-        redeemed_by: &str,
+    /// What creating `new` at `now` would do, changing nothing: insert it,
+    /// answer the existing token (an idempotent retry), or refuse.
+    fn plan_create(
+        &self,
+        new: &NewToken,
         now: Millis,
-    ) -> Result<Outcome, Rejection> {
+        catalog: &Catalog,
+    ) -> Result<Planned, Rejection> {
+        let collection = catalog
+            .collection(new.collection_id)
+            .filter(|c| c.record.account_id == new.account_id)
+            .ok_or(Rejection::CollectionNotFound)?;
+        match self.table.get(new.id) {
+            Some(existing) if !existing.is_purged(now, self.retention_ms) => {
+                let same_owner = self.account_of(existing) == Some(new.account_id);
+                let same_body = new.fingerprint.is_some()
+                    && existing.extra().create_fingerprint == new.fingerprint;
+                if same_owner && same_body {
+                    Ok(Planned::Replay)
+                } else {
+                    Err(Rejection::AlreadyCreated)
+                }
+            }
+            _ => Ok(Planned::Insert(collection)),
+        }
+    }
+
+    /// Stores the new token `new` of `collection`, created at `now`; returns
+    /// it as readers see it.
+    fn insert(&mut self, new: &NewToken, collection: &Arc<Collection>, now: Millis) -> Arc<Token> {
+        if self.table.get(new.id).is_some() {
+            // A purged tombstone under the same id: drop it for good.
+            self.remove(new.id);
+        }
+        let expires_at_ms = new
+            .expiry
+            .expires_at_ms(now, collection.record.token_expires_after_secs);
+        let data = new.data.as_ref().and_then(|text| {
+            let raw = RawValue::from_string(text.clone()).ok();
+            debug_assert!(raw.is_some(), "data is validated JSON");
+            raw
+        });
+        let (meta, overflows) = self.table.pack_metadata(&new.metadata);
+        let extra = TokenExtra {
+            description: new.description.as_deref().map(Box::from),
+            data,
+            encryption: new.encryption.clone().map(Box::new),
+            children: new.children.clone(),
+            create_fingerprint: new.fingerprint,
+            redemption: None,
+            deleted_at_ms: None,
+            metadata_overflow: overflows.then(|| new.metadata.clone()),
+            active_from_ms: new.active_from_ms.filter(|at| *at != now),
+        };
+        let tables = self.table.tables_mut();
+        let collection_at = tables.collections.intern(collection);
+        let created_by = tables.names.intern_name(&new.created_by);
+        let slot = Slot {
+            id: new.id,
+            created_at_ms: now,
+            expires_at_ms,
+            extra: (!extra.is_empty()).then(|| Arc::new(extra)),
+            collection: collection_at,
+            created_by,
+            status: Status::Active,
+            kind: new.kind,
+            meta,
+        };
+        let view = self.table.view(&slot);
+        self.counts.add(slot.status);
+        let at = self.table.insert(slot);
+        if expires_at_ms != NEVER {
+            self.expiries.push(expires_at_ms, at);
+        }
+        self.index(new.account_id, at);
+        view
+    }
+
+    /// Spends a token at `now`, exactly once; a repeat of the winning
+    /// request is a replay.
+    pub(super) fn redeem(&mut self, command: &Redeem, now: Millis) -> Result<Redeemed, Rejection> {
+        let merchant = command.merchant_id.as_deref();
+        let idempotency_key = command.idempotency_key.as_deref();
         let (at, token) = self
-            .visible(account, id, now)
+            .visible(command.account_id, command.id, now)
             .ok_or(Rejection::TokenNotFound)?;
         match token.status_at(now) {
             Status::Deleted => return Err(Rejection::Deleted),
@@ -329,7 +345,7 @@ impl ShardState {
                         && r.merchant_id.as_deref() == merchant
                 });
                 if repeats_winner {
-                    return Ok(Outcome::Redeemed {
+                    return Ok(Redeemed {
                         token: self.table.view(token),
                         replayed: true,
                     });
@@ -352,7 +368,7 @@ impl ShardState {
         if !allowed {
             return Err(Rejection::MerchantNotAllowed);
         }
-        let redeemed_by = self.intern(redeemed_by);
+        let redeemed_by = self.intern(&command.redeemed_by);
         let retention_ms = self.retention_ms;
         let Some(token) = self.table.slot_mut(at) else {
             return Err(Rejection::TokenNotFound);
@@ -368,23 +384,19 @@ impl ShardState {
         });
         let redeemed = self.table.slot(at).map(|t| self.table.view(t));
         self.purges.push(now.saturating_add(retention_ms), at);
-        Ok(Outcome::Redeemed {
+        Ok(Redeemed {
             token: redeemed.ok_or(Rejection::TokenNotFound)?,
             replayed: false,
         })
     }
 
-    fn delete(
-        &mut self,
-        account: AccountId,
-        id: TokenId,
-        now: Millis,
-    ) -> Result<Outcome, Rejection> {
+    /// Deletes a token at `now`, erasing its data; again is fine.
+    pub(super) fn delete(&mut self, command: &Delete, now: Millis) -> Result<Deleted, Rejection> {
         let (at, token) = self
-            .visible(account, id, now)
+            .visible(command.account_id, command.id, now)
             .ok_or(Rejection::TokenNotFound)?;
         if token.status == Status::Deleted {
-            return Ok(Outcome::Deleted { changed: false });
+            return Ok(Deleted { changed: false });
         }
         let retention_ms = self.retention_ms;
         let Some(token) = self.table.slot_mut(at) else {
@@ -395,7 +407,7 @@ impl ShardState {
         token.erase();
         token.extra_mut().deleted_at_ms = Some(now);
         self.purges.push(now.saturating_add(retention_ms), at);
-        Ok(Outcome::Deleted { changed: true })
+        Ok(Deleted { changed: true })
     }
 
     /// Copies of the tokens `ids` as `account` sees them at `now`.

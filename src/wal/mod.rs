@@ -2,25 +2,27 @@
 //! ([`frame`]), in segment files ([`segment`]), appended with group commit ([`Wal`]) and
 //! replayed with torn-tail recovery ([`read_from`]).
 //!
-//! Durability rules (product contract §7): with [`FsyncMode::Always`] a record is acknowledged
-//! only after it is fsynced; a torn last record is dropped; damage anywhere else is an error
-//! naming the file and byte offset, never a silent truncation.
+//! Durability rules: with [`FsyncMode::Always`] a record is acknowledged only after it is
+//! fsynced; a torn last record is dropped; damage anywhere else is an error naming the file and
+//! byte offset, never a silent truncation of acknowledged data.
+//!
+//! The WAL stores opaque payloads; as the engine's [`Log`](crate::log::Log) it stores
+//! [`LogRecord`](crate::log::LogRecord)s (see `writer`).
 
 pub mod frame;
 mod reader;
 pub mod segment;
 mod writer;
 
-pub use reader::{read_from, read_from_read_only, Record, Replay, Truncation};
+pub use reader::{read_from, read_from_read_only, repair_torn_tail, Record, Replay, Truncation};
 pub use segment::{list_segments, SegmentInfo};
 pub use writer::{Wal, WalStats};
 
+pub use crate::log::Lsn;
+
+use crate::log::LogError;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Log sequence number. Records are numbered 1, 2, 3, … without gaps; 0 means "before the first
-/// record" (e.g. `read_from(…, 0, …)` replays everything).
-pub type Lsn = u64;
 
 /// Hard ceiling for `record_bytes_max`: a frame's length field is a u32 and a record is held in
 /// memory whole.
@@ -217,9 +219,32 @@ pub enum WalError {
     /// Options that contradict each other or the hard limits.
     #[error("invalid WAL options: {0}")]
     InvalidOptions(String),
+    /// A segment written by a newer build, in a format this build does not read.
+    #[error(
+        "WAL segment {file} has format version {found}; this build reads versions up to \
+         {supported}: run a tokend that reads it (nothing was changed)"
+    )]
+    NewerFormat {
+        /// The segment file.
+        file: PathBuf,
+        /// Its format version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
     /// The WAL's writer thread has stopped (the WAL is being dropped).
     #[error("WAL closed")]
     Closed,
+}
+
+impl From<LogError> for WalError {
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::Poisoned { cause } => WalError::Poisoned { cause },
+            LogError::Closed => WalError::Closed,
+            LogError::NotAppended { lsn, next_lsn } => WalError::NotAppended { lsn, next_lsn },
+        }
+    }
 }
 
 impl WalError {

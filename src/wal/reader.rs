@@ -14,13 +14,19 @@
 //!   everything from the bad frame on is garbage that was never acknowledged: the file is
 //!   truncated there (fsynced) and the cut reported. Valid frames with *older* LSNs do not count:
 //!   they are what stale blocks of a deleted segment look like.
+//! - A last segment whose header was cut short (a crash while it was being created) holds no
+//!   records: it is cut back to nothing, and recreated when the WAL opens.
 //! - Anything else — a bad frame in an earlier segment (those were fsynced before the next one
 //!   was created), a bad frame with a valid later record at or after it, a segment that does not
 //!   start where the previous one ended — is [`WalError::Corrupt`] naming the file and byte
 //!   offset.
+//!
+//! Everything is checked before anything on disk changes: [`read_from_read_only`] only reports
+//! the torn tail, which [`repair_torn_tail`] then cuts, so a replay that fails further on (a
+//! newer format, damage) leaves the files as they were.
 
 use super::frame::{self, FRAME_HEADER_BYTES};
-use super::segment::{list_segments, SegmentInfo};
+use super::segment::{list_segments, Layout, SegmentInfo};
 use super::{Lsn, WalError, WalOptions};
 use crate::storage::Storage;
 use bytes::Bytes;
@@ -35,12 +41,14 @@ pub struct Record {
     /// The record's payload: a view into the segment buffer, so holding it keeps that segment's
     /// bytes alive; copy it if it is kept long.
     pub payload: Bytes,
+    /// The segment file it was read from, to name in errors about the record.
+    pub file: Arc<Path>,
 }
 
-/// A torn tail that replay cut off.
+/// A torn tail that replay cut off (or, read-only, found).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncation {
-    /// The segment file that was truncated.
+    /// The segment file that was (or is to be) truncated.
     pub file: PathBuf,
     /// Its new length: the byte offset of the bad frame.
     pub offset: u64,
@@ -65,7 +73,7 @@ impl std::fmt::Display for Truncation {
 
 /// Result of checking the frames of one segment in order.
 pub(crate) struct SegmentScan {
-    /// Bytes of valid, in-sequence frames from the start of the file.
+    /// Where the valid, in-sequence frames from the start of the file end.
     pub(crate) valid_len: usize,
     /// LSN the next frame must have.
     pub(crate) next_lsn: Lsn,
@@ -73,9 +81,14 @@ pub(crate) struct SegmentScan {
     pub(crate) bad: Option<(usize, String)>,
 }
 
-/// Checks the frames of a segment whose first record must be `first_lsn`.
-pub(crate) fn scan_segment(data: &[u8], first_lsn: Lsn, record_bytes_max: usize) -> SegmentScan {
-    let mut pos = 0;
+/// Checks the frames from byte `from` of a segment whose first record must be `first_lsn`.
+pub(crate) fn scan_segment(
+    data: &[u8],
+    from: usize,
+    first_lsn: Lsn,
+    record_bytes_max: usize,
+) -> SegmentScan {
+    let mut pos = from;
     let mut next_lsn = first_lsn;
     while pos < data.len() {
         match frame::decode(&data[pos..], record_bytes_max) {
@@ -173,6 +186,8 @@ pub struct Replay {
     segments: std::vec::IntoIter<SegmentInfo>,
     /// The last segment's contents, checked and truncated in [`read_from`], until reached.
     last_segment: Option<Bytes>,
+    /// Where the last segment's frames start.
+    last_frames_at: usize,
     /// The segment being read.
     current: Option<OpenSegment>,
     /// LSN the next segment must start at; `None` before the first segment read.
@@ -190,7 +205,7 @@ pub struct Replay {
 /// A segment being read by [`Replay`].
 struct OpenSegment {
     /// Its path, for error messages.
-    path: PathBuf,
+    path: Arc<Path>,
     /// Its bytes (valid frames only, for the last segment).
     data: Bytes,
     /// Offset of the next frame.
@@ -265,9 +280,23 @@ fn read(
     }
 
     let mut data = read_segment(storage.as_ref(), &last, options)?;
-    let scan = scan_segment(&data, last.first_lsn, options.record_bytes_max);
+    let layout = Layout::of(&data, &last)?;
+    let scan = scan_segment(
+        &data,
+        layout.frames_at(),
+        last.first_lsn,
+        options.record_bytes_max,
+    );
+    let bad = match layout {
+        Layout::TornHeader => Some((
+            0,
+            "segment header cut short (a crash while the segment was created)".to_owned(),
+        )),
+        _ => scan.bad,
+    };
     let mut truncation = None;
-    if let Some((offset, reason)) = scan.bad {
+    if let Some((offset, reason)) = bad {
+        debug_assert!(layout == Layout::TornHeader || offset == scan.valid_len);
         if let Some((later, lsn)) =
             find_later_frame(&data, offset, scan.next_lsn, options.record_bytes_max)
         {
@@ -280,23 +309,23 @@ fn read(
                 ),
             });
         }
-        debug_assert_eq!(offset, scan.valid_len);
-        let dropped_bytes = (data.len() - offset) as u64;
-        if repair == TailRepair::Truncate {
-            truncate_segment(storage.as_ref(), &last.path, offset as u64)?;
-        }
-        data.truncate(offset);
-        truncation = Some(Truncation {
+        let truncated = Truncation {
             file: last.path.clone(),
             offset: offset as u64,
-            dropped_bytes,
+            dropped_bytes: (data.len() - offset) as u64,
             reason,
-        });
+        };
+        if repair == TailRepair::Truncate {
+            repair_torn_tail(storage.as_ref(), &truncated)?;
+        }
+        data.truncate(offset);
+        truncation = Some(truncated);
     }
     Ok(Replay {
         storage,
         options: options.clone(),
         segments: segments.into_iter(),
+        last_frames_at: layout.frames_at().min(data.len()),
         last_segment: Some(Bytes::from(data)),
         current: None,
         expected_lsn: None,
@@ -307,11 +336,13 @@ fn read(
     })
 }
 
-fn truncate_segment(storage: &dyn Storage, path: &Path, len: u64) -> Result<(), WalError> {
+/// Cuts the torn tail `truncation` off its segment, durably (what [`read_from`] does itself).
+pub fn repair_torn_tail(storage: &dyn Storage, truncation: &Truncation) -> Result<(), WalError> {
+    let path = &truncation.file;
     let mut file = storage
         .open_append(path)
         .map_err(|e| WalError::io("opening to truncate", path, e))?;
-    file.truncate(len)
+    file.truncate(truncation.offset)
         .map_err(|e| WalError::io("truncating", path, e))
 }
 
@@ -322,6 +353,7 @@ impl Replay {
             options,
             segments: Vec::new().into_iter(),
             last_segment: None,
+            last_frames_at: 0,
             current: None,
             expected_lsn: None,
             after_lsn,
@@ -367,16 +399,30 @@ impl Replay {
                 });
             }
         }
-        let data = if self.segments.as_slice().is_empty() {
+        let (data, frames_at) = if self.segments.as_slice().is_empty() {
             // The last segment was read, checked and cut in `read_from`.
-            self.last_segment.take().unwrap_or_default()
+            (
+                self.last_segment.take().unwrap_or_default(),
+                self.last_frames_at,
+            )
         } else {
-            Bytes::from(read_segment(self.storage.as_ref(), &info, &self.options)?)
+            let data = read_segment(self.storage.as_ref(), &info, &self.options)?;
+            let layout = Layout::of(&data, &info)?;
+            if layout == Layout::TornHeader {
+                return Err(WalError::Corrupt {
+                    file: info.path,
+                    offset: 0,
+                    reason: "segment header cut short (not the last segment, so not a torn \
+                             creation)"
+                        .into(),
+                });
+            }
+            (Bytes::from(data), layout.frames_at())
         };
         self.current = Some(OpenSegment {
-            path: info.path,
+            path: Arc::from(info.path),
             data,
-            pos: 0,
+            pos: frames_at,
             next_lsn: info.first_lsn,
         });
         Ok(true)
@@ -405,7 +451,8 @@ impl Iterator for Replay {
                                 continue;
                             }
                             let payload = seg.data.slice(payload_start..payload_start + len);
-                            return Some(Ok(Record { lsn, payload }));
+                            let file = Arc::clone(&seg.path);
+                            return Some(Ok(Record { lsn, payload, file }));
                         }
                         Ok((lsn, _)) => {
                             format!("LSN {lsn} where {} was expected", seg.next_lsn)
@@ -414,7 +461,7 @@ impl Iterator for Replay {
                     };
                     // Only earlier segments get here: the last one was cut to valid frames.
                     let err = WalError::Corrupt {
-                        file: seg.path.clone(),
+                        file: seg.path.to_path_buf(),
                         offset: pos as u64,
                         reason: format!("{err} (not the last segment, so not a torn tail)"),
                     };
@@ -454,7 +501,7 @@ mod tests {
         let (other, _) = frames(50, 1);
         data.truncate(starts[2]);
         data.extend_from_slice(&other);
-        let scan = scan_segment(&data, 10, 1024);
+        let scan = scan_segment(&data, 0, 10, 1024);
         assert_eq!(scan.valid_len, starts[2]);
         assert_eq!(scan.next_lsn, 12);
         assert_eq!(scan.bad.unwrap().0, starts[2]);

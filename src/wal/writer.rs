@@ -8,18 +8,23 @@
 //!
 //! A failed write or fsync poisons the WAL for good: after a failed fsync the kernel may have
 //! dropped the data and a retry could report success, so nothing written since the last good
-//! fsync can ever be acknowledged. A restart recovers from what is on disk.
+//! fsync can ever be acknowledged. A refused append (too large, or more buffered than the limit)
+//! poisons it too: every caller has already applied the change it logs, so memory would hold a
+//! change the log does not. The cause is kept in one [`Poison`] cell. A restart recovers from
+//! what is on disk.
 
 use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
 use super::reader::{read_segment, scan_segment};
-use super::segment::{list_segments, ActiveSegment, SegmentInfo};
+use super::segment::{list_segments, ActiveSegment, Layout, SegmentInfo, FORMAT_VERSION};
 use super::{FsyncMode, Lsn, WalError, WalOptions};
+use crate::log::{Durable, Log, LogError, LogRecord, Poison};
 use crate::metrics::store::WalMetrics;
 use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,8 +41,8 @@ const SPARE_BUFFER_BYTES_MAX: usize = 8 << 20;
 pub struct Wal {
     /// State shared with the writer thread.
     shared: Arc<Shared>,
-    /// The writer thread, joined on drop.
-    writer: Option<JoinHandle<()>>,
+    /// The writer thread, joined by [`Wal::close`] or on drop.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Counters of the writer thread, for metrics and for checking that group commit groups.
@@ -74,15 +79,14 @@ struct Shared {
     durable_lsn: AtomicU64,
     /// Highest LSN fsynced.
     synced_lsn: AtomicU64,
-    /// Tasks waiting in `wait_durable`, and the WAL's failure once it has one.
+    /// Tasks waiting in `durable`.
     waiters: Mutex<Waiters>,
+    /// Set once a write, an fsync or an append fails: nothing is acknowledged from then on.
+    poison: Poison,
     /// Segments on disk, oldest first; the last is the one being appended to.
     segments: Mutex<Vec<SegmentInfo>>,
     /// Bytes written since the last `cut_before`, for the engine's snapshot trigger.
     bytes_since_cut: AtomicU64,
-    /// Set once `state.poisoned` is: lets [`Wal::check_writable`], called
-    /// before every change, answer without the state lock in the common case.
-    poisoned_seen: AtomicBool,
     /// Writer counters.
     stats: Mutex<WalStats>,
     /// Fsync latencies and batch sizes, for `/metrics` (lock-free).
@@ -97,15 +101,13 @@ struct AppendState {
     buf_records: u64,
     /// LSN the next append gets.
     next_lsn: Lsn,
-    /// Set once a write or fsync failed: appends are refused from then on.
-    poisoned: Option<Arc<str>>,
     /// A `flush` caller wants an fsync even if the mode would not do one now.
     flush_requested: bool,
     /// A `rotate` caller wants the current segment closed after the flush.
     rotate_requested: bool,
     /// Rotation requests served so far (a `rotate` caller waits for its own).
     rotations_done: u64,
-    /// The writer thread is gone (drop, poison or panic): nothing will be written any more.
+    /// The writer thread is gone (close, poison or panic): nothing will be written any more.
     stopped: bool,
     /// The `Wal` is being dropped: write what is left, fsync, stop.
     closing: bool,
@@ -114,30 +116,11 @@ struct AppendState {
 /// Tasks waiting for durability.
 #[derive(Default)]
 struct Waiters {
-    /// Senders by the LSN they wait for; completed (by sending) or failed (by dropping).
-    by_lsn: BTreeMap<Lsn, Vec<oneshot::Sender<()>>>,
-    /// Why nothing more will be acknowledged, once that is so.
-    failure: Option<Failure>,
-}
-
-/// Why the WAL stopped acknowledging.
-#[derive(Clone)]
-enum Failure {
-    /// A write or fsync failed.
-    Poisoned(Arc<str>),
-    /// The WAL was closed.
-    Closed,
-}
-
-impl Failure {
-    fn to_error(&self) -> WalError {
-        match self {
-            Failure::Poisoned(cause) => WalError::Poisoned {
-                cause: Arc::clone(cause),
-            },
-            Failure::Closed => WalError::Closed,
-        }
-    }
+    /// Senders by the LSN they wait for; each gets `Ok` once its LSN is acknowledged, or the
+    /// reason it never will be.
+    by_lsn: BTreeMap<Lsn, Vec<oneshot::Sender<Result<(), LogError>>>>,
+    /// The writer thread has stopped: a new waiter would never be answered.
+    closed: bool,
 }
 
 impl Wal {
@@ -177,7 +160,6 @@ impl Wal {
                 buf: Vec::new(),
                 buf_records: 0,
                 next_lsn,
-                poisoned: None,
                 flush_requested: false,
                 rotate_requested: false,
                 rotations_done: 0,
@@ -190,9 +172,9 @@ impl Wal {
             durable_lsn: AtomicU64::new(next_lsn - 1),
             synced_lsn: AtomicU64::new(next_lsn - 1),
             waiters: Mutex::new(Waiters::default()),
+            poison: Poison::default(),
             segments: Mutex::new(segments),
             bytes_since_cut: AtomicU64::new(0),
-            poisoned_seen: AtomicBool::new(false),
             stats: Mutex::new(WalStats::default()),
             metrics: WalMetrics::default(),
         });
@@ -203,7 +185,7 @@ impl Wal {
             .map_err(|e| WalError::io("starting the writer thread of", &shared.dir, e))?;
         Ok(Wal {
             shared,
-            writer: Some(writer),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -211,32 +193,32 @@ impl Wal {
     /// the record is durable once [`Wal::wait_durable`] for its LSN returns `Ok`.
     ///
     /// LSNs are assigned in the order records reach the buffer, which is their order on disk.
+    /// A record refused as too large, or for want of buffer space, poisons the WAL (see the module
+    /// docs) and consumes no LSN.
     pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
         let max = self.shared.options.record_bytes_max;
         if payload.len() > max {
-            return Err(WalError::RecordTooLarge {
+            return Err(self.shared.refuse(WalError::RecordTooLarge {
                 bytes: payload.len(),
                 max,
-            });
+            }));
         }
         // The payload's CRC does not depend on the LSN: compute it before taking the lock.
         let crc = PayloadCrc::new(payload);
         let frame_len = FRAME_HEADER_BYTES + payload.len();
         let mut st = self.shared.state.lock();
-        if let Some(cause) = &st.poisoned {
-            return Err(WalError::Poisoned {
-                cause: Arc::clone(cause),
-            });
-        }
+        self.shared.poison.check()?;
         if st.stopped || st.closing {
             return Err(WalError::Closed);
         }
         let buffer_max = self.shared.options.buffer_bytes_max;
         if st.buf.len() + frame_len > buffer_max {
-            return Err(WalError::Overloaded {
-                buffered_bytes: st.buf.len(),
+            let buffered_bytes = st.buf.len();
+            drop(st);
+            return Err(self.shared.refuse(WalError::Overloaded {
+                buffered_bytes,
                 max: buffer_max,
-            });
+            }));
         }
         let lsn = st.next_lsn;
         let was_empty = st.buf.is_empty();
@@ -252,45 +234,42 @@ impl Wal {
         Ok(lsn)
     }
 
-    /// Resolves once the record `lsn` is acknowledgeable under the fsync mode (fsynced for
-    /// `Always`; handed to the OS for `Interval` and `Never`). Fails with
-    /// [`WalError::Poisoned`] when the WAL failed before that.
-    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
-        let next_lsn = self.shared.next_lsn.load(Ordering::Acquire);
+    /// The wait for the record `lsn` to be acknowledgeable under the fsync mode (fsynced for
+    /// `Always`; handed to the OS for `Interval` and `Never`). It fails once the WAL is poisoned,
+    /// even for a record that reached the disk: a poisoned log acknowledges nothing.
+    pub fn durable(&self, lsn: Lsn) -> Durable {
+        let shared = &self.shared;
+        if let Err(e) = shared.poison.check() {
+            return Durable::ready(Err(e));
+        }
+        let next_lsn = shared.next_lsn.load(Ordering::Acquire);
         if lsn >= next_lsn {
-            return Err(WalError::NotAppended { lsn, next_lsn });
+            return Durable::ready(Err(LogError::NotAppended { lsn, next_lsn }));
         }
-        if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
-            return Ok(());
+        if shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Durable::ready(Ok(()));
         }
-        let rx = {
-            let mut waiters = self.shared.waiters.lock();
-            if let Some(failure) = &waiters.failure {
-                return Err(failure.to_error());
-            }
-            // Checked again under the lock: the writer publishes the LSN before taking this lock
-            // to wake waiters, so either it is visible now or this waiter will be woken.
-            if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
-                return Ok(());
-            }
-            let (tx, rx) = oneshot::channel();
-            waiters.by_lsn.entry(lsn).or_default().push(tx);
-            rx
-        };
-        match rx.await {
-            Ok(()) => Ok(()),
-            // The sender was dropped: the WAL failed or closed before this LSN was durable.
-            Err(_) => Err(self.failure()),
+        let mut waiters = shared.waiters.lock();
+        // Checked again under the lock: a failure sets the poison, and the writer publishes the
+        // LSN, before taking this lock to answer waiters, so either it shows now or this waiter
+        // will be answered.
+        if let Err(e) = shared.poison.check() {
+            return Durable::ready(Err(e));
         }
+        if shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Durable::ready(Ok(()));
+        }
+        if waiters.closed {
+            return Durable::ready(Err(LogError::Closed));
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.by_lsn.entry(lsn).or_default().push(tx);
+        Durable::pending(rx)
     }
 
-    fn failure(&self) -> WalError {
-        self.shared
-            .waiters
-            .lock()
-            .failure
-            .as_ref()
-            .map_or(WalError::Closed, Failure::to_error)
+    /// [`Wal::durable`], with the WAL's error type.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        Ok(self.durable(lsn).await?)
     }
 
     /// Writes and fsyncs everything appended before the call, in any mode. Blocks the calling
@@ -324,11 +303,7 @@ impl Wal {
             if served {
                 return Ok(());
             }
-            if let Some(cause) = &st.poisoned {
-                return Err(WalError::Poisoned {
-                    cause: Arc::clone(cause),
-                });
-            }
+            self.shared.poison.check()?;
             if st.stopped {
                 return Err(WalError::Closed);
             }
@@ -336,22 +311,35 @@ impl Wal {
         }
     }
 
-    /// `Err(Poisoned)` once a write or fsync has failed: callers that change
-    /// state before appending check this first, so a poisoned log stops
-    /// changes instead of only refusing to record them.
+    /// `Err(Poisoned)` once a write, an fsync or an append has failed: callers that change state
+    /// before appending check this first, so a poisoned log stops changes instead of only refusing
+    /// to record them. One atomic load.
     pub fn check_writable(&self) -> Result<(), WalError> {
-        if !self.shared.poisoned_seen.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        match &self.shared.state.lock().poisoned {
-            Some(cause) => Err(WalError::Poisoned {
-                cause: Arc::clone(cause),
-            }),
-            None => Ok(()),
+        Ok(self.shared.poison.check()?)
+    }
+
+    /// Writes and fsyncs what is buffered, then stops the writer thread: later appends are
+    /// refused with [`WalError::Closed`]. Blocks like [`Wal::flush`]; closing again is a no-op.
+    pub fn close(&self) -> Result<(), WalError> {
+        let flushed = self.flush();
+        self.stop_writer();
+        match flushed {
+            Err(WalError::Closed) => Ok(()),
+            other => other,
         }
     }
 
-    /// Highest LSN acknowledged under the fsync mode (what [`Wal::wait_durable`] waits for).
+    /// Tells the writer to write what is left and stop, and waits for it.
+    fn stop_writer(&self) {
+        self.shared.state.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.lock().take() {
+            // A panic in the writer thread has already failed every waiter (see ExitGuard).
+            let _ = writer.join();
+        }
+    }
+
+    /// Highest LSN acknowledged under the fsync mode (what [`Wal::durable`] waits for).
     pub fn durable_lsn(&self) -> Lsn {
         self.shared.durable_lsn.load(Ordering::Acquire)
     }
@@ -420,7 +408,9 @@ impl Wal {
     }
 }
 
-/// Decides where appends go when segments exist: continue the last one or start a new one.
+/// Decides where appends go when segments exist: continue the last one, or start a new one
+/// (after a headerless segment of an earlier build, which is never appended to, or when the log
+/// ends before `next_lsn`).
 fn continue_or_start(
     storage: &dyn Storage,
     dir: &Path,
@@ -429,8 +419,18 @@ fn continue_or_start(
     next_lsn: Lsn,
 ) -> Result<ActiveSegment, WalError> {
     let data = read_segment(storage, last, options)?;
-    let scan = scan_segment(&data, last.first_lsn, options.record_bytes_max);
-    if let Some((offset, reason)) = scan.bad {
+    let layout = Layout::of(&data, last)?;
+    let scan = scan_segment(
+        &data,
+        layout.frames_at(),
+        last.first_lsn,
+        options.record_bytes_max,
+    );
+    let bad = match layout {
+        Layout::TornHeader => Some((0, "segment header cut short".to_owned())),
+        _ => scan.bad,
+    };
+    if let Some((offset, reason)) = bad {
         return Err(WalError::Corrupt {
             file: last.path.clone(),
             offset: offset as u64,
@@ -445,23 +445,22 @@ fn continue_or_start(
             file: last.path.clone(),
         });
     }
-    if next_lsn == scan.next_lsn {
-        ActiveSegment::open_existing(storage, last.clone(), data.len() as u64)
-    } else {
-        // The log ends before `next_lsn` (records that were never fsynced are covered by a
-        // snapshot): start a segment at `next_lsn` so that names keep matching contents.
-        ActiveSegment::create(storage, dir, next_lsn)
+    match layout {
+        Layout::Headed {
+            version: FORMAT_VERSION,
+        } if next_lsn == scan.next_lsn => {
+            ActiveSegment::open_existing(storage, last.clone(), data.len() as u64)
+        }
+        // Either the empty file takes its header now, or the log ends before `next_lsn`
+        // (records that were never fsynced are covered by a snapshot) and a segment starts at
+        // `next_lsn`, so that names keep matching contents.
+        _ => ActiveSegment::create(storage, dir, next_lsn),
     }
 }
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        self.shared.state.lock().closing = true;
-        self.shared.work.notify_one();
-        if let Some(writer) = self.writer.take() {
-            // A panic in the writer thread has already failed every waiter (see ExitGuard).
-            let _ = writer.join();
-        }
+        self.stop_writer();
     }
 }
 
@@ -481,45 +480,56 @@ struct Writer {
     spare: Vec<u8>,
 }
 
-/// Fails all waiters when the writer thread ends for any reason, a panic included, so that no
+/// Answers all waiters when the writer thread ends for any reason, a panic included, so that no
 /// waiter hangs.
 struct ExitGuard(Arc<Shared>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let failure = if std::thread::panicking() {
-            Failure::Poisoned("the WAL writer thread panicked".into())
-        } else {
-            Failure::Closed
+        if std::thread::panicking() {
+            self.0.fail("the WAL writer thread panicked");
+        }
+        self.0.state.lock().stopped = true;
+        self.0.flushed.notify_all();
+        let left = {
+            let mut waiters = self.0.waiters.lock();
+            waiters.closed = true;
+            std::mem::take(&mut waiters.by_lsn)
         };
-        self.0.fail(failure);
+        let outcome = self.0.poison.check().and(Err(LogError::Closed));
+        for sender in left.into_values().flatten() {
+            let _ = sender.send(outcome.clone());
+        }
     }
 }
 
 impl Shared {
-    /// Stops acknowledging: records the failure (the first one wins), refuses appends, and
-    /// fails every waiter by dropping its sender.
-    fn fail(&self, failure: Failure) {
-        {
-            let mut st = self.state.lock();
-            if let Failure::Poisoned(cause) = &failure {
-                st.poisoned.get_or_insert_with(|| Arc::clone(cause));
-                self.poisoned_seen.store(true, Ordering::Release);
-            }
-            st.stopped = true;
+    /// Poisons the WAL with `cause` (the first cause wins) and fails every waiter: nothing more
+    /// will be acknowledged.
+    fn fail(&self, cause: impl std::fmt::Display) {
+        if self.poison.set(&cause) {
+            tracing::error!(%cause, "WAL poisoned: nothing more will be acknowledged");
         }
+        // Taking the state lock orders this wake-up after a flusher's check of the poison.
+        drop(self.state.lock());
         self.flushed.notify_all();
-        let dropped = {
-            let mut waiters = self.waiters.lock();
-            waiters.failure.get_or_insert(failure);
-            std::mem::take(&mut waiters.by_lsn)
-        };
-        drop(dropped);
+        let failed = std::mem::take(&mut self.waiters.lock().by_lsn);
+        let outcome = self.poison.check();
+        for sender in failed.into_values().flatten() {
+            // A waiter that gave up (dropped its future) is not an error.
+            let _ = sender.send(outcome.clone());
+        }
     }
 
-    /// Publishes the acknowledged LSN and wakes exactly the waiters it covers.
+    /// Poisons the WAL because it refused `error`'s record, and returns the error.
+    fn refuse(&self, error: WalError) -> WalError {
+        self.fail(format_args!("a record was refused: {error}"));
+        error
+    }
+
+    /// Publishes the acknowledged LSN and answers exactly the waiters it covers.
     fn acknowledge(&self, lsn: Lsn) {
-        // Stored before taking the waiters lock: see `Wal::wait_durable`.
+        // Stored before taking the waiters lock: see `Wal::durable`.
         self.durable_lsn.store(lsn, Ordering::Release);
         let ready = {
             let mut waiters = self.waiters.lock();
@@ -529,7 +539,7 @@ impl Shared {
         // Sent outside the lock: waking is the slow part with hundreds of waiters.
         for sender in ready.into_values().flatten() {
             // A waiter that gave up (dropped its future) is not an error.
-            let _ = sender.send(());
+            let _ = sender.send(Ok(()));
         }
     }
 }
@@ -568,8 +578,7 @@ impl Writer {
             let batch = self.take_batch();
             let closing = batch.closing;
             if let Err(e) = self.commit(batch) {
-                tracing::error!(error = %e, "WAL poisoned: nothing more will be acknowledged");
-                self.shared.fail(Failure::Poisoned(e.to_string().into()));
+                self.shared.fail(e);
                 return;
             }
             if closing {
@@ -653,7 +662,7 @@ impl Writer {
         if batch.rotate {
             // Everything written is fsynced (a rotation implies a flush), so
             // the closed segment holds only durable records.
-            if self.segment.len > 0 {
+            if self.segment.holds_records() {
                 self.rotate(self.written_lsn + 1)?;
             }
             self.shared.state.lock().rotations_done += 1;
@@ -734,6 +743,40 @@ impl Writer {
     }
 }
 
+thread_local! {
+    /// Encoding buffer reused by every [`Log::append`] on this thread.
+    static ENCODE_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+/// The WAL as the engine's log: records are encoded here and appended as payloads.
+impl Log for Wal {
+    fn append(&self, record: &LogRecord) -> Result<Lsn, LogError> {
+        let appended = ENCODE_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            record.encode_into(&mut buf);
+            Wal::append(self, &buf)
+        });
+        // A failed append has poisoned the WAL (or found it closed): say which.
+        appended.map_err(|_| match self.shared.poison.check() {
+            Err(poisoned) => poisoned,
+            Ok(()) => LogError::Closed,
+        })
+    }
+
+    fn durable(&self, lsn: Lsn) -> Durable {
+        Wal::durable(self, lsn)
+    }
+
+    fn check_writable(&self) -> Result<(), LogError> {
+        self.shared.poison.check()
+    }
+
+    fn last_lsn(&self) -> Lsn {
+        self.next_lsn() - 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,10 +798,10 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_enforced_without_consuming_lsns() {
+    fn a_refused_record_consumes_no_lsn_and_poisons_the_wal() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let wal = Wal::open(Arc::new(storage.clone()), dir.path(), options(), 1).unwrap();
+        let wal = Wal::open(Arc::new(FsStorage::new()), dir.path(), options(), 1).unwrap();
+        assert_eq!(wal.append(&[1u8; 100]).unwrap(), 1);
         assert!(matches!(
             wal.append(&[0u8; 101]),
             Err(WalError::RecordTooLarge {
@@ -766,10 +809,29 @@ mod tests {
                 max: 100
             })
         ));
+        assert!(matches!(
+            wal.check_writable(),
+            Err(WalError::Poisoned { .. })
+        ));
+        assert!(matches!(wal.append(b""), Err(WalError::Poisoned { .. })));
+        assert_eq!(wal.next_lsn(), 2, "no LSN consumed");
+        // Nothing is acknowledged any more, not even what was appended before.
+        assert!(matches!(
+            block_on(wal.wait_durable(1)),
+            Err(WalError::Poisoned { .. })
+        ));
+    }
+
+    #[test]
+    fn more_than_the_buffer_holds_is_refused_and_poisons_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let wal = Wal::open(Arc::new(storage.clone()), dir.path(), options(), 1).unwrap();
         // Hold the writer in the fsync of the first record so the buffer fills up.
         let held = storage.hold_syncs();
         assert_eq!(wal.append(&[1u8; 100]).unwrap(), 1);
         storage.wait_for_held_syncs(1);
+        let waiting = wal.durable(1);
         for lsn in 2..=4 {
             assert_eq!(wal.append(&[1u8; 100]).unwrap(), lsn);
         }
@@ -778,8 +840,8 @@ mod tests {
             Err(WalError::Overloaded { .. })
         ));
         drop(held);
-        block_on(wal.wait_durable(4)).unwrap();
-        assert_eq!(wal.append(b"").unwrap(), 5);
+        assert!(matches!(block_on(waiting), Err(LogError::Poisoned { .. })));
+        assert!(matches!(wal.append(b""), Err(WalError::Poisoned { .. })));
     }
 
     #[test]

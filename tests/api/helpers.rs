@@ -15,8 +15,8 @@ use tokend::admin_key::AdminKey;
 use tokend::app::{AppConfig, Application};
 use tokend::clock::ManualClock;
 use tokend::engine::{Engine, EngineConfig};
-use tokend::persist::store::StoreConfig;
 use tokend::storage::{FsStorage, Storage};
+use tokend::store::StoreConfig;
 use tokend::wal::WalOptions;
 
 /// The admin key every test app is started with.

@@ -1,12 +1,17 @@
 //! The data dir's files as a test sees them: snapshot and WAL names, WAL
-//! frames (`[payload length u32][LSN u64][CRC32 u32][payload]`, little
-//! endian), and byte-level damage.
+//! segments (a 24-byte header starting with `TOKDWAL\0`, then frames
+//! `[payload length u32][LSN u64][CRC32 u32][payload]`, little endian), and
+//! byte-level damage.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bytes of a WAL frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
+/// Bytes of a WAL segment header: magic, format version, first LSN, CRC.
+pub const SEGMENT_HEADER_BYTES: usize = 24;
+/// First bytes of a WAL segment.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"TOKDWAL\0";
 /// Bytes of a snapshot header before its payload.
 pub const SNAPSHOT_HEADER_BYTES: usize = 36;
 
@@ -58,12 +63,17 @@ pub struct Frame {
     pub lsn: u64,
 }
 
-/// The frames of a segment, walking the length fields (the file must be
-/// whole: written by a server, not damaged yet).
+/// The frames of a segment, walking the length fields after its header (the
+/// file must be whole: written by a server, not damaged yet).
 pub fn frames(segment: &Path) -> Vec<Frame> {
     let data = std::fs::read(segment).expect("the segment is readable");
+    assert!(
+        data.starts_with(SEGMENT_MAGIC),
+        "{} starts with its header",
+        segment.display()
+    );
     let mut frames = Vec::new();
-    let mut pos = 0;
+    let mut pos = SEGMENT_HEADER_BYTES;
     while pos < data.len() {
         assert!(pos + FRAME_HEADER_BYTES <= data.len(), "short frame header");
         let length = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;

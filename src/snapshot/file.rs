@@ -1,25 +1,32 @@
 //! Durable snapshot files: `snapshot-{lsn:020}.mpk` (`-{generation}` before `.mpk` for a
-//! second snapshot at the same LSN) in the data directory, each an opaque
-//! payload (the engine's serialized state as of an LSN) behind a checksummed header.
+//! second snapshot at the same LSN) in the data directory, each a payload (the engine's state
+//! as of an LSN: a [`SnapshotImage`](super::image::SnapshotImage)) behind a checksummed header.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "TOKDSNAP"
-//!      8     4  format version, u32 little endian (1)
+//!      8     4  format version, u32 little endian (see `snapshot::FORMAT_VERSION`)
 //!     12     8  LSN, u64 little endian: the state includes every WAL record up to it
 //!     20     8  payload length, u64 little endian
 //!     28     4  CRC32 of the payload
 //!     32     4  CRC32 of bytes 0..32
-//!     36     n  payload
+//!     36     n  payload, laid out as the format version says
 //! ```
 //!
 //! A snapshot is written to a temporary file, fsynced, renamed into place and the directory
 //! fsynced, so a crash leaves either the complete file or none (plus a stray temporary file,
-//! removed at the next load). The newest two are kept: when the newest turns out damaged, the
-//! previous one plus the WAL after it still restores the state.
+//! removed at the next start). The newest two are kept: when the newest turns out damaged, the
+//! previous one plus the WAL after it still restores the state. A snapshot whose header checks
+//! out but names a format version above this build's is not damaged: it is refused, and nothing
+//! falls back past it.
+//!
+//! Reading changes nothing ([`SnapshotFiles::read_newest_valid`]); what a start must clean up —
+//! damaged snapshots to set aside, unfinished temporary files — is reported, and done by
+//! [`SnapshotFiles::set_aside`] only once the whole restore has succeeded.
 
+use super::{FORMAT_VERSION, FORMAT_VERSION_MIN};
+use crate::log::Lsn;
 use crate::storage::Storage;
-use crate::wal::Lsn;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::io;
@@ -28,8 +35,6 @@ use std::sync::Arc;
 
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TOKDSNAP";
-/// The header layout version this code writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 /// Bytes of the header before the payload.
 pub const SNAPSHOT_HEADER_BYTES: usize = 36;
 /// How many snapshots are kept after a new one is durable.
@@ -86,6 +91,17 @@ pub enum SnapshotError {
         /// Each damaged file and what is wrong with it.
         damaged: Vec<(PathBuf, String)>,
     },
+    /// A snapshot written by a newer build, in a format this build does not read.
+    #[error(
+        "snapshot {file} has format version {found}; this build reads versions \
+         {FORMAT_VERSION_MIN} to {FORMAT_VERSION}: run a tokend that reads it (nothing was changed)"
+    )]
+    NewerFormat {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Its format version.
+        found: u32,
+    },
 }
 
 fn describe_damage(damaged: &[(PathBuf, String)]) -> String {
@@ -128,15 +144,28 @@ pub struct WrittenSnapshot {
 pub struct LoadedSnapshot {
     /// The LSN the state is as of: replay the WAL after it.
     pub lsn: Lsn,
+    /// The file's format version: how the payload is laid out.
+    pub format_version: u32,
     /// The payload as written.
     pub payload: Bytes,
     /// The file it came from.
     pub file: PathBuf,
 }
 
-/// One snapshot file as seen by [`SnapshotStore::list`].
+/// What a read of the snapshot files found, with nothing changed on disk.
+#[derive(Debug, Default)]
+pub struct NewestValid {
+    /// The newest snapshot that checks out, if any.
+    pub loaded: Option<LoadedSnapshot>,
+    /// Newer snapshots that did not check out, and why: a start sets them aside.
+    pub damaged: Vec<(PathBuf, String)>,
+    /// Temporary files of snapshots a crash left unfinished: a start removes them.
+    pub unfinished: Vec<PathBuf>,
+}
+
+/// One snapshot file as seen by [`SnapshotFiles::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotInfo {
+pub struct ListedSnapshot {
     /// LSN from the file name.
     pub lsn: Lsn,
     /// The file.
@@ -149,7 +178,7 @@ pub struct SnapshotInfo {
     pub set_aside: bool,
 }
 
-impl SnapshotInfo {
+impl ListedSnapshot {
     /// Header and payload check out and the file is one of the live snapshots.
     pub fn is_valid(&self) -> bool {
         self.problem.is_none() && !self.set_aside
@@ -157,7 +186,7 @@ impl SnapshotInfo {
 }
 
 /// The snapshot files of a data directory.
-pub struct SnapshotStore {
+pub struct SnapshotFiles {
     /// File access.
     storage: Arc<dyn Storage>,
     /// The data directory.
@@ -166,15 +195,6 @@ pub struct SnapshotStore {
     payload_bytes_max: u64,
     /// Serializes writes, so that two snapshots never race on the retention of old ones.
     write_lock: Mutex<()>,
-}
-
-/// What a load does about leftovers of a crash and damaged files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repair {
-    /// Remove unfinished temporary files and set damaged snapshots aside (start-up).
-    SetAside,
-    /// Change nothing (inspection).
-    None,
 }
 
 /// Orders snapshots: by LSN, then by generation among snapshots of the same
@@ -225,7 +245,7 @@ fn snapshot_file_name_of((lsn, generation): SnapshotKey) -> String {
 fn encode_header(lsn: Lsn, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
-    header[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[12..20].copy_from_slice(&lsn.to_le_bytes());
     header[20..28].copy_from_slice(&(payload.len() as u64).to_le_bytes());
     header[28..32].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -246,39 +266,63 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Checks a whole snapshot file named for `lsn`; returns the payload's byte range.
-fn validate(file: &[u8], lsn: Lsn) -> Result<std::ops::Range<usize>, String> {
+/// Why a snapshot file cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Invalid {
+    /// Damaged (or not a snapshot): the previous one may be used instead.
+    Damaged(String),
+    /// Intact, but written in a newer format: nothing may be used instead.
+    Newer(u32),
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::Damaged(why) => f.write_str(why),
+            Invalid::Newer(version) => write!(
+                f,
+                "format version {version}, newer than this build reads ({FORMAT_VERSION})"
+            ),
+        }
+    }
+}
+
+/// Checks a whole snapshot file named for `lsn`; returns its format version and the payload's
+/// byte range.
+fn validate(file: &[u8], lsn: Lsn) -> Result<(u32, std::ops::Range<usize>), Invalid> {
+    let damaged = |why: String| Err(Invalid::Damaged(why));
     if file.len() < SNAPSHOT_HEADER_BYTES {
-        return Err(format!(
+        return damaged(format!(
             "{} bytes, shorter than the {SNAPSHOT_HEADER_BYTES}-byte header",
             file.len()
         ));
     }
     if file[0..8] != SNAPSHOT_MAGIC {
-        return Err("bad magic bytes".into());
+        return damaged("bad magic bytes".into());
     }
     let stored_header_crc = u32_at(file, HEADER_CRC_OFFSET);
     let header_crc = crc32fast::hash(&file[..HEADER_CRC_OFFSET]);
     if stored_header_crc != header_crc {
-        return Err(format!(
+        return damaged(format!(
             "header CRC mismatch: stored {stored_header_crc:#010x}, computed {header_crc:#010x}"
         ));
     }
     // The header checks out, so its fields are what was written.
     let version = u32_at(file, 8);
-    if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(format!(
-            "format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"
-        ));
+    if version > FORMAT_VERSION {
+        return Err(Invalid::Newer(version));
+    }
+    if version < FORMAT_VERSION_MIN {
+        return damaged(format!("format version {version}, which no build wrote"));
     }
     let header_lsn = u64_at(file, 12);
     if header_lsn != lsn {
-        return Err(format!("header says LSN {header_lsn}, file name {lsn}"));
+        return damaged(format!("header says LSN {header_lsn}, file name {lsn}"));
     }
     let payload_len = u64_at(file, 20);
     let actual = (file.len() - SNAPSHOT_HEADER_BYTES) as u64;
     if payload_len != actual {
-        return Err(format!(
+        return damaged(format!(
             "header says {payload_len} payload bytes, file has {actual}"
         ));
     }
@@ -286,17 +330,17 @@ fn validate(file: &[u8], lsn: Lsn) -> Result<std::ops::Range<usize>, String> {
     let payload = &file[SNAPSHOT_HEADER_BYTES..];
     let crc = crc32fast::hash(payload);
     if stored_crc != crc {
-        return Err(format!(
+        return damaged(format!(
             "payload CRC mismatch: stored {stored_crc:#010x}, computed {crc:#010x}"
         ));
     }
-    Ok(SNAPSHOT_HEADER_BYTES..file.len())
+    Ok((version, SNAPSHOT_HEADER_BYTES..file.len()))
 }
 
-impl SnapshotStore {
+impl SnapshotFiles {
     /// The snapshots in `dir`, with the default payload limit.
     pub fn new(storage: Arc<dyn Storage>, dir: impl Into<PathBuf>) -> Self {
-        SnapshotStore {
+        SnapshotFiles {
             storage,
             dir: dir.into(),
             payload_bytes_max: SNAPSHOT_PAYLOAD_BYTES_MAX,
@@ -387,7 +431,7 @@ impl SnapshotStore {
         }
         let header = encode_header(lsn, payload);
         debug_assert_eq!(
-            validate(&[&header[..], payload].concat(), lsn).map(|r| r.len()),
+            validate(&[&header[..], payload].concat(), lsn).map(|(_, r)| r.len()),
             Ok(payload.len())
         );
         if let Err(e) = self.write_tmp(&tmp, &header, payload) {
@@ -468,79 +512,85 @@ impl SnapshotStore {
             .map_err(|e| io_error("reading", path, e))
     }
 
-    /// Loads the newest snapshot that checks out.
+    /// Reads the newest snapshot that checks out, changing nothing on disk.
     ///
-    /// Removes stray temporary files first. A damaged snapshot (bad magic, version, CRC or
-    /// length) is logged, set aside (renamed with a `.damaged` suffix, so it no longer counts
-    /// as one of the kept snapshots) and the previous one is tried. `Ok(None)` when there is no
-    /// snapshot at all; [`SnapshotError::AllDamaged`] when there are some but none is valid.
-    pub fn load_newest_valid(&self) -> Result<Option<LoadedSnapshot>, SnapshotError> {
-        self.load(Repair::SetAside)
-    }
-
-    /// Like [`SnapshotStore::load_newest_valid`], but changes nothing on disk: temporary files
-    /// stay and a damaged snapshot is only skipped (for the offline `inspect` tool).
-    pub fn read_newest_valid(&self) -> Result<Option<LoadedSnapshot>, SnapshotError> {
-        self.load(Repair::None)
-    }
-
-    fn load(&self, repair: Repair) -> Result<Option<LoadedSnapshot>, SnapshotError> {
-        let mut dir_changed = false;
+    /// A damaged snapshot (bad magic, CRC or length) is logged and skipped for the previous one,
+    /// and reported in [`NewestValid::damaged`]; unfinished temporary files are reported in
+    /// [`NewestValid::unfinished`]. [`SnapshotError::AllDamaged`] when snapshots exist but none is
+    /// valid; [`SnapshotError::NewerFormat`] when the newest intact one has a newer format.
+    pub fn read_newest_valid(&self) -> Result<NewestValid, SnapshotError> {
+        let mut found = NewestValid::default();
         for name in self.names()? {
-            if repair == Repair::SetAside && name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX)
-            {
-                let path = self.path(&name);
-                tracing::warn!(file = %path.display(), "removing unfinished snapshot file");
-                self.storage
-                    .remove_file(&path)
-                    .map_err(|e| io_error("removing unfinished", &path, e))?;
-                dir_changed = true;
+            if name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX) {
+                found.unfinished.push(self.path(&name));
             }
         }
-        let mut damaged = Vec::new();
-        let mut found = None;
         for (lsn, path) in self.snapshots()? {
             let data = self.read(&path)?;
             match validate(&data, lsn) {
-                Ok(range) => {
-                    found = Some(LoadedSnapshot {
+                Ok((format_version, range)) => {
+                    found.loaded = Some(LoadedSnapshot {
                         lsn,
+                        format_version,
                         payload: Bytes::from(data).slice(range),
                         file: path,
                     });
                     break;
                 }
-                Err(why) => {
+                Err(Invalid::Newer(found)) => {
+                    return Err(SnapshotError::NewerFormat { file: path, found });
+                }
+                Err(Invalid::Damaged(why)) => {
                     tracing::warn!(
                         file = %path.display(),
                         problem = %why,
                         "damaged snapshot skipped, trying the previous one"
                     );
-                    if repair == Repair::SetAside {
-                        let mut aside = path.clone().into_os_string();
-                        aside.push(DAMAGED_SUFFIX);
-                        self.storage
-                            .rename(&path, Path::new(&aside))
-                            .map_err(|e| io_error("setting aside damaged", &path, e))?;
-                        dir_changed = true;
-                    }
-                    damaged.push((path, why));
+                    found.damaged.push((path, why));
                 }
             }
         }
-        if dir_changed {
+        if found.loaded.is_none() && !found.damaged.is_empty() {
+            return Err(SnapshotError::AllDamaged {
+                damaged: found.damaged,
+            });
+        }
+        Ok(found)
+    }
+
+    /// [`SnapshotFiles::read_newest_valid`], then [`SnapshotFiles::set_aside`] what it skipped.
+    pub fn load_newest_valid(&self) -> Result<Option<LoadedSnapshot>, SnapshotError> {
+        let found = self.read_newest_valid()?;
+        self.set_aside(&found)?;
+        Ok(found.loaded)
+    }
+
+    /// Cleans up what [`SnapshotFiles::read_newest_valid`] found: removes unfinished temporary
+    /// files and sets damaged snapshots aside (renamed with a `.damaged` suffix, so they no
+    /// longer count as kept snapshots but stay for inspection), durably.
+    pub fn set_aside(&self, found: &NewestValid) -> Result<(), SnapshotError> {
+        for path in &found.unfinished {
+            tracing::warn!(file = %path.display(), "removing unfinished snapshot file");
+            self.storage
+                .remove_file(path)
+                .map_err(|e| io_error("removing unfinished", path, e))?;
+        }
+        for (path, _) in &found.damaged {
+            let mut aside = path.clone().into_os_string();
+            aside.push(DAMAGED_SUFFIX);
+            self.storage
+                .rename(path, Path::new(&aside))
+                .map_err(|e| io_error("setting aside damaged", path, e))?;
+        }
+        if !found.unfinished.is_empty() || !found.damaged.is_empty() {
             self.sync_dir()?;
         }
-        match found {
-            Some(snapshot) => Ok(Some(snapshot)),
-            None if damaged.is_empty() => Ok(None),
-            None => Err(SnapshotError::AllDamaged { damaged }),
-        }
+        Ok(())
     }
 
     /// Every snapshot file, checked, newest first (for the offline `inspect` tool); includes
     /// snapshots set aside as damaged by an earlier load. Changes nothing.
-    pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+    pub fn list(&self) -> Result<Vec<ListedSnapshot>, SnapshotError> {
         let mut found: Vec<(SnapshotKey, PathBuf, bool)> = self
             .names()?
             .iter()
@@ -557,14 +607,17 @@ impl SnapshotStore {
             .into_iter()
             .map(|((lsn, _), file, set_aside)| {
                 let (bytes, problem) = match self.read(&file) {
-                    Ok(data) => (data.len() as u64, validate(&data, lsn).err()),
+                    Ok(data) => (
+                        data.len() as u64,
+                        validate(&data, lsn).err().map(|e| e.to_string()),
+                    ),
                     Err(SnapshotError::TooLarge { bytes, max, .. }) => (
                         bytes,
                         Some(format!("{bytes} bytes, over the limit of {max}")),
                     ),
                     Err(e) => return Err(e),
                 };
-                Ok(SnapshotInfo {
+                Ok(ListedSnapshot {
                     lsn,
                     file,
                     bytes,
@@ -588,12 +641,12 @@ mod tests {
     fn header_layout() {
         let bytes = file(0x0102, b"xyz");
         assert_eq!(&bytes[0..8], b"TOKDSNAP");
-        assert_eq!(u32_at(&bytes, 8), 1);
+        assert_eq!(u32_at(&bytes, 8), FORMAT_VERSION);
         assert_eq!(u64_at(&bytes, 12), 0x0102);
         assert_eq!(u64_at(&bytes, 20), 3);
         assert_eq!(u32_at(&bytes, 28), crc32fast::hash(b"xyz"));
         assert_eq!(u32_at(&bytes, 32), crc32fast::hash(&bytes[..32]));
-        assert_eq!(validate(&bytes, 0x0102), Ok(36..39));
+        assert_eq!(validate(&bytes, 0x0102), Ok((FORMAT_VERSION, 36..39)));
     }
 
     #[test]
@@ -607,7 +660,23 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(validate(&bytes[..cut], 7).is_err(), "cut {cut}");
         }
-        assert!(validate(&bytes, 8).unwrap_err().contains("file name 8"));
+        assert!(validate(&bytes, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("file name 8"));
+    }
+
+    #[test]
+    fn an_intact_header_of_a_newer_format_is_not_damage() {
+        let mut bytes = file(7, b"payload");
+        bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..HEADER_CRC_OFFSET]);
+        bytes[HEADER_CRC_OFFSET..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(validate(&bytes, 7), Err(Invalid::Newer(FORMAT_VERSION + 1)));
+        bytes[8..12].copy_from_slice(&FORMAT_VERSION_MIN.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..HEADER_CRC_OFFSET]);
+        bytes[HEADER_CRC_OFFSET..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(validate(&bytes, 7).map(|(v, _)| v), Ok(FORMAT_VERSION_MIN));
     }
 
     #[test]

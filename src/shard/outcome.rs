@@ -1,0 +1,80 @@
+//! What a shard answers: one outcome type per command, and the one reason
+//! type for a refusal.
+
+use crate::clock::Millis;
+use crate::model::Token;
+use std::sync::Arc;
+
+/// The result of one created token.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// Newly created.
+    New(Arc<Token>),
+    /// Existed with the same idempotency key and body: the original.
+    Replayed(Arc<Token>),
+}
+
+impl Created {
+    /// The token, new or replayed.
+    pub fn token(&self) -> &Token {
+        match self {
+            Created::New(t) | Created::Replayed(t) => t,
+        }
+    }
+
+    /// Whether the token is new (a change to log).
+    pub fn is_new(&self) -> bool {
+        matches!(self, Created::New(_))
+    }
+}
+
+/// The token after a redeem.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    /// Its state now.
+    pub token: Arc<Token>,
+    /// True when this repeats the winning request (nothing changed).
+    pub replayed: bool,
+}
+
+/// The token was deleted, now or before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// False when it was already deleted (nothing changed).
+    pub changed: bool,
+}
+
+/// Why a command was refused; the state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Unknown, purged, or another account's.
+    #[error("token not found")]
+    TokenNotFound,
+    /// Spent before.
+    #[error("token already redeemed at {redeemed_at_ms}")]
+    AlreadyRedeemed {
+        /// When it was spent.
+        redeemed_at_ms: Millis,
+    },
+    /// Past `expiresAt`.
+    #[error("token expired")]
+    Expired,
+    /// Deleted.
+    #[error("token deleted")]
+    Deleted,
+    /// Before `activeFrom`.
+    #[error("token not yet active")]
+    NotYetActive {
+        /// When it becomes redeemable.
+        active_from_ms: Millis,
+    },
+    /// The collection restricts merchants and this one is not listed.
+    #[error("merchant not allowed")]
+    MerchantNotAllowed,
+    /// An idempotency key was reused with a different body.
+    #[error("token already created with this idempotency key and a different body")]
+    AlreadyCreated,
+    /// The collection does not exist (or is another account's).
+    #[error("collection not found")]
+    CollectionNotFound,
+}
