@@ -49,7 +49,7 @@ pub enum RecordError {
     /// Written by a newer build.
     #[error(
         "log record format version {found} is newer than this build reads (version \
-         {FORMAT_VERSION}); run a tokend that reads it"
+         {FORMAT_VERSION}); run a tokend that reads it (nothing was changed)"
     )]
     Newer {
         /// The version found.

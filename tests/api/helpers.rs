@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokend::admin_key::AdminKey;
-use tokend::app::{AppConfig, Application};
+use tokend::app::{AppConfig, Application, StartError};
 use tokend::clock::ManualClock;
 use tokend::engine::{Engine, EngineConfig};
 use tokend::storage::{FsStorage, Storage};
@@ -74,6 +74,15 @@ impl TestAppBuilder {
 
     /// Builds the application and serves it in the background.
     pub async fn spawn(self) -> TestApp {
+        match self.try_spawn().await {
+            Ok(app) => app,
+            Err(e) => panic!("the application builds: {e}"),
+        }
+    }
+
+    /// Builds the application and serves it in the background, or says why
+    /// it does not start.
+    pub async fn try_spawn(self) -> Result<TestApp, StartError> {
         let clock = Arc::new(ManualClock::new(T0));
         let data_dir = self
             .data_dir
@@ -97,13 +106,12 @@ impl TestAppBuilder {
             // Snapshots only when a test asks for one.
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_wal_bytes: u64::MAX,
-        })
-        .expect("the application builds");
+        })?;
         let address = format!("http://{}", application.addr());
         let engine = application.engine().clone();
         let handle = application.handle();
         let stopped = actix_web::rt::spawn(application.run_until_stopped());
-        TestApp {
+        Ok(TestApp {
             address,
             client: client(),
             clock,
@@ -113,7 +121,7 @@ impl TestAppBuilder {
             stopped: Mutex::new(Some(stopped)),
             request_ids: Mutex::new(HashSet::new()),
             names: AtomicUsize::new(0),
-        }
+        })
     }
 }
 

@@ -17,6 +17,7 @@
 
 use crate::helpers::{id_of, Resp, TestApp, ADMIN, SECOND};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokend::clock::Clock;
@@ -246,6 +247,140 @@ async fn check_replays(app: &TestApp, expected: &Value, name: &str) {
                 .await
                 .assert_error(409, "TOKEN_ALREADY_CREATED");
         }
+    }
+}
+
+/// The newest fixture: the one this build's formats wrote.
+fn newest_fixture() -> PathBuf {
+    fixtures().pop().expect("a fixture")
+}
+
+/// Every file of `dir` but the lock with its bytes, to show that nothing
+/// changed.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("the data dir reads")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "LOCK"))
+        .map(|p| (text_of(&p), std::fs::read(&p).expect("the file reads")))
+        .collect()
+}
+
+/// The newest file of `dir` whose name starts with `prefix`.
+fn newest(dir: &Path, prefix: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("the data dir reads")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| text_of(p).starts_with(prefix))
+        .collect();
+    found.sort();
+    found.pop().expect("a file")
+}
+
+fn text_of(path: &Path) -> String {
+    path.file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Sets the little-endian u32 at `at` of a checksummed header to `version`,
+/// and the header's CRC32 (over bytes `..crc_at`, stored at `crc_at`) anew,
+/// as a newer build would have written it.
+fn rewrite_version(file: &Path, at: usize, version: u32, crc_at: usize) {
+    let mut data = std::fs::read(file).expect("the file reads");
+    data[at..at + 4].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&data[..crc_at]);
+    data[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(file, data).expect("the file writes");
+}
+
+/// Gives the last whole record of `segment` the record format `version`
+/// (its first payload byte), with a frame CRC that checks out; returns its
+/// LSN.
+fn rewrite_last_record_version(segment: &Path, version: u8) -> u64 {
+    use tokend::wal::frame;
+    let data = std::fs::read(segment).expect("the segment reads");
+    let (at, lsn) = *frames(&data).last().expect("a record");
+    let old = frame::decode(&data[at..], usize::MAX).expect("a frame");
+    let end = at + old.encoded_len();
+    let mut payload = old.payload.to_vec();
+    payload[0] = version;
+    let mut rewritten = data[..at].to_vec();
+    frame::encode_into(
+        &mut rewritten,
+        lsn,
+        &payload,
+        &frame::PayloadCrc::new(&payload),
+    );
+    rewritten.extend_from_slice(&data[end..]);
+    std::fs::write(segment, rewritten).expect("the segment writes");
+    lsn
+}
+
+/// A data dir in which a newer build wrote a file of a newer format does not
+/// start: the error names the file and both versions, and nothing on disk
+/// changes (the torn tail is not cut, nothing is set aside).
+#[actix_web::test]
+async fn a_data_dir_with_a_newer_format_does_not_start_and_is_left_as_it_was() {
+    use tokend::log::record::FORMAT_VERSION as RECORD;
+    use tokend::snapshot::FORMAT_VERSION as SNAPSHOT;
+    use tokend::wal::segment::FORMAT_VERSION as SEGMENT;
+    let newer_snapshot = |dir: &Path| -> Vec<String> {
+        let file = newest(dir, "snapshot-");
+        rewrite_version(&file, 8, SNAPSHOT + 1, 32);
+        vec![
+            text_of(&file),
+            format!("format version {}", SNAPSHOT + 1),
+            format!("to {SNAPSHOT}"),
+        ]
+    };
+    let newer_segment = |dir: &Path| -> Vec<String> {
+        let file = newest(dir, "wal-");
+        rewrite_version(&file, 8, SEGMENT + 1, 20);
+        vec![
+            text_of(&file),
+            format!("format version {}", SEGMENT + 1),
+            format!("up to {SEGMENT}"),
+        ]
+    };
+    let newer_record = |dir: &Path| -> Vec<String> {
+        let file = newest(dir, "wal-");
+        let lsn = rewrite_last_record_version(&file, RECORD + 1);
+        vec![
+            text_of(&file),
+            format!("LSN {lsn}"),
+            format!("format version {}", RECORD + 1),
+            format!("(version {RECORD})"),
+        ]
+    };
+    /// Makes a data dir newer; returns what the refusal must say.
+    type Edit<'a> = &'a dyn Fn(&Path) -> Vec<String>;
+    let cases: [(&str, Edit<'_>); 3] = [
+        ("snapshot", &newer_snapshot),
+        ("WAL segment", &newer_segment),
+        ("log record", &newer_record),
+    ];
+    for (what, edit) in cases {
+        let dir = copy_to_temp(&newest_fixture());
+        let expected = edit(dir.path());
+        let before = contents(dir.path());
+        let refused = TestApp::builder()
+            .shards(READER_SHARDS)
+            .data_dir(Arc::clone(&dir))
+            .try_spawn()
+            .await;
+        let message = match refused {
+            Ok(_) => panic!("a data dir with a newer {what} started"),
+            Err(e) => e.to_string(),
+        };
+        for part in expected {
+            assert!(message.contains(&part), "{what}: {part:?} not in {message}");
+        }
+        assert!(
+            contents(dir.path()) == before,
+            "{what}: the data dir changed"
+        );
     }
 }
 
@@ -525,20 +660,33 @@ async fn write_fixture() {
     std::fs::write(out.join("expected.json"), text + "\n").expect("expected.json");
 }
 
+/// Where the frames of a segment start: after its header, when it has one
+/// (segments written before segments had headers start with a frame).
+fn frames_at(data: &[u8]) -> usize {
+    if data.starts_with(&tokend::wal::segment::MAGIC) {
+        tokend::wal::segment::HEADER_BYTES
+    } else {
+        0
+    }
+}
+
+/// The byte offset and LSN of every frame of a whole segment.
+fn frames(data: &[u8]) -> Vec<(usize, u64)> {
+    let mut found = Vec::new();
+    let mut at = frames_at(data);
+    while let Ok(frame) = tokend::wal::frame::decode(&data[at..], usize::MAX) {
+        found.push((at, frame.lsn));
+        at += frame.encoded_len();
+    }
+    found
+}
+
 /// Appends the first half of a valid record frame (LSN one past the last,
 /// CRC and all) to `segment`, as a write cut short by a crash leaves it.
 fn append_torn_record(segment: &Path) {
     use std::io::Write;
     let data = std::fs::read(segment).expect("the segment reads");
-    let mut next_lsn = 0;
-    let mut at = 0;
-    while let Some((len, lsn)) = tokend::wal::frame::peek_header(&data[at..]) {
-        next_lsn = lsn + 1;
-        at += tokend::wal::frame::FRAME_HEADER_BYTES + len as usize;
-        if at >= data.len() {
-            break;
-        }
-    }
+    let next_lsn = frames(&data).last().expect("a record").1 + 1;
     let payload = vec![0xa5u8; 64];
     let mut frame = Vec::new();
     tokend::wal::frame::encode_into(
