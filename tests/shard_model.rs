@@ -1,6 +1,6 @@
 //! Property test: random sequences of create / redeem / delete / clock moves /
 //! timer runs against the shard state machine and against a plain model of
-//! the contract's rules. They must agree on every outcome and every status,
+//! the redemption rules. They must agree on every outcome and every status,
 //! and no token is ever redeemed successfully twice.
 
 use proptest::prelude::*;
@@ -56,7 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The contract's rules, written as plainly as possible.
+/// The redemption rules, written as plainly as possible.
 #[derive(Debug, Clone)]
 struct ModelToken {
     restricted: bool,

@@ -1,4 +1,4 @@
-//! Admin operations (§8).
+//! Admin operations: a snapshot on demand, for the admin key only.
 
 use super::auth::Caller;
 use super::error::ApiError;

@@ -1,4 +1,4 @@
-//! Health routes (§8): no key needed.
+//! Health routes: no key needed, so that probes need no secret.
 
 use super::error::{ApiError, ErrorCode};
 use super::state::AppState;

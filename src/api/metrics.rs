@@ -1,4 +1,4 @@
-//! `GET /metrics` (contract §8, no key) and the middleware that records every
+//! `GET /metrics` (no key, as scrapers expect) and the middleware that records every
 //! request by route pattern, method and status.
 //!
 //! Each route is registered through `api::resource`, which attaches a

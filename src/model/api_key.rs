@@ -18,7 +18,7 @@ use uuid::Uuid;
 const KEY_PREFIX: &str = "tk_";
 /// Hex digits of the key id in the key string.
 const KEY_ID_HEX_LEN: usize = 32;
-/// Bytes of randomness in a secret (256 bits, per the contract).
+/// Bytes of randomness in a secret: 256 bits, out of reach of guessing.
 const SECRET_BYTES: usize = 32;
 /// base64url characters of an encoded secret.
 const SECRET_ENCODED_LEN: usize = 43;

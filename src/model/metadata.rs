@@ -8,7 +8,7 @@
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// At most this many pairs (contract §5).
+/// At most this many pairs: metadata is for short labels, not data.
 pub const PAIRS_MAX: usize = 20;
 /// At most this many characters in a key.
 pub const KEY_CHARS_MAX: usize = 20;

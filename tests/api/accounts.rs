@@ -1,4 +1,4 @@
-//! Accounts and API keys (§3): admin key only.
+//! Accounts and API keys: admin key only.
 
 use crate::helpers::*;
 use serde_json::{json, Value};

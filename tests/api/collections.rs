@@ -1,4 +1,4 @@
-//! Collections (§4).
+//! Collections: creation with rules and branding, reading, listing.
 
 use crate::helpers::*;
 use serde_json::{json, Value};

@@ -1,5 +1,5 @@
 //! Concurrent requests over several HTTP connections: a token is redeemed
-//! exactly once however many redeems race (§5), and concurrent creates
+//! exactly once however many redeems race, and concurrent creates
 //! neither lose nor duplicate tokens.
 
 use crate::helpers::*;

@@ -1,5 +1,5 @@
 //! Another account's objects are answered exactly as ones that do not exist
-//! (§2), and are never changed by another account.
+//! (404, never 403), and are never changed by another account.
 
 use crate::helpers::*;
 use reqwest::Method;

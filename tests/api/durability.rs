@@ -220,7 +220,7 @@ async fn a_refused_append_poisons_the_engine() {
         .assert_status(200);
 }
 
-/// §5: a deleted token's data leaves the disk by the second snapshot after
+/// A deleted token's data leaves the disk by the second snapshot after
 /// the delete — also on a quiet engine, where both snapshots cover the same
 /// LSN (each still gets its own file, pushing out the one from before).
 #[actix_web::test]

@@ -1,4 +1,4 @@
-//! Time (§6), driven by the manual clock: validity is `[activeFrom,
+//! Time, driven by the manual clock: validity is `[activeFrom,
 //! expiresAt)`, timers expire tokens and free their data, and tombstones are
 //! gone after the retention period.
 

@@ -552,7 +552,7 @@ impl Resp {
     }
 }
 
-/// The fields every token has (§5); `redemption` and `deletedAt` are added
+/// The fields every token has; `redemption` and `deletedAt` are added
 /// once set.
 pub const TOKEN_FIELDS: [&str; 21] = [
     "id",

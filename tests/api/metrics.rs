@@ -1,4 +1,4 @@
-//! `GET /metrics` (§8), read as an operator would: the exposition is parsed
+//! `GET /metrics` (no key), read as an operator would: the exposition is parsed
 //! into series keyed by metric name and labels, and the tests check how the
 //! series move when requests, token changes, snapshots and restarts happen.
 

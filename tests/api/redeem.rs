@@ -1,4 +1,4 @@
-//! Redeeming tokens (§5): exactly once, idempotent retries, merchants,
+//! Redeeming tokens: exactly once, idempotent retries, merchants,
 //! activation, expiry and deletion.
 
 use crate::helpers::*;

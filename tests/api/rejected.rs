@@ -1,4 +1,4 @@
-//! A rejected request changes nothing (§2): after each kind of rejection,
+//! A rejected request changes nothing: after each kind of rejection,
 //! the account's tokens and collections are exactly as before.
 
 use crate::helpers::*;

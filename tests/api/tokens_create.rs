@@ -1,4 +1,4 @@
-//! Creating tokens (§5): single, with children, idempotent, batch.
+//! Creating tokens: single, with children, idempotent, batch.
 
 use crate::helpers::*;
 use reqwest::Method;

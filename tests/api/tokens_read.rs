@@ -1,4 +1,5 @@
-//! Reading, listing and deleting tokens (§5, §2 lists).
+//! Reading, listing (paginated by creation time, then id) and deleting
+//! tokens.
 
 use crate::helpers::*;
 use serde_json::{json, Value};

@@ -150,7 +150,7 @@ async fn sigkill_after_an_admin_snapshot_restores_the_snapshot_plus_the_wal_tail
     fixture.verify(&Api::new(&server)).await;
 }
 
-/// The contract: a deleted token's data leaves the disk by the second
+/// A deleted token's data leaves the disk by the second
 /// snapshot after the delete (each snapshot here covers new writes).
 #[tokio::test]
 async fn a_deleted_tokens_data_leaves_the_disk_by_the_second_snapshot() {
