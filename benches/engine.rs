@@ -7,8 +7,9 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Arc;
+use tokend::api::plan::TokenBody;
 use tokend::api::render::TokenJson;
-use tokend::api::tokens::{RedeemBody, TokenBody};
+use tokend::api::tokens::RedeemBody;
 use tokend::api::validate::{decode, schemas};
 use tokend::catalog::Catalog;
 use tokend::command::{CatalogCommand, Create, Expiry, NewToken, Redeem};

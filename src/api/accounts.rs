@@ -1,32 +1,67 @@
-//! Admin routes: accounts and their API keys (§3).
+//! Admin routes: accounts and their API keys, for the admin key only.
 
 use super::auth::Caller;
-use super::body::{read_json, BODY_BYTES_MAX};
+use super::checked::{decode_json, Checked, CheckedBody};
 use super::error::{ApiError, ErrorCode};
 use super::query::{page, page_params};
 use super::render::{AccountJson, ApiKeyJson, ListJson};
 use super::respond::json;
 use super::state::AppState;
-use super::validate::{decode, schemas};
+use super::validate::schemas;
 use crate::ids::{AccountId, KeyId};
 use crate::model::{ApiKey, Liveness, Scopes};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// The body of `POST /api/accounts`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateAccount {
+pub struct CreateAccount {
+    /// For operators.
     name: String,
+    /// Test or main.
     liveness: Liveness,
 }
 
+impl CheckedBody for CreateAccount {
+    type Grant = ();
+
+    fn authorize(caller: Caller, _: &HttpRequest) -> Result<(), ApiError> {
+        caller.require_admin()
+    }
+
+    fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
+        decode_json(req, body, false, &schemas().account)
+    }
+}
+
+/// The body of `POST /api/accounts/{accountId}/api-keys`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateApiKey {
+pub struct CreateApiKey {
+    /// Shown in `createdBy` of what the key creates.
     name: String,
+    /// Scope names; the schema lists exactly the known ones.
     scopes: Vec<String>,
+}
+
+impl CheckedBody for CreateApiKey {
+    /// The account the key is for: an unknown one is a 404 before the body
+    /// is read.
+    type Grant = AccountId;
+
+    fn authorize(caller: Caller, req: &HttpRequest) -> Result<AccountId, ApiError> {
+        caller.require_admin()?;
+        let state = AppState::of(req)?;
+        account_id(state, req.match_info().get("accountId").unwrap_or_default())
+    }
+
+    fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
+        decode_json(req, body, false, &schemas().api_key)
+    }
 }
 
 fn account_not_found() -> ApiError {
@@ -43,13 +78,9 @@ fn account_id(state: &AppState, text: &str) -> Result<AccountId, ApiError> {
 /// `POST /api/accounts`
 pub async fn create_account(
     state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    request: Checked<CreateAccount>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    let body = read_json(&req, payload, BODY_BYTES_MAX, false).await?;
-    let body: CreateAccount = decode(&schemas().account, body)?;
+    let body = request.body;
     let account = state
         .engine()?
         .create_account(body.name, body.liveness)
@@ -60,15 +91,9 @@ pub async fn create_account(
 /// `POST /api/accounts/{accountId}/api-keys`
 pub async fn create_api_key(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
+    request: Checked<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    let account = account_id(&state, &path)?;
-    let body = read_json(&req, payload, BODY_BYTES_MAX, false).await?;
-    let body: CreateApiKey = decode(&schemas().api_key, body)?;
+    let (account, body) = (request.caller, request.body);
     let mut scopes = Scopes::default();
     for name in &body.scopes {
         // The schema lists exactly the known scopes.

@@ -10,7 +10,7 @@ use crate::model::api_key;
 use crate::model::{Account, ApiKey, Scope};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpRequest};
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
@@ -67,15 +67,14 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// Who presents the request's key: 401 for none or an unknown one.
+pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let unauthenticated =
         || ApiError::new(ErrorCode::Unauthenticated, "A valid API key is required.");
     let key = presented_key(req)
         .filter(|k| !k.is_empty() && k.len() <= KEY_CHARS_MAX)
         .ok_or_else(unauthenticated)?;
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "Application state missing."))?;
+    let state = AppState::of(req)?;
     if let Some((key_id, secret)) = api_key::split_key(key) {
         let catalog = state.engine()?.catalog();
         let record = catalog

@@ -1,12 +1,14 @@
 //! Reading request bodies: content type, size limits, JSON syntax.
 //!
-//! Bodies are read here rather than by actix's extractors so that every
-//! failure answers in the API's error format: 413 over the limit, 400 for a
-//! wrong content type or malformed JSON.
+//! Bodies are read here (for [`Checked`](super::checked::Checked)) rather
+//! than by actix's extractors so that every failure answers in the API's
+//! error format: 413 over the limit, 400 for a wrong content type or
+//! malformed JSON.
 
 use super::error::{ApiError, ErrorCode};
+use actix_web::dev::Payload;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use actix_web::{web, HttpRequest};
+use actix_web::HttpRequest;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -31,9 +33,9 @@ pub fn not_json(error: serde_json::Error) -> ApiError {
 }
 
 /// Reads the whole body, refusing it as soon as it is over `limit`.
-async fn read_bytes(
+pub async fn read_bytes(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    mut payload: Payload,
     limit: usize,
 ) -> Result<BytesMut, ApiError> {
     let declared = req
@@ -78,32 +80,25 @@ fn require_json_type(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the body as JSON. An empty body is `{}` when `empty_is_object`
-/// (routes whose fields are all optional), else malformed.
-pub async fn read_json(
+/// The body as JSON. An empty body is `{}` when `empty_is_object` (routes
+/// whose fields are all optional), else malformed.
+pub fn parse_json(
     req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
+    body: &[u8],
     empty_is_object: bool,
 ) -> Result<Value, ApiError> {
-    let body = read_bytes(req, payload, limit).await?;
     if body.iter().all(u8::is_ascii_whitespace) && empty_is_object {
         return Ok(Value::Object(Default::default()));
     }
     require_json_type(req)?;
-    serde_json::from_slice(&body).map_err(not_json)
+    serde_json::from_slice(body).map_err(not_json)
 }
 
-/// Reads a body that must be JSON but is left as text, for a handler that
-/// parses it piece by piece. It is refused exactly as [`read_json`] refuses
-/// it (same statuses, same messages, same error positions), so what a client
+/// A body that must be JSON but is left as text, for a handler that parses
+/// it piece by piece. It is refused exactly as [`parse_json`] refuses it
+/// (same statuses, same messages, same error positions), so what a client
 /// is told does not depend on how the route parses.
-pub async fn read_json_text(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let body = read_bytes(req, payload, limit).await?;
+pub fn json_text(req: &HttpRequest, body: BytesMut) -> Result<Bytes, ApiError> {
     require_json_type(req)?;
     serde_json::from_slice::<WellFormed>(&body).map_err(not_json)?;
     Ok(body.freeze())

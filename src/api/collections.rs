@@ -1,37 +1,62 @@
-//! Collection routes (§4).
+//! Collection routes: create, read, list; each needs a collection scope.
 
-use super::auth::Caller;
-use super::body::{read_json, BODY_BYTES_MAX};
+use super::auth::{AccountCaller, Caller};
+use super::checked::{decode_json, Checked, CheckedBody};
 use super::error::{ApiError, ErrorCode};
 use super::query::{page, page_params};
 use super::render::{CollectionJson, ListJson};
 use super::respond::json;
 use super::state::AppState;
-use super::validate::{decode, schemas, whole_number};
+use super::validate::{schemas, whole_number};
 use crate::ids::{AccountId, CollectionId};
 use crate::model::collection::{compile_data_schema, CollectionRecord};
 use crate::model::{Collection, Liveness, Money, Scope};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// The body of `POST /api/collections`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateCollection {
+pub struct CreateCollection {
+    /// Display name.
     name: String,
+    /// Free text.
     description: Option<String>,
+    /// Branding copied onto every token.
     issuer: Option<String>,
+    /// Branding: the issuer's logo URL.
     issuer_img: Option<String>,
+    /// Branding: the token image URL.
     img: Option<String>,
+    /// Branding: the issuer's website.
     issuer_website: Option<String>,
+    /// What one token is worth, per currency.
     value: Option<Vec<Money>>,
+    /// When non-empty, only these merchants may redeem.
     merchants: Option<Vec<String>>,
+    /// Default token lifetime in seconds.
     #[serde(default, deserialize_with = "whole_number")]
     token_expires_after: Option<i64>,
+    /// A JSON Schema that token `data` must satisfy.
     data_schema: Option<Value>,
+    /// Must be the account's.
     liveness: Option<Liveness>,
+}
+
+impl CheckedBody for CreateCollection {
+    type Grant = AccountCaller;
+
+    fn authorize(caller: Caller, _: &HttpRequest) -> Result<AccountCaller, ApiError> {
+        caller.require(Scope::CollectionWrite)
+    }
+
+    fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
+        decode_json(req, body, false, &schemas().collection)
+    }
 }
 
 /// The 403 for a liveness other than the account's.
@@ -45,13 +70,9 @@ pub fn liveness_mismatch(account: Liveness) -> ApiError {
 /// `POST /api/collections`
 pub async fn create(
     state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    request: Checked<CreateCollection>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = caller.require(Scope::CollectionWrite)?;
-    let body = read_json(&req, payload, BODY_BYTES_MAX, false).await?;
-    let body: CreateCollection = decode(&schemas().collection, body)?;
+    let Checked { caller, body } = request;
     let data_schema = match &body.data_schema {
         None => None,
         Some(schema) => {

@@ -2,8 +2,11 @@
 //! the engine and renders. No token state lives here.
 //!
 //! - [`auth`]: API keys and scopes;
+//! - [`checked`]: the extractor every route with a body starts with (key,
+//!   scope, body, schema, decode);
 //! - [`body`], [`batch`], [`query`], [`validate`]: reading and checking
 //!   requests;
+//! - [`plan`]: token create bodies turned into engine commands;
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
@@ -16,10 +19,12 @@ pub mod admin;
 pub mod auth;
 pub mod batch;
 pub mod body;
+pub mod checked;
 pub mod collections;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod plan;
 pub mod query;
 pub mod render;
 pub mod request_id;

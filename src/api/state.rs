@@ -28,6 +28,13 @@ impl AppState {
         })
     }
 
+    /// The state of the application serving `req`.
+    pub fn of(req: &actix_web::HttpRequest) -> Result<&AppState, ApiError> {
+        req.app_data::<actix_web::web::Data<AppState>>()
+            .map(|data| data.get_ref())
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "Application state missing."))
+    }
+
     /// Whether the engine serves requests.
     pub fn is_ready(&self) -> bool {
         self.engine.get().is_some()

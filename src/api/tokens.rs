@@ -1,29 +1,28 @@
-//! Token routes (§5): create (single, with children, batch), read, HEAD,
+//! Token routes: create (single, with children, batch), read, HEAD,
 //! list, delete, redeem.
 
 use super::auth::{AccountCaller, Caller};
-use super::batch::{self, BatchBody};
-use super::body::{read_json, read_json_text, BATCH_BODY_BYTES_MAX, BODY_BYTES_MAX};
-use super::collections::liveness_mismatch;
-use super::error::{ApiError, ErrorCode, FieldError};
+use super::batch::BatchBody;
+use super::body::{json_text, parse_json, BATCH_BODY_BYTES_MAX};
+use super::checked::{decode_json, Checked, CheckedBody};
+use super::error::{ApiError, ErrorCode};
+use super::plan::{plan_batch, Planner};
 use super::query::Query;
 use super::render::{DataJson, ListJson, TokenJson};
 use super::respond::json;
 use super::state::AppState;
-use super::validate::{decode, schemas, violations, whole_number, DATA_BYTES_MAX};
+use super::validate::{schemas, violations};
 use crate::clock::Millis;
-use crate::command::{Expiry, NewToken, Redeem};
-use crate::engine::{Created, Engine, ListQuery};
+use crate::command::Redeem;
+use crate::engine::{Created, ListQuery};
 use crate::ids::{CollectionId, TokenId};
-use crate::model::{Encryption, Liveness, Metadata, Scope, Status, Token, TokenType};
-use crate::timestamp;
+use crate::model::{Scope, Status, Token, TokenType};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// Header marking a response that repeats an earlier one.
@@ -31,37 +30,42 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Header of HEAD responses giving the token's status.
 const STATUS_HEADER: &str = "X-Token-Status";
 
-/// The body of `POST /api/tokens` (and each item of a batch), after its
-/// schema check: field presence and shapes are already known good.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TokenBody {
-    /// The collection the token is issued into.
-    pub collection_id: Option<String>,
-    /// Makes the create safe to retry: the same key answers the same token.
-    pub idempotency_key: Option<String>,
-    /// `test` or `main`; must match the collection's.
-    pub liveness: Option<Liveness>,
-    /// `token`, `card` or `bank`.
-    #[serde(rename = "type")]
-    pub kind: Option<TokenType>,
-    /// Free text shown with the token.
-    pub description: Option<String>,
-    /// The tokenized data, checked against the collection's `dataSchema`.
-    pub data: Option<Value>,
-    /// String pairs, searchable in lists.
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// How `data` was encrypted by the caller, if it was.
-    pub encryption: Option<Encryption>,
-    /// RFC 3339 time from which the token can be redeemed.
-    pub active_from: Option<String>,
-    /// RFC 3339 expiry; excludes `expiresIn`.
-    pub expires_at: Option<String>,
-    /// Seconds from now to expiry; excludes `expiresAt`.
-    #[serde(default, deserialize_with = "whole_number")]
-    pub expires_in: Option<i64>,
-    /// Child tokens created with this one.
-    pub children: Option<Vec<TokenBody>>,
+/// The body of `POST /api/tokens`, checked against the token schema and
+/// kept as JSON: the planner fingerprints it (and its children) as sent.
+pub struct CreateBody(Value);
+
+impl CheckedBody for CreateBody {
+    type Grant = AccountCaller;
+
+    fn authorize(caller: Caller, _: &HttpRequest) -> Result<AccountCaller, ApiError> {
+        caller.require(Scope::TokenCreate)
+    }
+
+    fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
+        let value = parse_json(req, &body, false)?;
+        let errors = violations(&schemas().token, &value, "$");
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok(CreateBody(value))
+    }
+}
+
+/// The body of `POST /api/tokens/batch`, known to be JSON and kept as text:
+/// its items are parsed one at a time (see [`BatchBody`]).
+pub struct BatchText(Bytes);
+
+impl CheckedBody for BatchText {
+    type Grant = AccountCaller;
+    const BYTES_MAX: usize = BATCH_BODY_BYTES_MAX;
+
+    fn authorize(caller: Caller, _: &HttpRequest) -> Result<AccountCaller, ApiError> {
+        caller.require(Scope::TokenCreate)
+    }
+
+    fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
+        json_text(req, body).map(BatchText)
+    }
 }
 
 /// The body of `POST /api/tokens/{id}/redeem`.
@@ -75,232 +79,16 @@ pub struct RedeemBody {
     pub idempotency_key: Option<String>,
 }
 
-/// Turns validated token bodies into engine commands, collecting every
-/// problem before giving up, so one response lists them all.
-struct Planner<'a> {
-    caller: &'a AccountCaller,
-    engine: &'a Engine,
-    now: Millis,
-    tokens: Vec<NewToken>,
-    errors: Vec<FieldError>,
-    collection_missing: bool,
-    liveness_differs: bool,
-    idempotency_keys: HashSet<String>,
-}
+impl CheckedBody for RedeemBody {
+    type Grant = AccountCaller;
+    const EMPTY_IS_OBJECT: bool = true;
 
-/// SHA-256 (truncated) of a body's canonical JSON: serde_json's map keeps keys
-/// sorted, so the same fields in another order give the same fingerprint.
-fn fingerprint(body: &Value) -> [u8; 16] {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    out
-}
-
-impl<'a> Planner<'a> {
-    fn new(caller: &'a AccountCaller, engine: &'a Engine) -> Self {
-        Self {
-            caller,
-            engine,
-            now: engine.now(),
-            tokens: Vec::new(),
-            errors: Vec::new(),
-            collection_missing: false,
-            liveness_differs: false,
-            idempotency_keys: HashSet::new(),
-        }
+    fn authorize(caller: Caller, _: &HttpRequest) -> Result<AccountCaller, ApiError> {
+        caller.require(Scope::TokenRedeem)
     }
 
-    /// Plans a top-level token and its children; returns its index in
-    /// `self.tokens`.
-    fn plan_top(&mut self, value: Value, path: &str) -> usize {
-        let print = fingerprint(&value);
-        let child_prints: Vec<[u8; 16]> = value
-            .get("children")
-            .and_then(Value::as_array)
-            .map(|children| children.iter().map(fingerprint).collect())
-            .unwrap_or_default();
-        let body: TokenBody = match serde_json::from_value(value) {
-            Ok(body) => body,
-            Err(e) => {
-                self.errors.push(FieldError::new(path, e.to_string()));
-                return usize::MAX;
-            }
-        };
-        let collection_text = body.collection_id.clone().unwrap_or_default();
-        let collection_id = CollectionId::parse(&collection_text);
-        let top = self.tokens.len();
-        let mut child_ids = Vec::new();
-        let parent_id = self.plan_one(&body, collection_id, print, path, None);
-        // Children of an idempotent parent get ids derived from the parent's,
-        // so a replayed create names the same children instead of new ones.
-        let idempotent_parent = parent_id.filter(|_| body.idempotency_key.is_some());
-        for (j, child) in body.children.iter().flatten().enumerate() {
-            let child_path = format!("{path}.children[{j}]");
-            if child
-                .collection_id
-                .as_ref()
-                .is_some_and(|c| *c != collection_text)
-            {
-                self.errors.push(FieldError::new(
-                    format!("{child_path}.collectionId"),
-                    "must be the parent's collection",
-                ));
-            }
-            let print = child_prints.get(j).copied().unwrap_or_default();
-            let derived = idempotent_parent.map(|parent| TokenId::child_of(parent, j));
-            if let Some(id) = self.plan_one(child, collection_id, print, &child_path, derived) {
-                child_ids.push(id);
-            }
-        }
-        if let Some(parent) = self.tokens.get_mut(top) {
-            parent.children = child_ids;
-        }
-        top
-    }
-
-    /// Plans one token; `None` when it has errors. `derived` is the id of a
-    /// child of an idempotent parent, used unless it has its own key.
-    fn plan_one(
-        &mut self,
-        body: &TokenBody,
-        collection_id: Option<CollectionId>,
-        print: [u8; 16],
-        path: &str,
-        derived: Option<TokenId>,
-    ) -> Option<TokenId> {
-        let errors_before = self.errors.len();
-        let account = &self.caller.account;
-        let collection =
-            collection_id.and_then(|id| self.engine.catalog().collection_of(account.id, id));
-        if collection.is_none() {
-            self.collection_missing = true;
-        }
-        if body.liveness.is_some_and(|l| l != account.liveness) {
-            self.liveness_differs = true;
-        }
-        if let Some(key) = &body.idempotency_key {
-            if !self.idempotency_keys.insert(key.clone()) {
-                self.errors.push(FieldError::new(
-                    format!("{path}.idempotencyKey"),
-                    "is used by another token of this request",
-                ));
-            }
-        }
-        let mut time = |field: &str, text: &Option<String>| -> Option<Millis> {
-            let text = text.as_ref()?;
-            match timestamp::parse(text) {
-                Ok(ms) => Some(ms),
-                Err(message) => {
-                    self.errors
-                        .push(FieldError::new(format!("{path}.{field}"), message));
-                    None
-                }
-            }
-        };
-        let active_from = time("activeFrom", &body.active_from);
-        let expires_at = time("expiresAt", &body.expires_at);
-        let expiry = match (expires_at, body.expires_in, &body.expires_at) {
-            (_, Some(_), Some(_)) => {
-                self.errors.push(FieldError::new(
-                    format!("{path}.expiresIn"),
-                    "cannot be given together with expiresAt",
-                ));
-                Expiry::CollectionDefault
-            }
-            (Some(at), None, _) => Expiry::At(at),
-            (None, Some(secs), _) => Expiry::InSecs(secs),
-            _ => Expiry::CollectionDefault,
-        };
-        // An explicit expiry must be in the future and after the start; the
-        // collection's default is neither checked nor known here.
-        if expiry != Expiry::CollectionDefault {
-            let end = expiry.expires_at_ms(self.now, None);
-            let field = if matches!(expiry, Expiry::At(_)) {
-                "expiresAt"
-            } else {
-                "expiresIn"
-            };
-            if end <= self.now {
-                self.errors.push(FieldError::new(
-                    format!("{path}.{field}"),
-                    "must be in the future",
-                ));
-            } else if active_from.is_some_and(|from| end <= from) {
-                self.errors.push(FieldError::new(
-                    format!("{path}.{field}"),
-                    "must be after activeFrom",
-                ));
-            }
-        }
-        let data_path = format!("{path}.data");
-        let data = match &body.data {
-            None | Some(Value::Null) => None,
-            Some(value) => {
-                let text = value.to_string();
-                if text.len() > DATA_BYTES_MAX {
-                    self.errors.push(FieldError::new(
-                        &data_path,
-                        format!("must serialize to at most {DATA_BYTES_MAX} bytes"),
-                    ));
-                }
-                Some(text)
-            }
-        };
-        if let Some(validator) = collection.as_ref().and_then(|c| c.data_validator.as_ref()) {
-            let instance = body.data.clone().unwrap_or(Value::Null);
-            self.errors
-                .extend(violations(validator, &instance, &data_path));
-        }
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        let collection = collection?;
-        let id = match (&body.idempotency_key, derived) {
-            (Some(key), _) => TokenId::for_idempotency_key(account.id, key),
-            (None, Some(id)) => id,
-            (None, None) => TokenId::random(),
-        };
-        let metadata = body
-            .metadata
-            .as_ref()
-            .map(|m| Metadata::from_pairs(m.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
-            .unwrap_or_default();
-        self.tokens.push(NewToken {
-            id,
-            account_id: account.id,
-            collection_id: collection.record.id,
-            created_by: self.caller.key.name.clone(),
-            kind: body.kind.unwrap_or(TokenType::Token),
-            description: body.description.clone(),
-            data,
-            encryption: body.encryption.clone(),
-            metadata,
-            active_from_ms: active_from,
-            expiry,
-            children: Vec::new(),
-            fingerprint: (body.idempotency_key.is_some() || derived.is_some()).then_some(print),
-        });
-        Some(id)
-    }
-
-    /// The commands, or the error that refuses the whole request:
-    /// 422 first, then 404 for the collection, then 403 for liveness.
-    fn finish(self) -> Result<Vec<NewToken>, ApiError> {
-        if !self.errors.is_empty() {
-            return Err(ApiError::validation(self.errors));
-        }
-        if self.collection_missing {
-            return Err(ApiError::new(
-                ErrorCode::CollectionNotFound,
-                "No such collection.",
-            ));
-        }
-        if self.liveness_differs {
-            return Err(liveness_mismatch(self.caller.account.liveness));
-        }
-        Ok(self.tokens)
+    fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
+        decode_json(req, body, Self::EMPTY_IS_OBJECT, &schemas().redeem)
     }
 }
 
@@ -320,30 +108,15 @@ fn render(token: &Token, now: Millis) -> TokenJson<'_> {
     }
 }
 
-/// Reads a JSON body and checks it against `schema`, listing every problem.
-async fn read_valid(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-    schema: &jsonschema::Validator,
-) -> Result<Value, ApiError> {
-    let body = read_json(req, payload, limit, false).await?;
-    let errors = violations(schema, &body, "$");
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(body)
-}
-
 /// `POST /api/tokens`
 pub async fn create(
     state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    request: Checked<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = caller.require(Scope::TokenCreate)?;
-    let body = read_valid(&req, payload, BODY_BYTES_MAX, &schemas().token).await?;
+    let Checked {
+        caller,
+        body: CreateBody(body),
+    } = request;
     let mut planner = Planner::new(&caller, state.engine()?);
     let top = planner.plan_top(body, "$");
     let tokens = planner.finish()?;
@@ -368,12 +141,12 @@ pub async fn create(
 /// `POST /api/tokens/batch`
 pub async fn create_batch(
     state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    request: Checked<BatchText>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = caller.require(Scope::TokenCreate)?;
-    let body = read_json_text(&req, payload, BATCH_BODY_BYTES_MAX).await?;
+    let Checked {
+        caller,
+        body: BatchText(body),
+    } = request;
     let batch = BatchBody::split(&body)?;
     let mut planner = Planner::new(&caller, state.engine()?);
     let tops = plan_batch(&mut planner, batch)?;
@@ -386,34 +159,6 @@ pub async fn create_batch(
         .map(|c| render(c.token(), now))
         .collect();
     json(StatusCode::CREATED, &DataJson { data })
-}
-
-/// Checks every item of `batch` against the token schema and plans it,
-/// returning each item's index in the planned tokens. An item is a `Value`
-/// only for its own check and plan, so one item's tree is alive at a time.
-///
-/// Every item is checked, so that one 422 lists the problems of all of them
-/// (and of the top level, after theirs). Those problems are answered instead
-/// of anything planning would find, as for a single token, so planning stops
-/// at the first of them.
-fn plan_batch(planner: &mut Planner<'_>, batch: BatchBody<'_>) -> Result<Vec<usize>, ApiError> {
-    let mut problems = Vec::new();
-    let mut tops = Vec::with_capacity(batch.items.len());
-    for (i, raw) in batch.items.iter().enumerate() {
-        let path = format!("$.tokens[{i}]");
-        let item = batch::value(raw)?;
-        let item_problems = violations(&schemas().token, &item, &path);
-        if item_problems.is_empty() && problems.is_empty() && batch.errors.is_empty() {
-            tops.push(planner.plan_top(item, &path));
-        }
-        problems.extend(item_problems);
-    }
-    problems.extend(batch.errors);
-    if problems.is_empty() {
-        Ok(tops)
-    } else {
-        Err(ApiError::validation(problems))
-    }
 }
 
 fn token_id(text: &str) -> Result<TokenId, ApiError> {
@@ -613,14 +358,10 @@ pub async fn delete(
 /// `POST /api/tokens/{id}/redeem`
 pub async fn redeem(
     state: web::Data<AppState>,
-    caller: Caller,
+    request: Checked<RedeemBody>,
     path: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = caller.require(Scope::TokenRedeem)?;
-    let body = read_json(&req, payload, BODY_BYTES_MAX, true).await?;
-    let body: RedeemBody = decode(&schemas().redeem, body)?;
+    let Checked { caller, body } = request;
     let id = token_id(&path)?;
     let redeemed = state
         .engine()?

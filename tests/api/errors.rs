@@ -1,4 +1,4 @@
-//! Conventions shared by every route (§2, §8): health, authentication,
+//! Conventions shared by every route: health, authentication,
 //! scopes, the error body, request ids, body parsing and size limits,
 //! unknown routes and methods.
 
@@ -698,4 +698,59 @@ async fn list_limits_are_validated() {
     )
     .await
     .assert_invalid(&["$.limit", "$.status", "$.type", "$.id", "$.collectionId"]);
+}
+
+/// Every route with a body refuses a request for the first thing wrong with
+/// it, in one order: no key (401), no right to the route (403, or 404 for an
+/// admin route's unknown account), a body over the limit (413), not JSON
+/// (400), against the schema (422).
+#[actix_web::test]
+async fn routes_with_a_body_refuse_in_one_order() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let reader = app.create_key(&tenant.account_id, &["token:read"]).await;
+    let token = app
+        .create_token_in(&tenant.key, &tenant.collection_id)
+        .await;
+    let unknown_account = format!("/api/accounts/{}/api-keys", unknown_id());
+    let known_account = format!("/api/accounts/{}/api-keys", tenant.account_id);
+    let redeem = format!("/api/tokens/{token}/redeem");
+    // (path, a key that may use it, one that may not, the body limit)
+    let routes: [(&str, &str, &str, usize); 6] = [
+        ("/api/accounts", ADMIN, &tenant.key, MIB),
+        (&known_account, ADMIN, &tenant.key, MIB),
+        ("/api/collections", &tenant.key, &reader, MIB),
+        ("/api/tokens", &tenant.key, &reader, MIB),
+        ("/api/tokens/batch", &tenant.key, &reader, 16 * MIB),
+        (&redeem, &tenant.key, &reader, MIB),
+    ];
+    let invalid = padded(&json!({"unknownField": 1}), 64);
+    let malformed = "{\"unknownField\": ".to_owned();
+    let too_large = padded(&json!({"unknownField": 1}), 16 * MIB + 1);
+    for (path, allowed, denied, limit) in routes {
+        let over = if limit == MIB {
+            padded(&json!({"unknownField": 1}), MIB + 1)
+        } else {
+            too_large.clone()
+        };
+        let resp = app
+            .send(
+                app.request(Method::POST, path)
+                    .header("Content-Type", "application/json")
+                    .body(over.clone()),
+            )
+            .await;
+        resp.assert_error(401, "UNAUTHENTICATED");
+        let resp = post_raw(&app, path, denied, over.clone()).await;
+        resp.assert_error(403, "PERMISSION_DENIED");
+        let resp = post_raw(&app, path, allowed, over).await;
+        resp.assert_error(413, "PAYLOAD_TOO_LARGE");
+        let resp = post_raw(&app, path, allowed, malformed.clone()).await;
+        resp.assert_error(400, "BAD_REQUEST");
+        let resp = post_raw(&app, path, allowed, invalid.clone()).await;
+        resp.assert_error(422, "VALIDATION_FAILED");
+    }
+    let resp = post_raw(&app, &unknown_account, ADMIN, too_large).await;
+    resp.assert_error(404, "ACCOUNT_NOT_FOUND");
+    assert_eq!(app.token(&tenant.key, &token).await["status"], "active");
 }

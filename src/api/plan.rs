@@ -1,0 +1,362 @@
+//! Planning token creates: validated token bodies become engine commands
+//! ([`NewToken`]s), every problem collected before giving up, so that one
+//! response lists them all.
+//!
+//! A body has passed its JSON Schema already; planning checks what a schema
+//! cannot say: the collection is the caller's, times parse and are in order,
+//! `data` fits and matches the collection's `dataSchema`, idempotency keys
+//! are not reused within the request. It also picks each token's id (random,
+//! or derived from its idempotency key so that a retry lands on the same
+//! shard) and the fingerprint that tells a retry from a reuse of a key.
+
+use super::auth::AccountCaller;
+use super::batch::{self, BatchBody};
+use super::collections::liveness_mismatch;
+use super::error::{ApiError, ErrorCode, FieldError};
+use super::validate::{schemas, violations, whole_number, DATA_BYTES_MAX};
+use crate::clock::Millis;
+use crate::command::{Expiry, NewToken};
+use crate::engine::Engine;
+use crate::ids::{CollectionId, TokenId};
+use crate::model::{Collection, Encryption, Liveness, Metadata, TokenType};
+use crate::timestamp;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// The body of `POST /api/tokens` (and each item of a batch), after its
+/// schema check: field presence and shapes are already known good.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenBody {
+    /// The collection the token is issued into.
+    pub collection_id: Option<String>,
+    /// Makes the create safe to retry: the same key answers the same token.
+    pub idempotency_key: Option<String>,
+    /// `test` or `main`; must match the collection's.
+    pub liveness: Option<Liveness>,
+    /// `token`, `card` or `bank`.
+    #[serde(rename = "type")]
+    pub kind: Option<TokenType>,
+    /// Free text shown with the token.
+    pub description: Option<String>,
+    /// The tokenized data, checked against the collection's `dataSchema`.
+    pub data: Option<Value>,
+    /// String pairs, searchable in lists.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// How `data` was encrypted by the caller, if it was.
+    pub encryption: Option<Encryption>,
+    /// RFC 3339 time from which the token can be redeemed.
+    pub active_from: Option<String>,
+    /// RFC 3339 expiry; excludes `expiresIn`.
+    pub expires_at: Option<String>,
+    /// Seconds from now to expiry; excludes `expiresAt`.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub expires_in: Option<i64>,
+    /// Child tokens created with this one.
+    pub children: Option<Vec<TokenBody>>,
+}
+
+/// Turns validated token bodies into engine commands, collecting every
+/// problem before giving up, so one response lists them all.
+pub struct Planner<'a> {
+    /// Who creates: its account owns the tokens, its key name is `createdBy`.
+    caller: &'a AccountCaller,
+    /// The collections are looked up in its catalog.
+    engine: &'a Engine,
+    /// When the request is planned: explicit expiries must be after it.
+    now: Millis,
+    /// The tokens planned so far, parents before their children.
+    tokens: Vec<NewToken>,
+    /// Every problem found so far, for one 422.
+    errors: Vec<FieldError>,
+    /// Some token names an unknown or foreign collection (404).
+    collection_missing: bool,
+    /// Some token asks for another liveness than the account's (403).
+    liveness_differs: bool,
+    /// Idempotency keys used so far: each may name one token of a request.
+    idempotency_keys: HashSet<String>,
+}
+
+/// SHA-256 (truncated) of a body's canonical JSON: serde_json's map keeps keys
+/// sorted, so the same fields in another order give the same fingerprint.
+fn fingerprint(body: &Value) -> [u8; 16] {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+impl<'a> Planner<'a> {
+    /// A planner for `caller`'s tokens.
+    pub fn new(caller: &'a AccountCaller, engine: &'a Engine) -> Self {
+        Self {
+            caller,
+            engine,
+            now: engine.now(),
+            tokens: Vec::new(),
+            errors: Vec::new(),
+            collection_missing: false,
+            liveness_differs: false,
+            idempotency_keys: HashSet::new(),
+        }
+    }
+
+    /// Plans a top-level token and its children; returns its index in
+    /// `self.tokens`.
+    pub fn plan_top(&mut self, value: Value, path: &str) -> usize {
+        let print = fingerprint(&value);
+        let child_prints: Vec<[u8; 16]> = value
+            .get("children")
+            .and_then(Value::as_array)
+            .map(|children| children.iter().map(fingerprint).collect())
+            .unwrap_or_default();
+        let body: TokenBody = match serde_json::from_value(value) {
+            Ok(body) => body,
+            Err(e) => {
+                self.errors.push(FieldError::new(path, e.to_string()));
+                return usize::MAX;
+            }
+        };
+        let collection_text = body.collection_id.clone().unwrap_or_default();
+        let collection_id = CollectionId::parse(&collection_text);
+        let top = self.tokens.len();
+        let mut child_ids = Vec::new();
+        let parent_id = self.plan_one(&body, collection_id, print, path, None);
+        // Children of an idempotent parent get ids derived from the parent's,
+        // so a replayed create names the same children instead of new ones.
+        let idempotent_parent = parent_id.filter(|_| body.idempotency_key.is_some());
+        for (j, child) in body.children.iter().flatten().enumerate() {
+            let child_path = format!("{path}.children[{j}]");
+            if child
+                .collection_id
+                .as_ref()
+                .is_some_and(|c| *c != collection_text)
+            {
+                self.errors.push(FieldError::new(
+                    format!("{child_path}.collectionId"),
+                    "must be the parent's collection",
+                ));
+            }
+            let print = child_prints.get(j).copied().unwrap_or_default();
+            let derived = idempotent_parent.map(|parent| TokenId::child_of(parent, j));
+            if let Some(id) = self.plan_one(child, collection_id, print, &child_path, derived) {
+                child_ids.push(id);
+            }
+        }
+        if let Some(parent) = self.tokens.get_mut(top) {
+            parent.children = child_ids;
+        }
+        top
+    }
+
+    /// Plans one token; `None` when it has errors. `derived` is the id of a
+    /// child of an idempotent parent, used unless it has its own key.
+    fn plan_one(
+        &mut self,
+        body: &TokenBody,
+        collection_id: Option<CollectionId>,
+        print: [u8; 16],
+        path: &str,
+        derived: Option<TokenId>,
+    ) -> Option<TokenId> {
+        let errors_before = self.errors.len();
+        let collection = self.check_owner(body, collection_id, path);
+        let (active_from, expiry) = self.validity(body, path);
+        let data = self.data(body, collection.as_deref(), path);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let collection = collection?;
+        let account = &self.caller.account;
+        let id = match (&body.idempotency_key, derived) {
+            (Some(key), _) => TokenId::for_idempotency_key(account.id, key),
+            (None, Some(id)) => id,
+            (None, None) => TokenId::random(),
+        };
+        let metadata = body
+            .metadata
+            .as_ref()
+            .map(|m| Metadata::from_pairs(m.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+            .unwrap_or_default();
+        self.tokens.push(NewToken {
+            id,
+            account_id: account.id,
+            collection_id: collection.record.id,
+            created_by: self.caller.key.name.clone(),
+            kind: body.kind.unwrap_or(TokenType::Token),
+            description: body.description.clone(),
+            data,
+            encryption: body.encryption.clone(),
+            metadata,
+            active_from_ms: active_from,
+            expiry,
+            children: Vec::new(),
+            fingerprint: (body.idempotency_key.is_some() || derived.is_some()).then_some(print),
+        });
+        Some(id)
+    }
+
+    /// Whose the token is: the caller's collection (noted missing when it is
+    /// unknown or another account's), the caller's liveness, and an
+    /// idempotency key no other token of the request uses.
+    fn check_owner(
+        &mut self,
+        body: &TokenBody,
+        collection_id: Option<CollectionId>,
+        path: &str,
+    ) -> Option<Arc<Collection>> {
+        let account = &self.caller.account;
+        let collection =
+            collection_id.and_then(|id| self.engine.catalog().collection_of(account.id, id));
+        if collection.is_none() {
+            self.collection_missing = true;
+        }
+        if body.liveness.is_some_and(|l| l != account.liveness) {
+            self.liveness_differs = true;
+        }
+        if let Some(key) = &body.idempotency_key {
+            if !self.idempotency_keys.insert(key.clone()) {
+                self.errors.push(FieldError::new(
+                    format!("{path}.idempotencyKey"),
+                    "is used by another token of this request",
+                ));
+            }
+        }
+        collection
+    }
+
+    /// When the token is valid: `activeFrom`, and an expiry from
+    /// `expiresAt` or `expiresIn` (not both) that is in the future and after
+    /// `activeFrom`, else the collection's default.
+    fn validity(&mut self, body: &TokenBody, path: &str) -> (Option<Millis>, Expiry) {
+        let active_from = self.time(path, "activeFrom", body.active_from.as_deref());
+        let expires_at = self.time(path, "expiresAt", body.expires_at.as_deref());
+        let expiry = match (expires_at, body.expires_in, &body.expires_at) {
+            (_, Some(_), Some(_)) => {
+                self.errors.push(FieldError::new(
+                    format!("{path}.expiresIn"),
+                    "cannot be given together with expiresAt",
+                ));
+                Expiry::CollectionDefault
+            }
+            (Some(at), None, _) => Expiry::At(at),
+            (None, Some(secs), _) => Expiry::InSecs(secs),
+            _ => Expiry::CollectionDefault,
+        };
+        // The collection's default is neither checked nor known here.
+        if expiry != Expiry::CollectionDefault {
+            let end = expiry.expires_at_ms(self.now, None);
+            let field = if matches!(expiry, Expiry::At(_)) {
+                "expiresAt"
+            } else {
+                "expiresIn"
+            };
+            if end <= self.now {
+                self.errors.push(FieldError::new(
+                    format!("{path}.{field}"),
+                    "must be in the future",
+                ));
+            } else if active_from.is_some_and(|from| end <= from) {
+                self.errors.push(FieldError::new(
+                    format!("{path}.{field}"),
+                    "must be after activeFrom",
+                ));
+            }
+        }
+        (active_from, expiry)
+    }
+
+    /// The time in the field `field` of the token at `path`, if given; a
+    /// problem noted when it does not parse.
+    fn time(&mut self, path: &str, field: &str, text: Option<&str>) -> Option<Millis> {
+        match timestamp::parse(text?) {
+            Ok(ms) => Some(ms),
+            Err(message) => {
+                self.errors
+                    .push(FieldError::new(format!("{path}.{field}"), message));
+                None
+            }
+        }
+    }
+
+    /// The token's `data` as JSON text: within the size limit and valid
+    /// against the collection's `dataSchema` (an absent `data` is checked as
+    /// `null`).
+    fn data(
+        &mut self,
+        body: &TokenBody,
+        collection: Option<&Collection>,
+        path: &str,
+    ) -> Option<String> {
+        let data_path = format!("{path}.data");
+        let data = match &body.data {
+            None | Some(Value::Null) => None,
+            Some(value) => {
+                let text = value.to_string();
+                if text.len() > DATA_BYTES_MAX {
+                    self.errors.push(FieldError::new(
+                        &data_path,
+                        format!("must serialize to at most {DATA_BYTES_MAX} bytes"),
+                    ));
+                }
+                Some(text)
+            }
+        };
+        if let Some(validator) = collection.and_then(|c| c.data_validator.as_ref()) {
+            let instance = body.data.clone().unwrap_or(Value::Null);
+            self.errors
+                .extend(violations(validator, &instance, &data_path));
+        }
+        data
+    }
+
+    /// The commands, or the error that refuses the whole request:
+    /// 422 first, then 404 for the collection, then 403 for liveness.
+    pub fn finish(self) -> Result<Vec<NewToken>, ApiError> {
+        if !self.errors.is_empty() {
+            return Err(ApiError::validation(self.errors));
+        }
+        if self.collection_missing {
+            return Err(ApiError::new(
+                ErrorCode::CollectionNotFound,
+                "No such collection.",
+            ));
+        }
+        if self.liveness_differs {
+            return Err(liveness_mismatch(self.caller.account.liveness));
+        }
+        Ok(self.tokens)
+    }
+}
+
+/// Checks every item of `batch` against the token schema and plans it,
+/// returning each item's index in the planned tokens. An item is a `Value`
+/// only for its own check and plan, so one item's tree is alive at a time.
+///
+/// Every item is checked, so that one 422 lists the problems of all of them
+/// (and of the top level, after theirs). Those problems are answered instead
+/// of anything planning would find, as for a single token, so planning stops
+/// at the first of them.
+pub fn plan_batch(planner: &mut Planner<'_>, batch: BatchBody<'_>) -> Result<Vec<usize>, ApiError> {
+    let mut problems = Vec::new();
+    let mut tops = Vec::with_capacity(batch.items.len());
+    for (i, raw) in batch.items.iter().enumerate() {
+        let path = format!("$.tokens[{i}]");
+        let item = batch::value(raw)?;
+        let item_problems = violations(&schemas().token, &item, &path);
+        if item_problems.is_empty() && problems.is_empty() && batch.errors.is_empty() {
+            tops.push(planner.plan_top(item, &path));
+        }
+        problems.extend(item_problems);
+    }
+    problems.extend(batch.errors);
+    if problems.is_empty() {
+        Ok(tops)
+    } else {
+        Err(ApiError::validation(problems))
+    }
+}
