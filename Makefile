@@ -45,10 +45,10 @@ test:
 	$(CARGO) test --locked --all-features
 	$(CARGO) build --locked --benches
 
-## Formatting and lints, as CI checks them.
+## Formatting and lints, as CI checks them (the load profiler included).
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -89,14 +89,15 @@ else
 SNAPSHOT_FLAGS = --snapshot-during --snapshot-phase-secs $(SNAPSHOT_D)
 endif
 
-## HTTP load profiles: `tokend-load` spawns `target/release/tokend` on a fresh
-## temporary data dir for each.
+## HTTP load profiles: `tokend-load` (feature `load`) spawns
+## `target/release/tokend` (built without it) on a fresh temporary data dir
+## for each.
 bench-load:
-	$(CARGO) build --release --locked --bins
-	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
+	$(CARGO) build --release --locked --bin tokend
+	$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
 		--profile $(PROFILE) --connections $(C) --duration-secs $(D) --tokens $(N) \
 		--fsync $(FSYNC) --out $(BENCH_OUT) $(SNAPSHOT_FLAGS) $(REDIS_FLAGS)
-	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
+	$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
 		--profile restore --tokens $(RESTORE_N) --batch-size $(RESTORE_BATCH) \
 		--fsync $(FSYNC) --out $(BENCH_OUT)
 
@@ -104,11 +105,11 @@ bench-load:
 ## profiles back to back, each on its own server with HOT_N tokens, the second
 ## reported as a ratio of the first (results in $(BENCH_OUT)/hot).
 bench-hot:
-	$(CARGO) build --release --locked --bins
-	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
+	$(CARGO) build --release --locked --bin tokend
+	$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
 		--profile redeem --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
 		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot
-	$(CARGO) run --release --locked --quiet --bin tokend-load -- --spawn \
+	$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
 		--profile hot-collection --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
 		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot \
 		--baseline $(BENCH_OUT)/hot/results-redeem.json
