@@ -15,7 +15,7 @@ use super::validate::{schemas, violations};
 use crate::clock::Millis;
 use crate::command::Redeem;
 use crate::engine::{Created, ListQuery};
-use crate::ids::{CollectionId, TokenId};
+use crate::ids::{AccountId, CollectionId, TokenId};
 use crate::model::{Scope, Status, Token, TokenType};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -270,8 +270,37 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenRead)?;
+    let (query, expand) = list_query(caller.account.id, req.query_string())?;
+    let limit = query.limit;
+    let page = state.engine()?.list(query).await?;
+    let now = state.engine()?.now();
+    let children = if expand {
+        children_of(&state, &caller, &page.tokens).await?
+    } else {
+        Vec::new()
+    };
+    let data = page
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| TokenJson {
+            token,
+            now,
+            children: expand.then(|| children.get(i).map(Vec::as_slice).unwrap_or_default()),
+        })
+        .collect();
+    let last = page.tokens.last().map(|t| (t.created_at_ms, t.id.0));
+    json(
+        StatusCode::OK,
+        &ListJson::page(data, limit, page.has_more, last),
+    )
+}
+
+/// The filters and page of `account`'s list request, from its query string,
+/// and whether children are expanded; a 422 listing every bad parameter.
+fn list_query(account: AccountId, text: &str) -> Result<(ListQuery, bool), ApiError> {
     let query = Query::parse(
-        req.query_string(),
+        text,
         &[
             "collectionId",
             "status",
@@ -308,39 +337,16 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let page = state
-        .engine()?
-        .list(ListQuery {
-            account_id: caller.account.id,
-            collection_ids,
-            statuses,
-            types,
-            ids,
-            after,
-            limit,
-        })
-        .await?;
-    let now = state.engine()?.now();
-    let children = if expand {
-        children_of(&state, &caller, &page.tokens).await?
-    } else {
-        Vec::new()
+    let query = ListQuery {
+        account_id: account,
+        collection_ids,
+        statuses,
+        types,
+        ids,
+        after,
+        limit,
     };
-    let data = page
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, token)| TokenJson {
-            token,
-            now,
-            children: expand.then(|| children.get(i).map(Vec::as_slice).unwrap_or_default()),
-        })
-        .collect();
-    let last = page.tokens.last().map(|t| (t.created_at_ms, t.id.0));
-    json(
-        StatusCode::OK,
-        &ListJson::page(data, limit, page.has_more, last),
-    )
+    Ok((query, expand))
 }
 
 /// `DELETE /api/tokens/{id}`

@@ -4,7 +4,7 @@
 //! its indexes and timers in parallel.
 
 use super::image::ShardImage;
-use super::section::{self, Remap};
+use super::section::{self, Remap, SectionTables};
 use crate::catalog::Catalog;
 use crate::shard::table::{ChunkBuilder, Tables, TokenTable, KEYS_MAX};
 use crate::shard::ShardState;
@@ -25,45 +25,7 @@ pub fn shard_states(
             section::read_tables(&image.section).map_err(|e| format!("shard section {i}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // Every shard starts with the union of the sections' (small) tables, so
-    // a section's indexes map the same way whichever shard a token lands in.
-    let mut tables = Tables::default();
-    let mut maps = Vec::with_capacity(sections.len());
-    for (i, section) in sections.iter().enumerate() {
-        let collections = section
-            .collections
-            .iter()
-            .map(|id| {
-                let collection = catalog
-                    .collection(*id)
-                    .ok_or_else(|| format!("shard section {i} names unknown collection {id}"))?;
-                Ok(tables.collections.intern(&collection))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let names: Vec<u32> = section
-            .names
-            .iter()
-            .map(|name| tables.names.intern_name(name))
-            .collect();
-        let keys: Vec<Option<u32>> = section
-            .keys
-            .iter()
-            .map(|key| tables.keys.intern(key, KEYS_MAX))
-            .collect();
-        maps.push((collections, names, keys));
-    }
-    let shard_names = tables.names.shared();
-    let remaps: Vec<Remap<'_>> = maps
-        .into_iter()
-        .zip(&sections)
-        .map(|((collections, names, keys), section)| Remap {
-            collections,
-            names,
-            keys,
-            key_names: section.keys.clone(),
-            shard_names: Arc::clone(&shard_names),
-        })
-        .collect();
+    let (tables, remaps) = union_tables(&sections, catalog)?;
     let work: Vec<_> = sections.iter().zip(&remaps).zip(images).collect();
     let decoded = parallel(work, |((section, remap), image)| {
         let mut targets: Vec<ChunkBuilder> =
@@ -94,6 +56,53 @@ pub fn shard_states(
         Ok(ShardState::from_table(table, retention_ms))
     });
     states.into_iter().collect()
+}
+
+/// The tables every restored shard starts with: the union of the sections'
+/// (small) tables, so that a section's indexes map the same way whichever
+/// shard a token lands in; and how each section's indexes map onto it.
+fn union_tables<'a>(
+    sections: &[SectionTables<'a>],
+    catalog: &Catalog,
+) -> Result<(Tables, Vec<Remap<'a>>), String> {
+    let mut tables = Tables::default();
+    let mut maps = Vec::with_capacity(sections.len());
+    for (i, section) in sections.iter().enumerate() {
+        let collections = section
+            .collections
+            .iter()
+            .map(|id| {
+                let collection = catalog
+                    .collection(*id)
+                    .ok_or_else(|| format!("shard section {i} names unknown collection {id}"))?;
+                Ok(tables.collections.intern(&collection))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let names: Vec<u32> = section
+            .names
+            .iter()
+            .map(|name| tables.names.intern_name(name))
+            .collect();
+        let keys: Vec<Option<u32>> = section
+            .keys
+            .iter()
+            .map(|key| tables.keys.intern(key, KEYS_MAX))
+            .collect();
+        maps.push((collections, names, keys));
+    }
+    let shard_names = tables.names.shared();
+    let remaps = maps
+        .into_iter()
+        .zip(sections)
+        .map(|((collections, names, keys), section)| Remap {
+            collections,
+            names,
+            keys,
+            key_names: section.keys.clone(),
+            shard_names: Arc::clone(&shard_names),
+        })
+        .collect();
+    Ok((tables, remaps))
 }
 
 /// Runs `work` on every item, on up to one thread per core; results in item

@@ -13,7 +13,7 @@ use super::image::{ImageError, SnapshotImage};
 use super::SnapshotInfo;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::log::{LogError, Lsn};
+use crate::log::LogError;
 use crate::metrics::store::SnapshotMetrics;
 use crate::shard::actor::{Capture, Shard};
 use crate::wal::{Wal, WalError};
@@ -235,11 +235,6 @@ impl Snapshotter {
                 tracing::error!(error = %e, "periodic snapshot failed");
             }
         }
-    }
-
-    /// The LSN of the last record appended (what a capture taken now holds).
-    pub fn last_lsn(&self) -> Lsn {
-        self.wal.next_lsn() - 1
     }
 }
 

@@ -263,7 +263,7 @@ fn read(
     // one holds only records below that segment's first LSN.
     let start = all.iter().rposition(|s| s.first_lsn <= wanted).unwrap_or(0);
     let segments: Vec<SegmentInfo> = all.into_iter().skip(start).collect();
-    let Some(last) = segments.last().cloned() else {
+    let Some(last) = segments.last() else {
         return Ok(Replay::empty(storage, options.clone(), after_lsn));
     };
     if let Some(first) = segments.first().filter(|f| f.first_lsn > wanted) {
@@ -278,9 +278,48 @@ fn read(
             ),
         });
     }
+    let tail = check_last_segment(storage.as_ref(), last, options)?;
+    if let Some(truncation) = &tail.truncation {
+        if repair == TailRepair::Truncate {
+            repair_torn_tail(storage.as_ref(), truncation)?;
+        }
+    }
+    Ok(Replay {
+        storage,
+        options: options.clone(),
+        segments: segments.into_iter(),
+        last_frames_at: tail.frames_at,
+        last_segment: Some(Bytes::from(tail.data)),
+        current: None,
+        expected_lsn: None,
+        after_lsn,
+        end_next_lsn: tail.next_lsn,
+        truncation: tail.truncation,
+        failed: false,
+    })
+}
 
-    let mut data = read_segment(storage.as_ref(), &last, options)?;
-    let layout = Layout::of(&data, &last)?;
+/// The last segment, checked: its valid frames, and the torn tail after them.
+struct LastSegment {
+    /// Its bytes, up to the end of its last valid frame.
+    data: Vec<u8>,
+    /// Where its frames start.
+    frames_at: usize,
+    /// The LSN after its last valid frame.
+    next_lsn: Lsn,
+    /// What was cut off `data`, if anything.
+    truncation: Option<Truncation>,
+}
+
+/// Reads and checks the last segment, telling a torn tail (cut off `data`, to be cut off the
+/// file) from damage (an error): see the module docs.
+fn check_last_segment(
+    storage: &dyn Storage,
+    last: &SegmentInfo,
+    options: &WalOptions,
+) -> Result<LastSegment, WalError> {
+    let mut data = read_segment(storage, last, options)?;
+    let layout = Layout::of(&data, last)?;
     let scan = scan_segment(
         &data,
         layout.frames_at(),
@@ -301,7 +340,7 @@ fn read(
             find_later_frame(&data, offset, scan.next_lsn, options.record_bytes_max)
         {
             return Err(WalError::Corrupt {
-                file: last.path,
+                file: last.path.clone(),
                 offset: offset as u64,
                 reason: format!(
                     "{reason}; a valid record with LSN {lsn} is at byte offset {later}, \
@@ -309,30 +348,19 @@ fn read(
                 ),
             });
         }
-        let truncated = Truncation {
+        truncation = Some(Truncation {
             file: last.path.clone(),
             offset: offset as u64,
             dropped_bytes: (data.len() - offset) as u64,
             reason,
-        };
-        if repair == TailRepair::Truncate {
-            repair_torn_tail(storage.as_ref(), &truncated)?;
-        }
+        });
         data.truncate(offset);
-        truncation = Some(truncated);
     }
-    Ok(Replay {
-        storage,
-        options: options.clone(),
-        segments: segments.into_iter(),
-        last_frames_at: layout.frames_at().min(data.len()),
-        last_segment: Some(Bytes::from(data)),
-        current: None,
-        expected_lsn: None,
-        after_lsn,
-        end_next_lsn: scan.next_lsn,
+    Ok(LastSegment {
+        frames_at: layout.frames_at().min(data.len()),
+        data,
+        next_lsn: scan.next_lsn,
         truncation,
-        failed: false,
     })
 }
 
