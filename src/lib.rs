@@ -8,28 +8,58 @@
 //!
 //! # Layout
 //!
+//! Modules depend one way: each uses only modules on lower lines
+//! (`tests/layering.rs` fails on an upward edge or a cycle).
+//!
+//! ```text
+//! app                               the server: HTTP, engine, snapshot schedule
+//! offline   api                     `tokend inspect`/`compact`; the HTTP layer
+//! engine                            routes to shards, waits on the log
+//! store                             a data dir: lock, open, restore
+//! snapshot                          captures, images, files, the snapshotter
+//! shard     config                  single writers: decide, apply, append
+//! wal       catalog                 the local log; accounts, keys, collections
+//! log                               the seam: append, durable, poisoned; records
+//! command   metrics   admin_key     commands as plain data; /metrics; admin key
+//! model     timestamp
+//! clock     ids       storage   malloc
+//! ```
+//!
+//! A shard decides and appends through the [`log::Log`] seam and does no I/O
+//! of its own; the engine waits on the same seam for the LSN an answer
+//! depends on. [`wal`] implements the seam on local segment files;
+//! [`snapshot`] and [`store`] own everything else on disk.
+//!
 //! - [`config`]: command line and environment (`tokend serve`).
 //! - [`app`]: `Application::build(config)` — engine plus HTTP server.
-//! - [`api`]: the HTTP layer: routes, auth, request parsing and validation,
-//!   JSON rendering, and the one mapping of errors to status codes.
+//! - [`api`]: the HTTP layer: routes, one extractor for a request's key,
+//!   scope and body, planning of token creates, JSON rendering, and the one
+//!   mapping of errors to status codes.
+//! - [`engine`]: routes token operations to shards, splits multi-shard
+//!   creates, merges lists; catalog operations; owns the snapshotter.
+//! - [`shard`]: the shard actor, its typed commands (one outcome type each),
+//!   its state and timers, its compact token table (copy-on-write slot
+//!   chunks) and its captures.
+//! - [`catalog`]: accounts, API keys and collections (lock-free reads, one
+//!   writer), and their snapshot image.
+//! - [`command`]: the commands that change state, as plain data shared by
+//!   the deciders and the log.
+//! - [`log`]: the seam every change goes through: append, durable, poisoned;
+//!   the versioned log record; the one poison cell.
+//! - [`wal`]: the write-ahead log: segment files with a versioned header,
+//!   checksummed frames with LSNs, group commit, torn-tail recovery.
+//! - [`snapshot`]: captures, the versioned image and its binary token
+//!   sections, parallel loading, checksummed files, and the snapshotter that
+//!   takes them and cuts the log.
+//! - [`store`]: a data dir: its lock, opening it, and the one restore routine
+//!   (read-only for `tokend inspect`, then repaired at start).
 //! - [`metrics`]: the per-application metrics registry behind `GET /metrics`
 //!   (served, and requests recorded, by [`api::metrics`]): a lock-free
 //!   histogram, requests by route and status, tokens by status (counted by
-//!   the shards), WAL fsyncs and batches, snapshots, restore.
-//! - [`engine`]: routes token operations to shards, splits multi-shard
-//!   creates, merges lists; catalog operations.
-//! - [`shard`]: the shard actor, its commands, its pure `apply`, its compact
-//!   token table (copy-on-write slot chunks) and its expiry/purge timers.
-//! - [`catalog`]: accounts, API keys and collections (lock-free reads, one
-//!   writer).
+//!   the shards), WAL fsyncs and batches, snapshots, restore; it reads the
+//!   engine through [`metrics::EngineReadings`].
 //! - [`model`]: accounts, keys, scopes, collections, tokens, metadata.
 //! - [`ids`]: identifiers and token → shard routing.
-//! - [`persist`]: what is logged and snapshotted (binary per-shard snapshot
-//!   sections), the durable store of a data dir (lock, WAL, snapshots) and
-//!   parallel restore.
-//! - [`wal`]: the write-ahead log: checksummed frames with LSNs in segment
-//!   files, group commit, torn-tail recovery.
-//! - [`snapshot_file`]: checksummed snapshot files, written durably.
 //! - [`storage`]: the file I/O trait (and a fault-injecting implementation).
 //! - [`offline`]: `tokend inspect` and `tokend compact`.
 //! - [`malloc`]: glibc allocator tuning for the server process.

@@ -38,7 +38,7 @@ pub struct BatchBody<'a> {
 }
 
 impl<'a> BatchBody<'a> {
-    /// Splits `body`, which [`read_json_text`](super::body::read_json_text)
+    /// Splits `body`, which [`json_text`](super::body::json_text)
     /// has already found to be JSON, into its items and the problems of its
     /// top level.
     pub fn split(body: &'a [u8]) -> Result<Self, ApiError> {
@@ -92,7 +92,7 @@ impl<'a> BatchBody<'a> {
 }
 
 /// One item (or any piece of a body) as a `Value`. Text cut from a body that
-/// `read_json_text` accepted parses; were it not to, the client is told its
+/// `json_text` accepted parses; were it not to, the client is told its
 /// body is not JSON rather than the request failing otherwise.
 pub fn value(raw: &RawValue) -> Result<Value, ApiError> {
     serde_json::from_str(raw.get()).map_err(not_json)

@@ -7,7 +7,7 @@
 //!   its versioned encoding;
 //! - [`section`]: the binary encoding of one shard's tokens;
 //! - [`load`]: an image back into shard states, sections decoded in parallel;
-//! - [`file`]: checksummed snapshot files, written durably, the newest two
+//! - [`file`](mod@file): checksummed snapshot files, written durably, the newest two
 //!   kept;
 //! - [`snapshotter`]: takes snapshots (on demand, on a schedule, at
 //!   shutdown) and cuts the log they cover.
