@@ -88,7 +88,12 @@ fn list_snapshots(
             None => "ok".to_owned(),
             Some(problem) => {
                 problems.push(format!("{}: {problem}", entry.file.display()));
-                format!("DAMAGED: {problem}")
+                let kind = if entry.newer {
+                    "NEWER FORMAT"
+                } else {
+                    "DAMAGED"
+                };
+                format!("{kind}: {problem}")
             }
         };
         report.line(format_args!(

@@ -168,6 +168,52 @@ fn replay_of_an_empty_directory_is_empty() {
     assert_eq!(replay(dir.path(), 40, &options(1000)).unwrap().next_lsn, 41);
 }
 
+/// A crash while a new segment was being created leaves its header cut short
+/// (or the file empty): it holds no records, so replay cuts it back to
+/// nothing and the log goes on in it. Before the last segment the same is
+/// damage.
+#[test]
+fn a_last_segment_whose_header_was_cut_short_holds_no_records_and_is_reused() {
+    use tokend::wal::segment::{encode_header, segment_file_name};
+    let original = tempfile::tempdir().unwrap();
+    let opts = options(1 << 20);
+    write_log(original.path(), &opts, 30);
+    let header = encode_header(31);
+    for cut in 0..=HEADER_BYTES {
+        let copy = copy_dir(original.path());
+        let torn = copy.path().join(segment_file_name(31));
+        std::fs::write(&torn, &header[..cut]).unwrap();
+        if cut == HEADER_BYTES {
+            // A whole header whose CRC does not check out, with nothing after it.
+            flip_bit(&torn, 13, 0);
+        }
+        let r = replay(copy.path(), 0, &opts).unwrap();
+        assert_records(&r.records, 1..=30);
+        assert_eq!(r.next_lsn, 31, "cut {cut}");
+        match &r.truncation {
+            None => assert_eq!(cut, 0, "a torn header of {cut} bytes is reported"),
+            Some(t) => assert_eq!((t.file.clone(), t.offset), (torn.clone(), 0)),
+        }
+        assert_eq!(std::fs::metadata(&torn).unwrap().len(), 0);
+        let wal = Wal::open(fs(), copy.path(), opts.clone(), 31).unwrap();
+        assert_eq!(wal.append(&payload(31)).unwrap(), 31);
+        wal.flush().unwrap();
+        drop(wal);
+        assert_records(&replay(copy.path(), 0, &opts).unwrap().records, 1..=31);
+        assert_eq!(&std::fs::read(&torn).unwrap()[..HEADER_BYTES], &header[..]);
+    }
+    // A header cut short before the last segment cannot be a crash's doing.
+    let copy = copy_dir(original.path());
+    std::fs::write(copy.path().join(segment_file_name(31)), &header[..10]).unwrap();
+    let later = Wal::open(fs(), copy.path(), opts.clone(), 31);
+    assert!(later.is_err(), "the torn segment must be cut first");
+    std::fs::write(copy.path().join(segment_file_name(40)), encode_header(40)).unwrap();
+    assert!(matches!(
+        replay(copy.path(), 0, &opts),
+        Err(WalError::Corrupt { offset: 0, .. })
+    ));
+}
+
 #[test]
 fn cut_at_every_byte_of_the_last_three_records() {
     let original = tempfile::tempdir().unwrap();

@@ -174,6 +174,9 @@ pub struct ListedSnapshot {
     pub bytes: u64,
     /// Why it is not valid, or `None` when header and payload check out.
     pub problem: Option<String>,
+    /// Intact but of a format newer than this build reads (then `problem`
+    /// says which): not damage, and a start refuses it.
+    pub newer: bool,
     /// Set aside by a load after it was found damaged (no longer one of the kept snapshots).
     pub set_aside: bool,
 }
@@ -606,14 +609,13 @@ impl SnapshotFiles {
         found
             .into_iter()
             .map(|((lsn, _), file, set_aside)| {
-                let (bytes, problem) = match self.read(&file) {
-                    Ok(data) => (
-                        data.len() as u64,
-                        validate(&data, lsn).err().map(|e| e.to_string()),
-                    ),
+                let (bytes, invalid) = match self.read(&file) {
+                    Ok(data) => (data.len() as u64, validate(&data, lsn).err()),
                     Err(SnapshotError::TooLarge { bytes, max, .. }) => (
                         bytes,
-                        Some(format!("{bytes} bytes, over the limit of {max}")),
+                        Some(Invalid::Damaged(format!(
+                            "{bytes} bytes, over the limit of {max}"
+                        ))),
                     ),
                     Err(e) => return Err(e),
                 };
@@ -621,7 +623,8 @@ impl SnapshotFiles {
                     lsn,
                     file,
                     bytes,
-                    problem,
+                    newer: matches!(invalid, Some(Invalid::Newer(_))),
+                    problem: invalid.map(|e| e.to_string()),
                     set_aside,
                 })
             })

@@ -128,3 +128,50 @@ async fn inspect_counts_what_was_written_and_compact_keeps_it() {
         run.output()
     );
 }
+
+/// `inspect` reads a data dir written by an earlier build (the oldest
+/// fixture), changing nothing; on one holding a snapshot of a newer format
+/// it says so, names both versions and exits 1, still changing nothing.
+#[tokio::test]
+async fn inspect_reads_an_old_data_dir_and_refuses_a_newer_one_changing_nothing() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures.join("datadir-1")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let before = contents(dir.path());
+    let run = run_tool("inspect", dir.path());
+    assert!(run.status.success(), "{}", run.output());
+    assert!(run.stdout.contains("format version 1"), "{}", run.output());
+    assert!(run.stdout.contains("torn tail"), "{}", run.output());
+    assert!(run.stdout.lines().any(|l| l == "verdict: ok"));
+    let after: BTreeMap<_, _> = contents(dir.path())
+        .into_iter()
+        .filter(|(name, _)| name != "LOCK")
+        .collect();
+    assert_eq!(after, before, "inspect changes nothing");
+
+    let snapshot = files::snapshots(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&snapshot).unwrap();
+    data[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32fast::hash(&data[..32]);
+    data[32..36].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&snapshot, data).unwrap();
+    let before = contents(dir.path());
+    let run = run_tool("inspect", dir.path());
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(&name(&snapshot)) && l.contains("NEWER FORMAT")),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.output().contains("format version 99"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(contents(dir.path()), before, "inspect changes nothing");
+}
