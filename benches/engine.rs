@@ -14,6 +14,7 @@ use tokend::api::validate::{decode, schemas};
 use tokend::catalog::Catalog;
 use tokend::command::{CatalogCommand, Create, Expiry, NewToken, Redeem};
 use tokend::ids::{AccountId, CollectionId, TokenId};
+use tokend::log::LogRecord;
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, TokenType};
 use tokend::shard::{ShardCapture, ShardState};
@@ -198,6 +199,40 @@ fn json(c: &mut Criterion) {
         .execute(&command, NOW_MS, &f.catalog)
         .expect("create applies");
     let token = Arc::new(created[0].token().clone());
+    // The log record of a redeem, as the shard appends it: this build's
+    // encoding (version byte, fields by name) beside the positional one of
+    // unversioned records, to show what naming the fields costs.
+    let record = LogRecord::Shard {
+        now_ms: NOW_MS,
+        command: Redeem {
+            account_id: f.account,
+            id: TokenId::random(),
+            merchant_id: Some("m-1".into()),
+            idempotency_key: Some("pos-42-txn-9".into()),
+            redeemed_by: "pos".into(),
+        }
+        .into(),
+    };
+    let mut buf = Vec::with_capacity(256);
+    eprintln!(
+        "redeem log record: {} bytes by name, {} by position",
+        record.encode().len(),
+        rmp_serde::to_vec(&record).expect("encodes").len()
+    );
+    group.bench_function("encode_redeem_record", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&record).encode_into(&mut buf);
+            black_box(buf.len())
+        })
+    });
+    group.bench_function("encode_redeem_record_positional", |b| {
+        b.iter(|| {
+            buf.clear();
+            rmp_serde::encode::write(&mut buf, black_box(&record)).expect("encodes");
+            black_box(buf.len())
+        })
+    });
     group.bench_function("render_token", |b| {
         b.iter(|| {
             let body = TokenJson {
