@@ -150,6 +150,39 @@ pub(crate) fn find_later_frame(
     })
 }
 
+/// A segment read whole and its frames checked.
+pub(crate) struct Scanned {
+    /// Its bytes.
+    pub(crate) data: Vec<u8>,
+    /// How they are laid out.
+    pub(crate) layout: Layout,
+    /// Its frames; a header cut short is a bad frame at offset 0.
+    pub(crate) scan: SegmentScan,
+}
+
+/// Reads the segment `info` and checks its header and frames.
+pub(crate) fn read_and_scan(
+    storage: &dyn Storage,
+    info: &SegmentInfo,
+    options: &WalOptions,
+) -> Result<Scanned, WalError> {
+    let data = read_segment(storage, info, options)?;
+    let layout = Layout::of(&data, info)?;
+    let mut scan = scan_segment(
+        &data,
+        layout.frames_at(),
+        info.first_lsn,
+        options.record_bytes_max,
+    );
+    if layout == Layout::TornHeader {
+        scan.bad = Some((
+            0,
+            "segment header cut short (a crash while the segment was created)".to_owned(),
+        ));
+    }
+    Ok(Scanned { data, layout, scan })
+}
+
 /// Reads a segment file whole, within the size the options allow.
 pub(crate) fn read_segment(
     storage: &dyn Storage,
@@ -318,23 +351,13 @@ fn check_last_segment(
     last: &SegmentInfo,
     options: &WalOptions,
 ) -> Result<LastSegment, WalError> {
-    let mut data = read_segment(storage, last, options)?;
-    let layout = Layout::of(&data, last)?;
-    let scan = scan_segment(
-        &data,
-        layout.frames_at(),
-        last.first_lsn,
-        options.record_bytes_max,
-    );
-    let bad = match layout {
-        Layout::TornHeader => Some((
-            0,
-            "segment header cut short (a crash while the segment was created)".to_owned(),
-        )),
-        _ => scan.bad,
-    };
+    let Scanned {
+        mut data,
+        layout,
+        scan,
+    } = read_and_scan(storage, last, options)?;
     let mut truncation = None;
-    if let Some((offset, reason)) = bad {
+    if let Some((offset, reason)) = scan.bad {
         debug_assert!(layout == Layout::TornHeader || offset == scan.valid_len);
         if let Some((later, lsn)) =
             find_later_frame(&data, offset, scan.next_lsn, options.record_bytes_max)

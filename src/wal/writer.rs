@@ -14,7 +14,7 @@
 //! what is on disk.
 
 use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
-use super::reader::{read_segment, scan_segment};
+use super::reader::{read_and_scan, Scanned};
 use super::segment::{list_segments, ActiveSegment, Layout, SegmentInfo, FORMAT_VERSION};
 use super::{FsyncMode, Lsn, WalError, WalOptions};
 use crate::log::{Durable, Log, LogError, LogRecord, Poison};
@@ -418,19 +418,8 @@ fn continue_or_start(
     last: &SegmentInfo,
     next_lsn: Lsn,
 ) -> Result<ActiveSegment, WalError> {
-    let data = read_segment(storage, last, options)?;
-    let layout = Layout::of(&data, last)?;
-    let scan = scan_segment(
-        &data,
-        layout.frames_at(),
-        last.first_lsn,
-        options.record_bytes_max,
-    );
-    let bad = match layout {
-        Layout::TornHeader => Some((0, "segment header cut short".to_owned())),
-        _ => scan.bad,
-    };
-    if let Some((offset, reason)) = bad {
+    let Scanned { data, layout, scan } = read_and_scan(storage, last, options)?;
+    if let Some((offset, reason)) = scan.bad {
         return Err(WalError::Corrupt {
             file: last.path.clone(),
             offset: offset as u64,
