@@ -28,10 +28,6 @@ pub trait CheckedBody: Sized + 'static {
     /// Largest body accepted, in bytes.
     const BYTES_MAX: usize = BODY_BYTES_MAX;
 
-    /// Whether an empty body stands for `{}` (routes whose fields are all
-    /// optional); otherwise it is malformed.
-    const EMPTY_IS_OBJECT: bool = false;
-
     /// Whether `caller` may send this body to `req`'s route (403 or 404
     /// when not); checked before the body is read.
     fn authorize(caller: Caller, req: &HttpRequest) -> Result<Self::Grant, ApiError>;
@@ -41,8 +37,9 @@ pub trait CheckedBody: Sized + 'static {
     fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError>;
 }
 
-/// The usual [`CheckedBody::decode`]: JSON, checked against `schema` (one
-/// 422 entry per problem), then decoded into `T`.
+/// The usual [`CheckedBody::decode`]: JSON (an empty body standing for `{}`
+/// when `empty_is_object`: routes whose fields are all optional), checked
+/// against `schema` (one 422 entry per problem), then decoded into `T`.
 pub fn decode_json<T: DeserializeOwned>(
     req: &HttpRequest,
     body: BytesMut,

@@ -81,14 +81,14 @@ pub struct RedeemBody {
 
 impl CheckedBody for RedeemBody {
     type Grant = AccountCaller;
-    const EMPTY_IS_OBJECT: bool = true;
 
     fn authorize(caller: Caller, _: &HttpRequest) -> Result<AccountCaller, ApiError> {
         caller.require(Scope::TokenRedeem)
     }
 
     fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
-        decode_json(req, body, Self::EMPTY_IS_OBJECT, &schemas().redeem)
+        // Every field is optional: an empty body is `{}`.
+        decode_json(req, body, true, &schemas().redeem)
     }
 }
 

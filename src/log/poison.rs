@@ -39,11 +39,6 @@ impl Poison {
             }),
         }
     }
-
-    /// Whether the log is poisoned.
-    pub fn is_set(&self) -> bool {
-        self.cause.get().is_some()
-    }
 }
 
 #[cfg(test)]
@@ -56,7 +51,6 @@ mod tests {
         assert_eq!(poison.check(), Ok(()));
         assert!(poison.set("fsync failed"));
         assert!(!poison.set("write failed"));
-        assert!(poison.is_set());
         assert_eq!(
             poison.check(),
             Err(LogError::Poisoned {

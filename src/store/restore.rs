@@ -370,11 +370,6 @@ impl Restorer {
         }
     }
 
-    /// Counters so far.
-    pub fn stats(&self) -> RestoreStats {
-        self.stats
-    }
-
     /// Tokens held so far.
     pub fn token_count(&self) -> usize {
         self.shards.iter().map(ShardState::len).sum()

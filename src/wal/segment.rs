@@ -140,11 +140,6 @@ impl Layout {
             Layout::Empty | Layout::TornHeader | Layout::Headerless => 0,
         }
     }
-
-    /// Whether the segment can hold records (a torn header cannot).
-    pub fn holds_frames(self) -> bool {
-        matches!(self, Layout::Headerless | Layout::Headed { .. })
-    }
 }
 
 /// The file name of the segment whose first record has `first_lsn`.

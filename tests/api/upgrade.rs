@@ -145,6 +145,14 @@ async fn check_fixture(fixture: &Path) {
         .await;
     let (stopped, dir) = app.stop().await;
     stopped.expect("a clean shutdown");
+    // The final snapshot is in this build's format, and so is the segment
+    // the log goes on in.
+    let snapshot = std::fs::read(newest(dir.path(), "snapshot-")).expect("a snapshot");
+    assert_eq!(
+        snapshot[8..12],
+        tokend::snapshot::FORMAT_VERSION.to_le_bytes(),
+        "{name}"
+    );
     let app = TestApp::builder()
         .shards(WRITER_SHARDS)
         .data_dir(dir)
@@ -155,6 +163,34 @@ async fn check_fixture(fixture: &Path) {
     check_state_except(&app, &expected, &name, &[active]).await;
     assert_eq!(app.token(issuer, active).await, redeemed, "{name}");
     assert_eq!(app.token(issuer, &id_of(&created)).await, created, "{name}");
+    // Once a second snapshot is kept, the usual cut deletes every segment
+    // the earlier build wrote: what is left is all this build's format.
+    app.create_token(issuer, &json!({"collectionId": plain}))
+        .await;
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            "/api/admin/snapshot",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    resp.assert_status(200);
+    let dir = Arc::clone(&app.data_dir);
+    let segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("the data dir reads")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| text_of(p).starts_with("wal-"))
+        .collect();
+    assert!(!segments.is_empty(), "{name}");
+    for segment in segments {
+        let data = std::fs::read(&segment).expect("a segment");
+        assert!(
+            data.starts_with(&tokend::wal::segment::MAGIC),
+            "{name}: {} is left in an earlier format",
+            segment.display()
+        );
+    }
 }
 
 /// Every token, collection and key list reads back as recorded.
