@@ -1,0 +1,1 @@
+//! The cluster suite: see `support`.
