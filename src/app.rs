@@ -5,7 +5,9 @@ use crate::admin_key::AdminKey;
 use crate::api;
 use crate::api::state::AppState;
 use crate::clock::Clock;
-use crate::engine::{Engine, EngineConfig};
+use crate::cluster::{ClusterConfig, ClusterError, ClusterNode};
+use crate::engine::{ClusterEngineConfig, Engine, EngineConfig};
+use crate::metrics::cluster::ClusterReadings;
 use crate::metrics::store::RestoreReport;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshotter;
@@ -44,6 +46,9 @@ pub enum StartError {
     /// The data dir could not be restored.
     #[error("cannot restore the data dir: {0}")]
     Store(#[from] StoreError),
+    /// The cluster could not be joined.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A running application.
@@ -54,8 +59,10 @@ pub struct Application {
     addr: SocketAddr,
     /// The engine, for shutdown and for tests.
     engine: Engine,
-    /// Takes periodic and size-triggered snapshots.
-    scheduler: actix_web::rt::task::JoinHandle<()>,
+    /// Takes periodic and size-triggered snapshots (single node).
+    scheduler: Option<actix_web::rt::task::JoinHandle<()>>,
+    /// The cluster this node joined (cluster mode).
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 impl Application {
@@ -63,11 +70,89 @@ impl Application {
     /// until restore ends), restores the engine, then serves everything. Must
     /// run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub fn build(config: AppConfig) -> Result<Self, StartError> {
+        let (server, addr, state) = Self::bind(&config)?;
+        let restore_started = Instant::now();
+        let engine = match Engine::open(&config.engine, config.clock) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // Dropping the server future would leave its workers running.
+                drop(server.handle().stop(false));
+                return Err(e.into());
+            }
+        };
+        state.metrics.restored(RestoreReport {
+            duration: restore_started.elapsed(),
+            tokens: engine.token_counts().total(),
+        });
+        let installed = state.engine.set(engine.clone()).is_ok();
+        assert!(installed, "the engine is installed once");
+        let scheduler = engine.snapshotter().map(|snapshotter| {
+            actix_web::rt::spawn(Snapshotter::run_schedule(
+                Arc::clone(snapshotter),
+                config.snapshot_interval,
+                config.snapshot_wal_bytes,
+            ))
+        });
+        Ok(Self {
+            server,
+            addr,
+            engine,
+            scheduler,
+            cluster: None,
+        })
+    }
+
+    /// A node of a cluster: binds the server (`/health/ready` is 503 until
+    /// the node has joined and its catalog replica caught up), joins, then
+    /// serves everything; shards are taken over as the shard map assigns
+    /// them. Must run inside an actix system.
+    pub async fn build_cluster(
+        config: AppConfig,
+        cluster: ClusterConfig,
+    ) -> Result<Self, StartError> {
+        let (server, addr, state) = Self::bind(&config)?;
+        let started = Instant::now();
+        let engine_config = ClusterEngineConfig {
+            shards: usize::from(cluster.shards),
+            threads: config.engine.shards,
+            tombstone_retention_ms: config.engine.tombstone_retention_ms,
+            timer_period: config.engine.timer_period,
+        };
+        let node = match ClusterNode::join(cluster, engine_config, config.clock).await {
+            Ok(node) => Arc::new(node),
+            Err(e) => {
+                drop(server.handle().stop(false));
+                return Err(e.into());
+            }
+        };
+        let engine = node.engine().clone();
+        state.metrics.restored(RestoreReport {
+            duration: started.elapsed(),
+            tokens: 0,
+        });
+        let readings: Arc<dyn ClusterReadings> = node.clone();
+        let _ = state.cluster.set(Arc::clone(&readings));
+        state.metrics.cluster(readings);
+        let installed = state.engine.set(engine.clone()).is_ok();
+        assert!(installed, "the engine is installed once");
+        Ok(Self {
+            server,
+            addr,
+            engine,
+            scheduler: None,
+            cluster: Some(node),
+        })
+    }
+
+    /// Binds and starts the HTTP server; every route but health answers 503
+    /// until the engine is installed in the returned state.
+    fn bind(config: &AppConfig) -> Result<(Server, SocketAddr, web::Data<AppState>), StartError> {
         let slot = Arc::new(OnceLock::new());
         let state = web::Data::new(AppState {
             engine: Arc::clone(&slot),
-            admin_key: config.admin_key,
+            admin_key: config.admin_key.clone(),
             metrics: Metrics::new(Arc::clone(&slot)),
+            cluster: OnceLock::new(),
         });
         let listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
@@ -90,32 +175,7 @@ impl Application {
         // Compile the request schemas now, not on the first write request
         // (which would otherwise pay for it in its latency).
         api::validate::schemas();
-        let restore_started = Instant::now();
-        let engine = match Engine::open(&config.engine, config.clock) {
-            Ok(engine) => engine,
-            Err(e) => {
-                // Dropping the server future would leave its workers running.
-                drop(server.handle().stop(false));
-                return Err(e.into());
-            }
-        };
-        state.metrics.restored(RestoreReport {
-            duration: restore_started.elapsed(),
-            tokens: engine.token_counts().total(),
-        });
-        let installed = slot.set(engine.clone()).is_ok();
-        assert!(installed, "the engine is installed once");
-        let scheduler = actix_web::rt::spawn(Snapshotter::run_schedule(
-            Arc::clone(engine.snapshotter()),
-            config.snapshot_interval,
-            config.snapshot_wal_bytes,
-        ));
-        Ok(Self {
-            server,
-            addr,
-            engine,
-            scheduler,
-        })
+        Ok((server, addr, state))
     }
 
     /// The bound address.
@@ -137,7 +197,14 @@ impl Application {
     /// then flushes the log, writes a final snapshot and stops the shards.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let served = self.server.await;
-        self.scheduler.abort();
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.abort();
+        }
+        if let Some(cluster) = &self.cluster {
+            // Hand every shard off now, so other nodes need not wait for
+            // the leases to lapse.
+            cluster.leave().await;
+        }
         let shutdown = self.engine.shutdown().await;
         served?;
         shutdown.map_err(|e| io::Error::other(e.to_string()))

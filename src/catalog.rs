@@ -83,7 +83,7 @@ impl Catalog {
     }
 
     /// Validates a command against the current state without changing it.
-    fn check(&self, command: &CatalogCommand) -> Result<(), CatalogError> {
+    pub fn check(&self, command: &CatalogCommand) -> Result<(), CatalogError> {
         match command {
             CatalogCommand::CreateAccount(account) => {
                 if self.accounts.len() >= ACCOUNTS_MAX {

@@ -79,6 +79,32 @@ pub struct ServeArgs {
           default_value_t = TOMBSTONE_RETENTION_SECS_DEFAULT,
           value_parser = clap::value_parser!(u64).range(0..=3_650 * 24 * 3600))]
     pub tombstone_retention_secs: u64,
+    /// Cluster mode: the NATS JetStream urls to join, comma-separated
+    /// (e.g. `nats://h1:4222,nats://h2:4222`). Without it, tokend is a single
+    /// node on its data dir.
+    #[arg(long, env = "TOKEND_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// Cluster mode: this node's id, unique in the cluster.
+    #[arg(long, env = "TOKEND_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode: the cluster's name (several can share one NATS).
+    #[arg(long, env = "TOKEND_CLUSTER_NAME", default_value = "tokend")]
+    pub cluster_name: String,
+    /// Cluster mode: the number of shards, fixed when the cluster is created;
+    /// a node started with another value is refused.
+    #[arg(long, env = "TOKEND_CLUSTER_SHARDS", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub cluster_shards: u16,
+    /// Cluster mode: replicas of the stream and buckets this node creates
+    /// (fewer than 3 needs `--cluster-allow-unsafe`).
+    #[arg(long, env = "TOKEND_CLUSTER_REPLICAS", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub cluster_replicas: u16,
+    /// Cluster mode: accept settings that can lose acknowledged writes
+    /// (fewer than 3 replicas, in-memory streams, a NATS server older than
+    /// 2.15). For development only.
+    #[arg(long, env = "TOKEND_CLUSTER_ALLOW_UNSAFE")]
+    pub cluster_allow_unsafe: bool,
 }
 
 impl Cli {
@@ -112,6 +138,37 @@ mod tests {
         assert_eq!(args.fsync_interval_ms, 1000);
         assert_eq!(args.snapshot_interval_secs, 300);
         assert_eq!(args.tombstone_retention_secs, 30 * 24 * 3600);
+        assert!(
+            args.cluster.is_empty(),
+            "a single node unless told otherwise"
+        );
+        assert_eq!(args.cluster_shards, 64);
+        assert_eq!(args.cluster_replicas, 3);
+        assert!(!args.cluster_allow_unsafe);
+    }
+
+    #[test]
+    fn cluster_flags_parse() {
+        let args = Cli::try_parse_from([
+            "tokend",
+            "serve",
+            "--cluster",
+            "nats://a:4222,nats://b:4222",
+            "--node-id",
+            "n1",
+            "--cluster-name",
+            "prod",
+            "--cluster-shards",
+            "8",
+        ])
+        .unwrap()
+        .serve_args()
+        .unwrap();
+        assert_eq!(args.cluster, vec!["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(args.node_id.as_deref(), Some("n1"));
+        assert_eq!(args.cluster_name, "prod");
+        assert_eq!(args.cluster_shards, 8);
+        assert!(Cli::try_parse_from(["tokend", "--cluster-shards", "0"]).is_err());
     }
 
     #[test]

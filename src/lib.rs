@@ -72,6 +72,7 @@ pub mod api;
 pub mod app;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod engine;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokend::admin_key::{AdminKey, Bootstrap};
 use tokend::app::{AppConfig, Application};
 use tokend::clock::SystemClock;
+use tokend::cluster::ownership::LeaseTimes;
+use tokend::cluster::ClusterConfig;
 use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
 use tokend::offline;
@@ -44,16 +46,26 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
     let from_env = std::env::var("TOKEND_ADMIN_KEY").ok();
-    let admin_key = match AdminKey::bootstrap(&args.data_dir, from_env)
-        .map_err(|e| format!("admin key: {e}"))?
-    {
-        Bootstrap::FromEnv(key) | Bootstrap::Stored(key) => key,
-        Bootstrap::Generated(key, shown) => {
-            eprintln!("tokend: generated admin key (shown once, store it now): {shown}");
-            key
+    let cluster = cluster_config(&args)?;
+    let admin_key = if cluster.is_some() {
+        // Every node must accept the same key: it comes from the
+        // environment, never generated per node.
+        match from_env.as_deref() {
+            Some(key) if !key.is_empty() => AdminKey::from_key(key),
+            _ => return Err("cluster mode needs TOKEND_ADMIN_KEY (the same on every node)".into()),
+        }
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
+        match AdminKey::bootstrap(&args.data_dir, from_env)
+            .map_err(|e| format!("admin key: {e}"))?
+        {
+            Bootstrap::FromEnv(key) | Bootstrap::Stored(key) => key,
+            Bootstrap::Generated(key, shown) => {
+                eprintln!("tokend: generated admin key (shown once, store it now): {shown}");
+                key
+            }
         }
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -82,8 +94,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
     };
-    let app = Application::build(config).map_err(|e| e.to_string())?;
-    tracing::info!(addr = %app.addr(), shards, fsync = %args.fsync, "tokend ready");
+    let app = match cluster {
+        Some(cluster) => {
+            let (node, name, shards) = (
+                cluster.node_id.clone(),
+                cluster.name.clone(),
+                cluster.shards,
+            );
+            let app = Application::build_cluster(config, cluster)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(addr = %app.addr(), node, cluster = name, shards, "tokend ready");
+            app
+        }
+        None => {
+            let app = Application::build(config).map_err(|e| e.to_string())?;
+            tracing::info!(addr = %app.addr(), shards, fsync = %args.fsync, "tokend ready");
+            app
+        }
+    };
     let handle = app.handle();
     actix_web::rt::spawn(async move {
         let signal = stop_signal().await;
@@ -95,6 +124,36 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("shutdown: {e}"))?;
     tracing::info!("tokend stopped");
     Ok(())
+}
+
+/// The cluster to join, when `--cluster` names one.
+fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, String> {
+    if args.cluster.is_empty() {
+        return Ok(None);
+    }
+    let node_id = args
+        .node_id
+        .clone()
+        .filter(|id| !id.is_empty())
+        .ok_or("cluster mode needs --node-id (unique in the cluster)")?;
+    let valid = node_id.len() <= 64
+        && node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(format!(
+            "--node-id {node_id:?} must be 1 to 64 characters of letters, digits, - and _"
+        ));
+    }
+    Ok(Some(ClusterConfig {
+        urls: args.cluster.clone(),
+        node_id,
+        name: args.cluster_name.clone(),
+        shards: args.cluster_shards,
+        replicas: usize::from(args.cluster_replicas),
+        allow_unsafe: args.cluster_allow_unsafe,
+        lease: LeaseTimes::default(),
+    }))
 }
 
 /// Resolves on SIGTERM or SIGINT, naming it.

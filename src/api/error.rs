@@ -58,6 +58,13 @@ pub enum ErrorCode {
     ServiceUnavailable,
     /// The log failed; writes are refused until a restart.
     StorageUnavailable,
+    /// Cluster: the token's shard moved to another node while the request
+    /// was in flight; whether it took effect is unknown (retry it with the
+    /// same idempotency key).
+    ShardMoved,
+    /// Cluster: no node serves the token's shard at this moment (a takeover
+    /// is under way); retry after `Retry-After` seconds.
+    NotReady,
     /// A bug.
     Internal,
 }
@@ -86,9 +93,10 @@ impl ErrorCode {
             }
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
             ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::ServiceUnavailable | ErrorCode::StorageUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::ServiceUnavailable
+            | ErrorCode::StorageUnavailable
+            | ErrorCode::ShardMoved
+            | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +125,8 @@ impl ErrorCode {
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::ShardMoved => "SHARD_MOVED",
+            ErrorCode::NotReady => "NOT_READY",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -151,6 +161,8 @@ pub struct ApiError {
     pub message: String,
     /// One entry per problem, on 422 only.
     pub validation_errors: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header (503s a retry will cure).
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
@@ -160,7 +172,14 @@ impl ApiError {
             code,
             message: message.into(),
             validation_errors: Vec::new(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same error, telling the client when to retry.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// A 422 listing every problem.
@@ -174,6 +193,7 @@ impl ApiError {
             code: ErrorCode::ValidationFailed,
             message,
             validation_errors: errors,
+            retry_after_secs: None,
         }
     }
 
@@ -225,7 +245,11 @@ impl ResponseError for ApiError {
             validation_errors: (self.code == ErrorCode::ValidationFailed)
                 .then_some(self.validation_errors.as_slice()),
         };
-        HttpResponse::build(self.code.status()).json(body)
+        let mut response = HttpResponse::build(self.code.status());
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(body)
     }
 }
 
@@ -295,6 +319,17 @@ impl From<EngineError> for ApiError {
                 )
             }
             EngineError::Entropy => ApiError::new(ErrorCode::Internal, "No randomness available."),
+            EngineError::ShardMoved => ApiError::new(
+                ErrorCode::ShardMoved,
+                "The token's shard moved to another node during the request; \
+                 retry it (with the same idempotency key).",
+            )
+            .retry_after(1),
+            EngineError::NotReady {
+                reason,
+                retry_after_secs,
+            } => ApiError::new(ErrorCode::NotReady, format!("Not available yet: {reason}."))
+                .retry_after(retry_after_secs),
         }
     }
 }

@@ -19,7 +19,15 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             "Not ready yet.",
         ));
     }
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(r#"{"status":"ready"}"#))
+    let Some(cluster) = state.cluster.get() else {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"status":"ready"}"#));
+    };
+    // A cluster node is ready once it has joined and its catalog replica
+    // caught up; the body says which shards it holds.
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "cluster": cluster.cluster_status(),
+    })))
 }

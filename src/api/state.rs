@@ -3,6 +3,7 @@
 use super::error::{ApiError, ErrorCode};
 use crate::admin_key::AdminKey;
 use crate::engine::Engine;
+use crate::metrics::cluster::ClusterReadings;
 use crate::metrics::Metrics;
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub admin_key: AdminKey,
     /// The application's metrics, encoded by `GET /metrics`.
     pub metrics: Metrics,
+    /// Cluster mode: what this node holds (for `/health/ready`).
+    pub cluster: OnceLock<Arc<dyn ClusterReadings>>,
 }
 
 impl AppState {

@@ -45,6 +45,14 @@ pub enum LogError {
     /// The log was closed (shutdown) before the record was durable.
     #[error("log closed")]
     Closed,
+    /// Another writer appended to a replicated log behind this one's back:
+    /// the shard is owned elsewhere now, and this writer's records after its
+    /// last acknowledged one were never appended.
+    #[error("fenced: {cause}")]
+    Fenced {
+        /// What showed it.
+        cause: Arc<str>,
+    },
     /// A wait for an LSN that was never appended (a programming error).
     #[error("LSN {lsn} was never appended (next LSN is {next_lsn})")]
     NotAppended {

@@ -16,12 +16,14 @@
 //! with what is known then. The engine implements that trait: this module
 //! knows nothing of it.
 
+pub mod cluster;
 pub mod histogram;
 pub mod http;
 pub mod store;
 pub mod tokens;
 
 use crate::model::Status;
+use cluster::ClusterReadings;
 use http::HttpMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
@@ -58,6 +60,8 @@ pub struct Metrics {
     http: HttpMetrics,
     /// Set once restore is done.
     restore: Arc<OnceLock<RestoreReport>>,
+    /// Cluster mode: the node's readings, set once it joined.
+    cluster: Arc<OnceLock<Arc<dyn ClusterReadings>>>,
 }
 
 impl Metrics {
@@ -79,15 +83,24 @@ impl Metrics {
             http.durations.clone(),
         );
         let restore = Arc::new(OnceLock::new());
+        let cluster = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector {
             engine,
             restore: Arc::clone(&restore),
+            cluster: Arc::clone(&cluster),
         }));
         Self {
             registry,
             http,
             restore,
+            cluster,
         }
+    }
+
+    /// Cluster mode: reads the node's cluster status at each scrape (once;
+    /// later calls are ignored).
+    pub fn cluster(&self, readings: Arc<dyn ClusterReadings>) {
+        let _ = self.cluster.set(readings);
     }
 
     /// The request families (each HTTP worker builds its recorder on them).
@@ -114,6 +127,8 @@ struct EngineCollector<E> {
     engine: Arc<OnceLock<E>>,
     /// How restore went, once it is done.
     restore: Arc<OnceLock<RestoreReport>>,
+    /// Cluster mode: the node's readings.
+    cluster: Arc<OnceLock<Arc<dyn ClusterReadings>>>,
 }
 
 impl<E> std::fmt::Debug for EngineCollector<E> {
@@ -165,9 +180,108 @@ impl<E: EngineReadings> Collector for EngineCollector<E> {
             return Ok(());
         };
         encode_tokens(&mut encoder, &engine.token_counts())?;
+        if let Some(cluster) = self.cluster.get() {
+            return encode_cluster(&mut encoder, &cluster.cluster_status());
+        }
         encode_wal(&mut encoder, engine.wal_metrics())?;
         encode_snapshots(&mut encoder, engine.snapshot_metrics())
     }
+}
+
+/// Encodes one unlabelled counter.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = prometheus_client::metrics::counter::ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// What a cluster node holds and has done.
+fn encode_cluster(
+    encoder: &mut DescriptorEncoder,
+    status: &cluster::ClusterStatus,
+) -> Result<(), std::fmt::Error> {
+    let serving = status.held.iter().filter(|h| h.serving).count();
+    gauge(
+        encoder,
+        "cluster_shards",
+        "Shards of the cluster.",
+        None,
+        status.shards as u64,
+    )?;
+    gauge(
+        encoder,
+        "cluster_shards_serving",
+        "Shards this node holds and serves.",
+        None,
+        serving as u64,
+    )?;
+    gauge(
+        encoder,
+        "cluster_shards_loading",
+        "Shards this node claimed and is rebuilding from their logs.",
+        None,
+        (status.held.len() - serving) as u64,
+    )?;
+    gauge(
+        encoder,
+        "cluster_live_nodes",
+        "Live nodes as this node sees them.",
+        None,
+        status.live_nodes.len() as u64,
+    )?;
+    gauge(
+        encoder,
+        "cluster_catalog_sequence",
+        "Stream sequence of the last catalog change this node's replica applied.",
+        None,
+        status.catalog_sequence,
+    )?;
+    counter(
+        encoder,
+        "cluster_lease_renewals",
+        "Shard lease renewals that succeeded.",
+        status.lease_renewals,
+    )?;
+    counter(
+        encoder,
+        "cluster_fenced_appends",
+        "Shards dropped because an append was fenced by a newer owner.",
+        status.fenced_appends,
+    )?;
+    counter(
+        encoder,
+        "cluster_takeovers",
+        "Shards this node took over.",
+        status.takeovers,
+    )?;
+    counter(
+        encoder,
+        "cluster_handoffs",
+        "Shards this node handed to another node.",
+        status.handoffs,
+    )?;
+    counter(
+        encoder,
+        "cluster_shards_lost",
+        "Shards dropped because their lease lapsed or was claimed.",
+        status.shards_lost,
+    )?;
+    counter(
+        encoder,
+        "cluster_forwards_sent",
+        "Requests forwarded to the owners of shards held elsewhere.",
+        status.forwards_sent,
+    )?;
+    counter(
+        encoder,
+        "cluster_forwards_served",
+        "Requests other nodes forwarded to shards held here.",
+        status.forwards_served,
+    )
 }
 
 /// How the restore at start went.

@@ -8,7 +8,8 @@
 //! - [`table`]: the compact token storage (fixed-size slots in shared chunks);
 //! - [`deadlines`]: the `(deadline, slot)` heaps behind the timers;
 //! - [`capture`]: a shard's tokens as of an LSN, for snapshots;
-//! - [`actor`]: the actix actor that serializes access to one state.
+//! - [`actor`]: the actix actor that serializes access to one state;
+//! - [`wire`]: requests and replies as bytes, for a shard on another node.
 
 pub mod actor;
 pub mod capture;
@@ -17,6 +18,7 @@ pub mod deadlines;
 pub mod outcome;
 pub mod state;
 pub mod table;
+pub mod wire;
 
 pub use actor::Shard;
 pub use capture::ShardCapture;

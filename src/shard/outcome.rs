@@ -45,7 +45,7 @@ pub struct Deleted {
 }
 
 /// Why a command was refused; the state is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Rejection {
     /// Unknown, purged, or another account's.
     #[error("token not found")]

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Filters and position of one page of a token list, as one shard sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ListQuery {
     /// The requester; only its tokens are listed.
     pub account_id: AccountId,

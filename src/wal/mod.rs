@@ -243,6 +243,8 @@ impl From<LogError> for WalError {
             LogError::Poisoned { cause } => WalError::Poisoned { cause },
             LogError::Closed => WalError::Closed,
             LogError::NotAppended { lsn, next_lsn } => WalError::NotAppended { lsn, next_lsn },
+            // Only a replicated log is fenced; the WAL has one writer.
+            LogError::Fenced { cause } => WalError::Poisoned { cause },
         }
     }
 }

@@ -7,33 +7,42 @@
 //! records it depends on are durable: the shards append through the
 //! [`Log`] seam and answer with an LSN, and the engine awaits
 //! [`Log::durable`] for it.
+//!
+//! - [`placement`]: where each shard runs (here, or on another node of a
+//!   cluster, reached through [`Remote`]), and how catalog changes are
+//!   written ([`CatalogWriter`]).
+
+pub mod placement;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, Millis};
-use crate::command::{CatalogCommand, Create, Delete, NewToken, Redeem};
+use crate::command::{CatalogCommand, Delete, NewToken, Redeem};
 use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
-use crate::log::{Log, LogError, LogRecord, Lsn};
+use crate::log::{Log, LogError, LogRecord};
 use crate::metrics::store::{SnapshotMetrics, WalMetrics};
 use crate::metrics::tokens::{StatusCounts, TokenGauges};
 use crate::metrics::EngineReadings;
 use crate::model::api_key::{self, GeneratedKey};
 use crate::model::collection::CollectionRecord;
 use crate::model::{Account, ApiKey, Collection, Liveness, Scopes, Token};
-use crate::shard::actor::{Decided, Execute, Fetch, List, Precheck, RunTimers};
-use crate::shard::{Shard, TokenCommand};
+use crate::shard::actor::RunTimers;
+use crate::shard::wire::{self, ShardReply, ShardRequest, WireCommand, WireError};
+use crate::shard::{ListPage, Shard, ShardState};
 use crate::snapshot::snapshotter::SnapshotFailed;
 use crate::snapshot::{SnapshotInfo, Snapshotter};
 use crate::store::{Store, StoreConfig, StoreError};
-use actix::{Actor, Addr, Arbiter};
-use futures_util::future::join_all;
+use actix::{Actor, Arbiter};
+use futures_util::future::{join_all, BoxFuture};
 use parking_lot::Mutex;
+use placement::{Placement, ShardHandle};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::shard::{Created, ListQuery, Redeemed, Rejection, TimerReport};
+pub use placement::{CatalogWriter, Remote, Tenure};
 
-/// Upper bound on shards: each is a thread.
+/// Upper bound on shards: each is a thread on a single node.
 pub const SHARDS_MAX: usize = 256;
 
 /// How the engine is shaped.
@@ -68,6 +77,19 @@ pub enum EngineError {
     /// The operating system could not supply randomness for a key.
     #[error("no randomness available")]
     Entropy,
+    /// Cluster: the shard moved to another node while the request was in
+    /// flight; whether the change was made is unknown to this node.
+    #[error("the shard moved to another node")]
+    ShardMoved,
+    /// Cluster: no node serves the shard right now (a takeover is under way,
+    /// or this node is catching up); retry after the given seconds.
+    #[error("not available yet: {reason}")]
+    NotReady {
+        /// Why.
+        reason: String,
+        /// When to retry.
+        retry_after_secs: u32,
+    },
 }
 
 /// A page of tokens.
@@ -86,28 +108,59 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// How the engine keeps its changes.
+enum Durability {
+    /// One node: the data dir's WAL and snapshots.
+    Local {
+        /// The data dir: its lock, the WAL's lifecycle, the snapshot files.
+        store: Store,
+        /// Takes snapshots and cuts the log behind them.
+        snapshotter: Arc<Snapshotter>,
+    },
+    /// A cluster: each shard's log is replicated, shards not held here are
+    /// reached through `remote`.
+    Cluster {
+        /// Sends requests to the owners of shards not held here.
+        remote: Arc<dyn Remote>,
+        /// Zeros: a cluster node has no WAL of its own.
+        wal_metrics: WalMetrics,
+        /// Zeros: cluster snapshots are the cluster's.
+        snapshot_metrics: SnapshotMetrics,
+    },
+}
+
 struct Inner {
-    /// One actor per shard; index = `TokenId::shard`.
-    shards: Vec<Addr<Shard>>,
-    /// The threads the shards run on, stopped at shutdown.
+    /// Where each shard runs.
+    placement: Placement,
+    /// The threads shards run on, stopped at shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
     /// Accounts, keys, collections.
     catalog: Arc<Catalog>,
+    /// Decides, logs and applies catalog changes.
+    catalog_writer: Arc<dyn CatalogWriter>,
     /// The engine clock.
     clock: Arc<dyn Clock>,
-    /// Where every change is logged; what answers wait on.
-    log: Arc<dyn Log>,
-    /// The data dir: its lock, the WAL's lifecycle, the snapshot files.
-    store: Store,
-    /// Takes snapshots and cuts the log behind them.
-    snapshotter: Arc<Snapshotter>,
-    /// Each shard's token counts by status, published by the shard.
-    token_gauges: Vec<Arc<TokenGauges>>,
+    /// How often shard timers run on their own.
+    timer_period: Duration,
+    /// Local store or cluster.
+    durability: Durability,
 }
 
 impl From<LogError> for EngineError {
     fn from(error: LogError) -> Self {
-        EngineError::Storage(error.to_string())
+        match error {
+            LogError::Fenced { .. } => EngineError::ShardMoved,
+            other => EngineError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for EngineError {
+    fn from(error: WireError) -> Self {
+        EngineError::NotReady {
+            reason: error.to_string(),
+            retry_after_secs: 1,
+        }
     }
 }
 
@@ -118,6 +171,44 @@ impl From<SnapshotFailed> for EngineError {
             other => EngineError::Storage(other.to_string()),
         }
     }
+}
+
+/// Catalog changes on one node: decided under the catalog's writer lock and
+/// appended to the WAL in the same step.
+struct LocalCatalog {
+    /// The catalog.
+    catalog: Arc<Catalog>,
+    /// The WAL.
+    log: Arc<dyn Log>,
+}
+
+impl CatalogWriter for LocalCatalog {
+    fn write(&self, command: CatalogCommand) -> BoxFuture<'static, Result<(), EngineError>> {
+        let log = Arc::clone(&self.log);
+        let decided = log
+            .check_writable()
+            .map_err(EngineError::from)
+            .and_then(|()| {
+                self.catalog
+                    .execute(command, |command| {
+                        log.append(&LogRecord::Catalog(command.clone()))
+                    })?
+                    .map_err(EngineError::from)
+            });
+        Box::pin(async move { Ok(log.durable(decided?).await?) })
+    }
+}
+
+/// How a cluster node's engine is shaped.
+pub struct ClusterEngineConfig {
+    /// Number of shards of the cluster.
+    pub shards: usize,
+    /// Threads the shards held here run on.
+    pub threads: usize,
+    /// How long redeemed, expired and deleted tokens stay readable.
+    pub tombstone_retention_ms: i64,
+    /// How often shard timers run on their own.
+    pub timer_period: Duration,
 }
 
 impl Engine {
@@ -132,49 +223,141 @@ impl Engine {
             Store::open(&config.store, config.shards, config.tombstone_retention_ms)?;
         let catalog = restored.catalog;
         let log: Arc<dyn Log> = store.wal().clone();
+        let placement = Placement::new(config.shards);
         let mut arbiters = Vec::with_capacity(config.shards);
-        let mut shards = Vec::with_capacity(config.shards);
-        let mut token_gauges = Vec::with_capacity(config.shards);
-        for state in restored.shards {
+        let mut addrs = Vec::with_capacity(config.shards);
+        for (index, state) in restored.shards.into_iter().enumerate() {
             let arbiter = Arbiter::new();
-            let shard = Shard::new(
+            let handle = start_shard(
+                &arbiter,
                 state,
-                Arc::clone(&catalog),
+                &catalog,
                 Arc::clone(&log),
-                Arc::clone(&clock),
+                None,
+                &clock,
                 config.timer_period,
             );
-            token_gauges.push(shard.token_gauges());
-            shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| shard));
+            addrs.push(handle.addr.clone());
+            placement.install(index, handle);
             arbiters.push(arbiter);
         }
         let snapshotter = Arc::new(Snapshotter::new(
             Arc::clone(&catalog),
-            shards.clone(),
+            addrs,
             Arc::clone(store.wal()),
             Arc::clone(store.snapshot_files()),
             Arc::clone(&clock),
         ));
         Ok(Self {
             inner: Arc::new(Inner {
-                shards,
+                placement,
                 arbiters: Mutex::new(arbiters),
+                catalog_writer: Arc::new(LocalCatalog {
+                    catalog: Arc::clone(&catalog),
+                    log,
+                }),
                 catalog,
                 clock,
-                log,
-                store,
-                snapshotter,
-                token_gauges,
+                timer_period: config.timer_period,
+                durability: Durability::Local { store, snapshotter },
             }),
         })
+    }
+
+    /// An engine of a cluster node: no shard runs here until the node
+    /// takes it over ([`Engine::install_shard`]); until then requests go to
+    /// their owners through `remote`. `catalog` is this node's replica,
+    /// kept and written by `catalog_writer`. Must run inside an actix system.
+    pub fn open_cluster(
+        config: &ClusterEngineConfig,
+        clock: Arc<dyn Clock>,
+        catalog: Arc<Catalog>,
+        catalog_writer: Arc<dyn CatalogWriter>,
+        remote: Arc<dyn Remote>,
+    ) -> Self {
+        assert!(config.shards >= 1, "shard count is validated by the CLI");
+        let arbiters = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
+        Self {
+            inner: Arc::new(Inner {
+                placement: Placement::new(config.shards),
+                arbiters: Mutex::new(arbiters),
+                catalog,
+                catalog_writer,
+                clock,
+                timer_period: config.timer_period,
+                durability: Durability::Cluster {
+                    remote,
+                    wal_metrics: WalMetrics::default(),
+                    snapshot_metrics: SnapshotMetrics::default(),
+                },
+            }),
+        }
+    }
+
+    /// Cluster: starts serving shard `index` from `state`, logging to `log`,
+    /// for as long as `tenure` holds.
+    pub fn install_shard(
+        &self,
+        index: usize,
+        state: ShardState,
+        log: Arc<dyn Log>,
+        tenure: Arc<dyn Tenure>,
+    ) {
+        let arbiters = self.inner.arbiters.lock();
+        let Some(arbiter) = arbiters.get(index % arbiters.len().max(1)) else {
+            // Stopped: the engine is shutting down.
+            return;
+        };
+        let handle = start_shard(
+            arbiter,
+            state,
+            &self.inner.catalog,
+            log,
+            Some(tenure),
+            &self.inner.clock,
+            self.inner.timer_period,
+        );
+        drop(arbiters);
+        self.inner.placement.install(index, handle);
+    }
+
+    /// Cluster: stops serving shard `index` here. The actor stops once the
+    /// requests it holds are answered; the handle is returned so the caller
+    /// can wait for its log.
+    pub fn remove_shard(&self, index: usize) -> Option<Arc<ShardHandle>> {
+        self.inner.placement.remove(index)
+    }
+
+    /// The shards running here.
+    pub fn local_shards(&self) -> Vec<usize> {
+        self.inner
+            .placement
+            .local()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Cluster: decides a request another node sent for a shard held here.
+    pub async fn serve_remote(
+        &self,
+        shard: usize,
+        request: ShardRequest,
+    ) -> Result<ShardReply, EngineError> {
+        match self.local(shard)? {
+            Some(handle) => handle.serve(request).await,
+            None => Err(EngineError::ShardMoved),
+        }
     }
 
     /// Flushes the log, writes a final snapshot and stops the shards. Called
     /// after the HTTP server has finished its in-flight requests.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
-        let flushed = self
-            .inner
-            .store
+        let Durability::Local { store, .. } = &self.inner.durability else {
+            self.stop();
+            return Ok(());
+        };
+        let flushed = store
             .wal()
             .flush()
             .map_err(|e| EngineError::Storage(e.to_string()));
@@ -188,7 +371,7 @@ impl Engine {
         // Nothing writes any more: release the data dir now, not whenever the
         // last handle on the engine drops. A flush failure there is the one
         // already in `flushed`.
-        let _ = self.inner.store.close();
+        let _ = store.close();
         flushed.and(snapshot)
     }
 
@@ -216,11 +399,28 @@ impl Engine {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.inner.shards.len()
+        self.inner.placement.len()
     }
 
-    fn shard_of(&self, id: TokenId) -> &Addr<Shard> {
-        &self.inner.shards[id.shard(self.inner.shards.len())]
+    /// The shard's handle when it runs here and this node still holds it;
+    /// `Err` when it runs here but this node's hold lapsed.
+    fn local(&self, shard: usize) -> Result<Option<Arc<ShardHandle>>, EngineError> {
+        match self.inner.placement.get(shard) {
+            Some(handle) => match &handle.tenure {
+                Some(tenure) if !tenure.holds() => Err(EngineError::ShardMoved),
+                _ => Ok(Some(handle)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Sends `request` to the node that owns `shard`.
+    async fn remote(&self, shard: usize, request: ShardRequest) -> Result<ShardReply, EngineError> {
+        match &self.inner.durability {
+            Durability::Cluster { remote, .. } => remote.call(shard, request).await,
+            // A single node holds every shard from start to stop.
+            Durability::Local { .. } => Err(EngineError::Unavailable),
+        }
     }
 
     /// Creates tokens (one, a parent with children, or a batch), returning
@@ -280,17 +480,32 @@ impl Engine {
                     .push((token.id, fingerprint));
             }
         }
-        let checks = items.into_iter().map(|(shard, items)| {
-            self.inner.shards[shard].send(Precheck {
-                account_id: account,
-                items,
-            })
-        });
+        let checks = items
+            .into_iter()
+            .map(|(shard, items)| self.precheck_on(shard, account, items));
         for result in join_all(checks).await {
-            result.map_err(|_| EngineError::Unavailable)??;
+            result??;
         }
-        // The checks read state that may rest on records not yet durable.
-        self.wait_durable(self.inner.log.last_lsn()).await
+        Ok(())
+    }
+
+    async fn precheck_on(
+        &self,
+        shard: usize,
+        account_id: AccountId,
+        items: Vec<(TokenId, [u8; 16])>,
+    ) -> Result<Result<(), Rejection>, EngineError> {
+        if let Some(handle) = self.local(shard)? {
+            return handle.precheck(account_id, items).await;
+        }
+        match self
+            .remote(shard, ShardRequest::Precheck { account_id, items })
+            .await?
+        {
+            ShardReply::Checked => Ok(Ok(())),
+            ShardReply::Rejected(rejection) => Ok(Err(rejection)),
+            _ => Err(WireError::Mismatch("precheck").into()),
+        }
     }
 
     /// Creates `tokens` (with their request positions) on their shards, each
@@ -308,22 +523,16 @@ impl Engine {
                 .push((position, token));
         }
         let mut positions = Vec::with_capacity(groups.len());
-        let mut sends = Vec::with_capacity(groups.len());
+        let mut parts = Vec::with_capacity(groups.len());
         for (shard, group) in groups {
             let (places, tokens): (Vec<usize>, Vec<NewToken>) = group.into_iter().unzip();
             positions.push(places);
-            sends.push(self.inner.shards[shard].send(Execute(Create { tokens })));
+            parts.push(self.execute_on(shard, crate::command::Create { tokens }));
         }
-        let mut decided = Vec::with_capacity(positions.len());
-        let mut lsn = 0;
-        for result in join_all(sends).await {
-            let part = result.map_err(|_| EngineError::Unavailable)??;
-            lsn = lsn.max(part.lsn);
-            decided.push(part.value);
-        }
-        self.wait_durable(lsn).await?;
+        // Every part is decided and durable (or failed) before any answer.
+        let decided = join_all(parts).await;
         for (places, result) in positions.into_iter().zip(decided) {
-            let created = result?;
+            let created = result??;
             assert_eq!(created.len(), places.len(), "one result per token");
             for (place, created) in places.into_iter().zip(created) {
                 ordered[place] = Some(created);
@@ -349,33 +558,30 @@ impl Engine {
 
     /// Has the shard owning `id` decide `command`, and answers its outcome
     /// once the records it depends on are durable.
-    async fn execute<C: TokenCommand>(
+    async fn execute<C: WireCommand>(
         &self,
         id: TokenId,
         command: C,
     ) -> Result<C::Outcome, EngineError> {
-        let decided = self
-            .shard_of(id)
-            .send(Execute(command))
-            .await
-            .map_err(|_| EngineError::Unavailable)??;
-        self.wait_durable(decided.lsn).await?;
-        Ok(decided.value?)
+        Ok(self
+            .execute_on(id.shard(self.shard_count()), command)
+            .await??)
     }
 
-    async fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
-        Ok(self.inner.log.durable(lsn).await?)
-    }
-
-    /// Waits for the records a read depends on, then hands back its value, so
-    /// that reads do not show changes a crash could still undo. Once the log
-    /// is poisoned those records never become durable; reads go on anyway
-    /// (only writes are refused).
-    async fn durable<T>(&self, decided: Decided<T>) -> Result<T, EngineError> {
-        if let Err(e) = self.wait_durable(decided.lsn).await {
-            tracing::debug!(error = %e, "read served from a poisoned engine");
+    /// Has `shard`, here or on its owner, decide `command`; answers once the
+    /// records it depends on are durable.
+    async fn execute_on<C: WireCommand>(
+        &self,
+        shard: usize,
+        command: C,
+    ) -> Result<Result<C::Outcome, Rejection>, EngineError> {
+        match self.local(shard)? {
+            Some(handle) => handle.execute(command).await,
+            None => {
+                let reply = self.remote(shard, command.request()).await?;
+                Ok(C::outcome(reply, &self.inner.catalog)?)
+            }
         }
-        Ok(decided.value)
     }
 
     /// The tokens `ids` as `account` sees them, in order.
@@ -385,16 +591,8 @@ impl Engine {
         ids: &[TokenId],
     ) -> Result<Vec<Option<Arc<Token>>>, EngineError> {
         if let [id] = ids {
-            let decided = self
-                .shard_of(*id)
-                .send(Fetch {
-                    account_id: account,
-                    ids: vec![*id],
-                })
-                .await
-                .map_err(|_| EngineError::Unavailable)?;
-            let mut found = self.durable(decided).await?;
-            return Ok(vec![found.pop().flatten()]);
+            let shard = id.shard(self.shard_count());
+            return self.fetch_on(shard, account, vec![*id]).await;
         }
         let mut groups: BTreeMap<usize, Vec<(usize, TokenId)>> = BTreeMap::new();
         for (position, id) in ids.iter().enumerate() {
@@ -404,42 +602,54 @@ impl Engine {
                 .push((position, *id));
         }
         let mut positions = Vec::new();
-        let mut sends = Vec::new();
+        let mut reads = Vec::new();
         for (shard, group) in groups {
             let (places, ids): (Vec<usize>, Vec<TokenId>) = group.into_iter().unzip();
             positions.push(places);
-            sends.push(self.inner.shards[shard].send(Fetch {
-                account_id: account,
-                ids,
-            }));
+            reads.push(self.fetch_on(shard, account, ids));
         }
         let mut ordered = vec![None; ids.len()];
-        for (places, result) in positions.into_iter().zip(join_all(sends).await) {
-            let found = self
-                .durable(result.map_err(|_| EngineError::Unavailable)?)
-                .await?;
-            for (place, token) in places.into_iter().zip(found) {
+        for (places, result) in positions.into_iter().zip(join_all(reads).await) {
+            for (place, token) in places.into_iter().zip(result?) {
                 ordered[place] = token;
             }
         }
         Ok(ordered)
     }
 
+    async fn fetch_on(
+        &self,
+        shard: usize,
+        account_id: AccountId,
+        ids: Vec<TokenId>,
+    ) -> Result<Vec<Option<Arc<Token>>>, EngineError> {
+        if let Some(handle) = self.local(shard)? {
+            return handle.fetch(account_id, ids).await;
+        }
+        match self
+            .remote(shard, ShardRequest::Fetch { account_id, ids })
+            .await?
+        {
+            ShardReply::Fetched(found) => Ok(found
+                .into_iter()
+                .map(|t| t.map(|t| t.into_token(&self.inner.catalog)).transpose())
+                .collect::<Result<_, _>>()?),
+            _ => Err(WireError::Mismatch("fetch").into()),
+        }
+    }
+
     /// One page of the account's tokens, merged over every shard.
     pub async fn list(&self, query: ListQuery) -> Result<TokenPage, EngineError> {
         let limit = query.limit;
-        let sends = (0..self.shard_count()).map(|shard| {
+        let pages = (0..self.shard_count()).map(|shard| {
             let mut part = query.clone();
             part.ids.retain(|id| id.shard(self.shard_count()) == shard);
             let skip = !query.ids.is_empty() && part.ids.is_empty();
-            (!skip).then(|| self.inner.shards[shard].send(List(part)))
+            (!skip).then(|| self.list_on(shard, part))
         });
         let mut tokens = Vec::new();
-        for result in join_all(sends.flatten()).await {
-            let page = self
-                .durable(result.map_err(|_| EngineError::Unavailable)?)
-                .await?;
-            tokens.extend(page.tokens);
+        for page in join_all(pages.flatten()).await {
+            tokens.extend(page?.tokens);
         }
         tokens.sort_by_key(|t| (t.created_at_ms, t.id));
         let has_more = tokens.len() > limit;
@@ -447,10 +657,24 @@ impl Engine {
         Ok(TokenPage { tokens, has_more })
     }
 
-    /// Runs every shard's timers now (tests move the clock, then call this).
+    async fn list_on(&self, shard: usize, query: ListQuery) -> Result<ListPage, EngineError> {
+        if let Some(handle) = self.local(shard)? {
+            return handle.list(query).await;
+        }
+        match self.remote(shard, ShardRequest::List(query)).await? {
+            ShardReply::Listed(tokens) => Ok(ListPage {
+                tokens: wire::tokens_of(tokens, &self.inner.catalog)?,
+            }),
+            _ => Err(WireError::Mismatch("list").into()),
+        }
+    }
+
+    /// Runs the timers of every shard running here now (tests move the
+    /// clock, then call this).
     pub async fn run_timers(&self) -> Result<TimerReport, EngineError> {
         let mut total = TimerReport::default();
-        for result in join_all(self.inner.shards.iter().map(|s| s.send(RunTimers))).await {
+        let local = self.inner.placement.local();
+        for result in join_all(local.iter().map(|(_, h)| h.addr.send(RunTimers))).await {
             let report = result.map_err(|_| EngineError::Unavailable)?;
             total.expired += report.expired;
             total.purged += report.purged;
@@ -526,33 +750,61 @@ impl Engine {
     }
 
     async fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {
-        let log = &self.inner.log;
-        log.check_writable()?;
-        let lsn = self.inner.catalog.execute(command, |command| {
-            log.append(&LogRecord::Catalog(command.clone()))
-        })??;
-        self.wait_durable(lsn).await
+        self.inner.catalog_writer.write(command).await
     }
 
     /// Writes a snapshot of every component and returns once it is durable.
     pub async fn snapshot(&self) -> Result<SnapshotInfo, EngineError> {
-        Ok(self.inner.snapshotter.snapshot().await?)
+        match &self.inner.durability {
+            Durability::Local { snapshotter, .. } => Ok(snapshotter.snapshot().await?),
+            Durability::Cluster { .. } => Err(EngineError::Unavailable),
+        }
     }
 
-    /// Takes the snapshots: the application runs its schedule.
-    pub fn snapshotter(&self) -> &Arc<Snapshotter> {
-        &self.inner.snapshotter
+    /// Takes the snapshots of a single node (`None` in a cluster).
+    pub fn snapshotter(&self) -> Option<&Arc<Snapshotter>> {
+        match &self.inner.durability {
+            Durability::Local { snapshotter, .. } => Some(snapshotter),
+            Durability::Cluster { .. } => None,
+        }
     }
 
-    /// Tokens held by status, summed over the shards as each last published
-    /// them.
+    /// Tokens held here by status, summed over the shards as each last
+    /// published them.
     pub fn token_counts(&self) -> StatusCounts {
         let mut total = StatusCounts::default();
-        for gauges in &self.inner.token_gauges {
-            total.add_all(&gauges.read());
+        for (_, handle) in self.inner.placement.local() {
+            total.add_all(&handle.gauges.read());
         }
         total
     }
+}
+
+/// Starts a shard actor on `arbiter`.
+fn start_shard(
+    arbiter: &Arbiter,
+    state: ShardState,
+    catalog: &Arc<Catalog>,
+    log: Arc<dyn Log>,
+    tenure: Option<Arc<dyn Tenure>>,
+    clock: &Arc<dyn Clock>,
+    timer_period: Duration,
+) -> Arc<ShardHandle> {
+    let shard = Shard::new(
+        state,
+        Arc::clone(catalog),
+        Arc::clone(&log),
+        Arc::clone(clock),
+        timer_period,
+    );
+    let gauges: Arc<TokenGauges> = shard.token_gauges();
+    let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
+    Arc::new(ShardHandle {
+        addr,
+        log,
+        tenure,
+        gauges,
+    })
 }
 
 impl EngineReadings for Engine {
@@ -561,10 +813,18 @@ impl EngineReadings for Engine {
     }
 
     fn wal_metrics(&self) -> &WalMetrics {
-        self.inner.store.wal().metrics()
+        match &self.inner.durability {
+            Durability::Local { store, .. } => store.wal().metrics(),
+            Durability::Cluster { wal_metrics, .. } => wal_metrics,
+        }
     }
 
     fn snapshot_metrics(&self) -> &SnapshotMetrics {
-        self.inner.snapshotter.metrics()
+        match &self.inner.durability {
+            Durability::Local { snapshotter, .. } => snapshotter.metrics(),
+            Durability::Cluster {
+                snapshot_metrics, ..
+            } => snapshot_metrics,
+        }
     }
 }

@@ -1,0 +1,325 @@
+//! What one shard is asked and answers, as bytes: the form a request takes
+//! when the shard it is for runs on another node of a cluster.
+//!
+//! A [`ShardRequest`] is one of the messages the engine sends a shard; the
+//! owner decides it exactly as a local request, waits until its records are
+//! durable, and answers a [`ShardReply`]. Tokens cross as [`TokenWire`]: the
+//! collection by id (every node keeps a replica of the catalog) and the
+//! rarely present parts as plain fields. The encoding is MessagePack with
+//! named fields, so nodes of neighbouring builds understand each other.
+
+use super::outcome::{Created, Deleted, Redeemed, Rejection};
+use super::state::{ListPage, ListQuery};
+use crate::catalog::Catalog;
+use crate::clock::Millis;
+use crate::command::{Create, Delete, Redeem};
+use crate::ids::{AccountId, CollectionId, TokenId};
+use crate::model::{Encryption, Metadata, Redemption, Status, Token, TokenExtra, TokenType};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// A request for the shard that owns a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardRequest {
+    /// Create tokens (all of this shard).
+    Create(Create),
+    /// Redeem a token.
+    Redeem(Redeem),
+    /// Delete a token.
+    Delete(Delete),
+    /// Read tokens by id.
+    Fetch {
+        /// The requester.
+        account_id: AccountId,
+        /// Ids of this shard.
+        ids: Vec<TokenId>,
+    },
+    /// One page of a list, as this shard sees it.
+    List(ListQuery),
+    /// Check idempotency keys before a multi-shard create.
+    Precheck {
+        /// The requester.
+        account_id: AccountId,
+        /// `(id, request fingerprint)` of each idempotent token.
+        items: Vec<(TokenId, [u8; 16])>,
+    },
+}
+
+/// What the owner answered, once every record it depends on is durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardReply {
+    /// Created or replayed tokens, in request order.
+    Created(Vec<(bool, TokenWire)>),
+    /// The token after a redeem, and whether it was a replay.
+    Redeemed(Box<TokenWire>, bool),
+    /// Whether a delete changed anything.
+    Deleted(bool),
+    /// Tokens by id, in request order.
+    Fetched(Vec<Option<TokenWire>>),
+    /// A list page.
+    Listed(Vec<TokenWire>),
+    /// The precheck passed.
+    Checked,
+    /// The shard refused the command; nothing changed.
+    Rejected(Rejection),
+}
+
+/// Why a reply does not make sense here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The reply is of another kind than the request.
+    #[error("the owner answered a {0} request with another kind of reply")]
+    Mismatch(&'static str),
+    /// A token names a collection this node's catalog replica does not hold
+    /// yet (it is behind the catalog log).
+    #[error("collection {0} is not in this node's catalog yet")]
+    UnknownCollection(CollectionId),
+    /// A token's data is not JSON.
+    #[error("token data is not JSON: {0}")]
+    Data(String),
+}
+
+/// A token in transit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenWire {
+    /// Its id.
+    pub id: TokenId,
+    /// Its collection, looked up in the receiver's catalog.
+    pub collection_id: CollectionId,
+    /// Name of the creating API key.
+    pub created_by: String,
+    /// Creation time.
+    pub created_at_ms: Millis,
+    /// Start of validity.
+    pub active_from_ms: Millis,
+    /// End of validity.
+    pub expires_at_ms: Millis,
+    /// Metadata pairs, in order.
+    #[serde(with = "crate::model::metadata::as_pairs")]
+    pub metadata: Metadata,
+    /// Stored status.
+    pub status: Status,
+    /// Token, card or bank.
+    pub kind: TokenType,
+    /// Free text.
+    pub description: Option<String>,
+    /// The tokenized value as JSON text.
+    pub data: Option<String>,
+    /// Envelope-encryption metadata.
+    pub encryption: Option<Encryption>,
+    /// Child token ids.
+    pub children: Vec<TokenId>,
+    /// The create request's digest (idempotency).
+    pub create_fingerprint: Option<[u8; 16]>,
+    /// How it was spent.
+    pub redemption: Option<RedemptionWire>,
+    /// When it was deleted.
+    pub deleted_at_ms: Option<Millis>,
+}
+
+/// [`Redemption`] in transit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedemptionWire {
+    /// The merchant.
+    pub merchant_id: Option<String>,
+    /// The winning request's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// When.
+    pub redeemed_at_ms: Millis,
+    /// Name of the redeeming API key.
+    pub redeemed_by: String,
+}
+
+impl TokenWire {
+    /// The token as it leaves its owner.
+    pub fn of(token: &Token) -> Self {
+        let extra = token.extra();
+        Self {
+            id: token.id,
+            collection_id: token.collection.record.id,
+            created_by: token.created_by.to_string(),
+            created_at_ms: token.created_at_ms,
+            active_from_ms: token.active_from_ms,
+            expires_at_ms: token.expires_at_ms,
+            metadata: token.metadata.clone(),
+            status: token.status,
+            kind: token.kind,
+            description: extra.description.as_deref().map(str::to_owned),
+            data: extra.data.as_deref().map(|d| d.get().to_owned()),
+            encryption: extra.encryption.as_deref().cloned(),
+            children: extra.children.clone(),
+            create_fingerprint: extra.create_fingerprint,
+            redemption: extra.redemption.as_ref().map(|r| RedemptionWire {
+                merchant_id: r.merchant_id.as_deref().map(str::to_owned),
+                idempotency_key: r.idempotency_key.as_deref().map(str::to_owned),
+                redeemed_at_ms: r.redeemed_at_ms,
+                redeemed_by: r.redeemed_by.to_string(),
+            }),
+            deleted_at_ms: extra.deleted_at_ms,
+        }
+    }
+
+    /// The token as the receiver's readers see it.
+    pub fn into_token(self, catalog: &Catalog) -> Result<Arc<Token>, WireError> {
+        let collection = catalog
+            .collection(self.collection_id)
+            .ok_or(WireError::UnknownCollection(self.collection_id))?;
+        let data = match self.data {
+            Some(text) => {
+                Some(RawValue::from_string(text).map_err(|e| WireError::Data(e.to_string()))?)
+            }
+            None => None,
+        };
+        let extra = TokenExtra {
+            description: self.description.map(String::into_boxed_str),
+            data,
+            encryption: self.encryption.map(Box::new),
+            children: self.children,
+            create_fingerprint: self.create_fingerprint,
+            redemption: self.redemption.map(|r| Redemption {
+                merchant_id: r.merchant_id.map(String::into_boxed_str),
+                idempotency_key: r.idempotency_key.map(String::into_boxed_str),
+                redeemed_at_ms: r.redeemed_at_ms,
+                redeemed_by: Arc::from(r.redeemed_by),
+            }),
+            deleted_at_ms: self.deleted_at_ms,
+            metadata_overflow: None,
+            active_from_ms: None,
+        };
+        Ok(Arc::new(Token {
+            id: self.id,
+            collection,
+            created_by: Arc::from(self.created_by),
+            created_at_ms: self.created_at_ms,
+            active_from_ms: self.active_from_ms,
+            expires_at_ms: self.expires_at_ms,
+            metadata: self.metadata,
+            extra: (!extra.is_empty()).then(|| Arc::new(extra)),
+            status: self.status,
+            kind: self.kind,
+        }))
+    }
+}
+
+/// The tokens of a reply, in order.
+pub fn tokens_of(wires: Vec<TokenWire>, catalog: &Catalog) -> Result<Vec<Arc<Token>>, WireError> {
+    wires.into_iter().map(|w| w.into_token(catalog)).collect()
+}
+
+impl ShardReply {
+    /// The reply to a created-tokens outcome.
+    pub fn created(created: &[Created]) -> Self {
+        ShardReply::Created(
+            created
+                .iter()
+                .map(|c| (c.is_new(), TokenWire::of(c.token())))
+                .collect(),
+        )
+    }
+
+    /// The reply to a list page.
+    pub fn listed(page: &ListPage) -> Self {
+        ShardReply::Listed(page.tokens.iter().map(|t| TokenWire::of(t)).collect())
+    }
+}
+
+/// A token command that can be sent to another node: how it becomes a
+/// request, and how the reply becomes its outcome again.
+pub trait WireCommand: super::TokenCommand {
+    /// The request.
+    fn request(self) -> ShardRequest;
+
+    /// The outcome from the reply.
+    fn outcome(
+        reply: ShardReply,
+        catalog: &Catalog,
+    ) -> Result<Result<Self::Outcome, Rejection>, WireError>;
+
+    /// The reply to an outcome.
+    fn reply(outcome: &Result<Self::Outcome, Rejection>) -> ShardReply;
+}
+
+impl WireCommand for Create {
+    fn request(self) -> ShardRequest {
+        ShardRequest::Create(self)
+    }
+
+    fn outcome(
+        reply: ShardReply,
+        catalog: &Catalog,
+    ) -> Result<Result<Vec<Created>, Rejection>, WireError> {
+        match reply {
+            ShardReply::Created(created) => Ok(Ok(created
+                .into_iter()
+                .map(|(new, wire)| {
+                    let token = wire.into_token(catalog)?;
+                    Ok(if new {
+                        Created::New(token)
+                    } else {
+                        Created::Replayed(token)
+                    })
+                })
+                .collect::<Result<_, WireError>>()?)),
+            ShardReply::Rejected(rejection) => Ok(Err(rejection)),
+            _ => Err(WireError::Mismatch("create")),
+        }
+    }
+
+    fn reply(outcome: &Result<Vec<Created>, Rejection>) -> ShardReply {
+        match outcome {
+            Ok(created) => ShardReply::created(created),
+            Err(rejection) => ShardReply::Rejected(rejection.clone()),
+        }
+    }
+}
+
+impl WireCommand for Redeem {
+    fn request(self) -> ShardRequest {
+        ShardRequest::Redeem(self)
+    }
+
+    fn outcome(
+        reply: ShardReply,
+        catalog: &Catalog,
+    ) -> Result<Result<Redeemed, Rejection>, WireError> {
+        match reply {
+            ShardReply::Redeemed(wire, replayed) => Ok(Ok(Redeemed {
+                token: wire.into_token(catalog)?,
+                replayed,
+            })),
+            ShardReply::Rejected(rejection) => Ok(Err(rejection)),
+            _ => Err(WireError::Mismatch("redeem")),
+        }
+    }
+
+    fn reply(outcome: &Result<Redeemed, Rejection>) -> ShardReply {
+        match outcome {
+            Ok(redeemed) => {
+                ShardReply::Redeemed(Box::new(TokenWire::of(&redeemed.token)), redeemed.replayed)
+            }
+            Err(rejection) => ShardReply::Rejected(rejection.clone()),
+        }
+    }
+}
+
+impl WireCommand for Delete {
+    fn request(self) -> ShardRequest {
+        ShardRequest::Delete(self)
+    }
+
+    fn outcome(reply: ShardReply, _: &Catalog) -> Result<Result<Deleted, Rejection>, WireError> {
+        match reply {
+            ShardReply::Deleted(changed) => Ok(Ok(Deleted { changed })),
+            ShardReply::Rejected(rejection) => Ok(Err(rejection)),
+            _ => Err(WireError::Mismatch("delete")),
+        }
+    }
+
+    fn reply(outcome: &Result<Deleted, Rejection>) -> ShardReply {
+        match outcome {
+            Ok(deleted) => ShardReply::Deleted(deleted.changed),
+            Err(rejection) => ShardReply::Rejected(rejection.clone()),
+        }
+    }
+}
