@@ -11,6 +11,7 @@ use crate::model::{Account, ApiKey, Scope};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest};
+use futures_util::future::{Either, LocalBoxFuture};
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
@@ -95,11 +96,38 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     Err(unauthenticated())
 }
 
+/// [`authenticate`], and in a cluster, when an account key is unknown, once
+/// more after the catalog replica caught up: a key created through another
+/// node a moment ago is not refused.
+pub fn authenticate_fresh(
+    req: &HttpRequest,
+) -> Either<Ready<Result<Caller, ApiError>>, LocalBoxFuture<'static, Result<Caller, ApiError>>> {
+    let first = authenticate(req);
+    let replicated = || {
+        AppState::of(req)
+            .and_then(|state| state.engine())
+            .is_ok_and(|engine| engine.catalog_replicated())
+    };
+    let account_key = presented_key(req).is_some_and(|key| api_key::split_key(key).is_some());
+    match first {
+        Err(e) if e.code == ErrorCode::Unauthenticated && account_key && replicated() => {
+            let req = req.clone();
+            Either::Right(Box::pin(async move {
+                let state = AppState::of(&req)?;
+                state.engine()?.catalog_catch_up().await?;
+                authenticate(&req)
+            }))
+        }
+        first => Either::Left(ready(first)),
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future =
+        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        authenticate_fresh(req)
     }
 }

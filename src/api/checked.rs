@@ -62,11 +62,11 @@ impl<B: CheckedBody> FromRequest for Checked<B> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let caller = auth::authenticate(req).and_then(|caller| B::authorize(caller, req));
+        let caller = auth::authenticate_fresh(req);
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let caller = caller?;
+            let caller = B::authorize(caller.await?, &req)?;
             let bytes = read_bytes(&req, payload, B::BYTES_MAX).await?;
             let body = B::decode(&req, bytes)?;
             Ok(Checked { caller, body })

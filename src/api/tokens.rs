@@ -117,10 +117,23 @@ pub async fn create(
         caller,
         body: CreateBody(body),
     } = request;
-    let mut planner = Planner::new(&caller, state.engine()?);
-    let top = planner.plan_top(body, "$");
-    let tokens = planner.finish()?;
-    let created = state.engine()?.create(caller.account.id, tokens).await?;
+    let engine = state.engine()?;
+    let plan = |body| {
+        let mut planner = Planner::new(&caller, engine);
+        let top = planner.plan_top(body, "$");
+        planner.finish().map(|tokens| (top, tokens))
+    };
+    // In a cluster, a collection created through another node a moment ago
+    // may not be in this node's replica yet: catch up before a 404.
+    let retry = engine.catalog_replicated().then(|| body.clone());
+    let (top, tokens) = match (plan(body), retry) {
+        (Err(e), Some(body)) if e.code == ErrorCode::CollectionNotFound => {
+            engine.catalog_catch_up().await?;
+            plan(body)?
+        }
+        (planned, _) => planned?,
+    };
+    let created = engine.create(caller.account.id, tokens).await?;
     let parent = created.get(top).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Internal,
@@ -147,11 +160,22 @@ pub async fn create_batch(
         caller,
         body: BatchText(body),
     } = request;
-    let batch = BatchBody::split(&body)?;
-    let mut planner = Planner::new(&caller, state.engine()?);
-    let tops = plan_batch(&mut planner, batch)?;
-    let tokens = planner.finish()?;
-    let created = state.engine()?.create(caller.account.id, tokens).await?;
+    let engine = state.engine()?;
+    let plan = || {
+        let batch = BatchBody::split(&body)?;
+        let mut planner = Planner::new(&caller, engine);
+        let tops = plan_batch(&mut planner, batch)?;
+        planner.finish().map(|tokens| (tops, tokens))
+    };
+    // As for one token: catch a cluster node's catalog up before a 404.
+    let (tops, tokens) = match plan() {
+        Err(e) if e.code == ErrorCode::CollectionNotFound && engine.catalog_replicated() => {
+            engine.catalog_catch_up().await?;
+            plan()?
+        }
+        planned => planned?,
+    };
+    let created = engine.create(caller.account.id, tokens).await?;
     let now = state.engine()?.now();
     let data: Vec<TokenJson<'_>> = tops
         .iter()

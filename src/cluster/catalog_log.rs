@@ -133,7 +133,7 @@ impl CatalogReplica {
     }
 
     /// Waits until the replica has applied `sequence`.
-    async fn reach(&self, sequence: u64) -> Result<(), EngineError> {
+    pub async fn reach(&self, sequence: u64) -> Result<(), EngineError> {
         let mut applied = self.applied.subscribe();
         let reached = tokio::time::timeout(CATCH_UP_TIMEOUT, applied.wait_for(|a| *a >= sequence))
             .await
@@ -191,6 +191,15 @@ impl CatalogWriter for Arc<CatalogReplica> {
                 retry_after_secs: 1,
             })
         })
+    }
+
+    fn catch_up(&self) -> BoxFuture<'static, Result<(), EngineError>> {
+        let replica = Arc::clone(self);
+        Box::pin(async move { replica.catch_up().await })
+    }
+
+    fn replicated(&self) -> bool {
+        true
     }
 }
 

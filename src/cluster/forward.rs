@@ -8,6 +8,7 @@
 //! that times out may or may not have taken effect: 503 `SHARD_MOVED`, as for
 //! a request in flight when the shard moved.
 
+use super::catalog_log::CatalogReplica;
 use super::setup::Jet;
 use crate::engine::{Engine, EngineError, Remote};
 use crate::shard::wire::{ShardReply, ShardRequest};
@@ -81,6 +82,17 @@ impl Failure {
 /// The answer on the wire.
 type Answer = Result<ShardReply, Failure>;
 
+/// A request on the wire, with the catalog sequence its sender had applied:
+/// the owner decides it only once its own replica has applied as much, so
+/// a collection the sender knows is never "not found" at the owner.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forwarded {
+    /// The sender's catalog sequence.
+    catalog_sequence: u64,
+    /// The request.
+    request: ShardRequest,
+}
+
 /// Counts of forwarding, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ForwardCounts {
@@ -94,14 +106,20 @@ pub struct ForwardCounts {
 pub struct Forwarder {
     /// NATS.
     jet: Jet,
+    /// This node's catalog replica (its sequence goes with each request).
+    catalog: Arc<CatalogReplica>,
     /// Counts.
     counts: Arc<ForwardCounts>,
 }
 
 impl Forwarder {
     /// A forwarder over `jet`.
-    pub fn new(jet: Jet, counts: Arc<ForwardCounts>) -> Self {
-        Self { jet, counts }
+    pub fn new(jet: Jet, catalog: Arc<CatalogReplica>, counts: Arc<ForwardCounts>) -> Self {
+        Self {
+            jet,
+            catalog,
+            counts,
+        }
     }
 }
 
@@ -114,8 +132,12 @@ impl Remote for Forwarder {
         let client = self.jet.client.clone();
         let subject = self.jet.names.rpc_subject(shard);
         self.counts.sent.fetch_add(1, Ordering::Relaxed);
+        let forwarded = Forwarded {
+            catalog_sequence: self.catalog.applied(),
+            request,
+        };
         Box::pin(async move {
-            let payload = rmp_serde::to_vec_named(&request)
+            let payload = rmp_serde::to_vec_named(&forwarded)
                 .map_err(|e| EngineError::Storage(format!("encoding a forwarded request: {e}")))?;
             let reply = match client.request(subject, payload.into()).await {
                 Ok(reply) => reply,
@@ -142,7 +164,13 @@ impl Remote for Forwarder {
 
 /// Answers the requests for `shard` that other nodes send, until aborted
 /// (the node stops holding the shard).
-pub async fn serve_shard(jet: Jet, engine: Engine, shard: usize, counts: Arc<ForwardCounts>) {
+pub async fn serve_shard(
+    jet: Jet,
+    engine: Engine,
+    catalog: Arc<CatalogReplica>,
+    shard: usize,
+    counts: Arc<ForwardCounts>,
+) {
     let subject = jet.names.rpc_subject(shard);
     let mut requests = match jet
         .client
@@ -165,15 +193,19 @@ pub async fn serve_shard(jet: Jet, engine: Engine, shard: usize, counts: Arc<For
         };
         counts.served.fetch_add(1, Ordering::Relaxed);
         let engine = engine.clone();
+        let catalog = Arc::clone(&catalog);
         let client = jet.client.clone();
         // Each request its own task: answers wait for group commits, which
         // only fill up when requests are decided concurrently.
         actix_web::rt::spawn(async move {
-            let answer: Answer = match rmp_serde::from_slice::<ShardRequest>(&message.payload) {
-                Ok(request) => engine
-                    .serve_remote(shard, request)
-                    .await
-                    .map_err(Failure::of),
+            let answer: Answer = match rmp_serde::from_slice::<Forwarded>(&message.payload) {
+                Ok(forwarded) => {
+                    let decided = async {
+                        catalog.reach(forwarded.catalog_sequence).await?;
+                        engine.serve_remote(shard, forwarded.request).await
+                    };
+                    decided.await.map_err(Failure::of)
+                }
                 Err(e) => Err(Failure::Storage(format!("undecodable request: {e}"))),
             };
             match rmp_serde::to_vec_named(&answer) {

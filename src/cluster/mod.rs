@@ -109,7 +109,11 @@ impl ClusterNode {
             clock,
             Arc::clone(catalog.catalog()),
             Arc::new(Arc::clone(&catalog)),
-            Arc::new(Forwarder::new(jet.clone(), Arc::clone(&forward_counts))),
+            Arc::new(Forwarder::new(
+                jet.clone(),
+                Arc::clone(&catalog),
+                Arc::clone(&forward_counts),
+            )),
         );
         let ownership = Ownership::start(
             jet,

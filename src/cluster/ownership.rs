@@ -570,6 +570,7 @@ impl Ownership {
         let responder = actix_web::rt::spawn(forward::serve_shard(
             self.jet.clone(),
             self.engine.clone(),
+            Arc::clone(&self.catalog),
             shard,
             Arc::clone(&self.forward_counts),
         ));

@@ -197,6 +197,14 @@ impl CatalogWriter for LocalCatalog {
             });
         Box::pin(async move { Ok(log.durable(decided?).await?) })
     }
+
+    fn catch_up(&self) -> BoxFuture<'static, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn replicated(&self) -> bool {
+        false
+    }
 }
 
 /// How a cluster node's engine is shaped.
@@ -747,6 +755,19 @@ impl Engine {
         self.catalog()
             .collection(id)
             .ok_or(EngineError::Catalog(CatalogError::DuplicateId))
+    }
+
+    /// Whether the catalog is a replica that other nodes change too: a key
+    /// or collection missing here may exist, and [`Engine::catalog_catch_up`]
+    /// before answering "not found" is worth its round trip.
+    pub fn catalog_replicated(&self) -> bool {
+        self.inner.catalog_writer.replicated()
+    }
+
+    /// Waits until this node's catalog holds every change acknowledged
+    /// anywhere before the call.
+    pub async fn catalog_catch_up(&self) -> Result<(), EngineError> {
+        self.inner.catalog_writer.catch_up().await
     }
 
     async fn catalog_execute(&self, command: CatalogCommand) -> Result<(), EngineError> {

@@ -44,6 +44,15 @@ pub trait Remote: Send + Sync + 'static {
 pub trait CatalogWriter: Send + Sync + 'static {
     /// Decides, logs and applies `command`.
     fn write(&self, command: CatalogCommand) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// Resolves once this node's catalog holds every change acknowledged
+    /// anywhere before the call (a cluster node's replica catches up; a
+    /// single node's catalog always does).
+    fn catch_up(&self) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// Whether other nodes change the catalog too (a miss may be a change
+    /// this node has not applied yet).
+    fn replicated(&self) -> bool;
 }
 
 /// A shard running on this node.
