@@ -13,8 +13,8 @@
 //!
 //! ```text
 //! app                               the server: HTTP, engine, snapshot schedule
-//! offline   api                     `tokend inspect`/`compact`; the HTTP layer
-//! engine                            routes to shards, waits on the log
+//! offline   api       cluster       `tokend inspect`/`compact`; HTTP; NATS cluster
+//! engine                            routes to shards (here or forwarded), waits
 //! store                             a data dir: lock, open, restore
 //! snapshot                          captures, images, files, the snapshotter
 //! shard     config                  single writers: decide, apply, append
@@ -28,18 +28,24 @@
 //! A shard decides and appends through the [`log::Log`] seam and does no I/O
 //! of its own; the engine waits on the same seam for the LSN an answer
 //! depends on. [`wal`] implements the seam on local segment files;
-//! [`snapshot`] and [`store`] own everything else on disk.
+//! [`snapshot`] and [`store`] own everything else on disk. In cluster mode
+//! [`cluster`] implements it on a NATS JetStream subject per shard instead,
+//! and runs the shard map that says which node holds which shard.
 //!
 //! - [`config`]: command line and environment (`tokend serve`).
 //! - [`app`]: `Application::build(config)` — engine plus HTTP server.
 //! - [`api`]: the HTTP layer: routes, one extractor for a request's key,
 //!   scope and body, planning of token creates, JSON rendering, and the one
 //!   mapping of errors to status codes.
-//! - [`engine`]: routes token operations to shards, splits multi-shard
-//!   creates, merges lists; catalog operations; owns the snapshotter.
+//! - [`engine`]: routes token operations to shards (held here, or on
+//!   another node through [`engine::Remote`]), splits multi-shard creates,
+//!   merges lists; catalog operations; owns the snapshotter.
+//! - [`cluster`]: cluster mode on NATS JetStream: replicated shard logs
+//!   fenced by the expected subject sequence, a leased shard map, takeovers
+//!   and hand-offs, forwarding, the catalog replica.
 //! - [`shard`]: the shard actor, its typed commands (one outcome type each),
 //!   its state and timers, its compact token table (copy-on-write slot
-//!   chunks) and its captures.
+//!   chunks), its captures, and its requests and replies as bytes.
 //! - [`catalog`]: accounts, API keys and collections (lock-free reads, one
 //!   writer), and their snapshot image.
 //! - [`command`]: the commands that change state, as plain data shared by

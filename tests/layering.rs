@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["snapshot"],
     &["store"],
     &["engine"],
-    &["offline", "api"],
+    &["offline", "api", "cluster"],
     &["app"],
 ];
 
