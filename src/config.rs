@@ -46,6 +46,13 @@ pub struct OfflineArgs {
     /// The data dir.
     #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./snapshots")]
     pub data_dir: PathBuf,
+    /// `inspect` only: inspect a cluster on these NATS urls instead of a
+    /// data dir (comma-separated).
+    #[arg(long, env = "TOKEND_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// `inspect --cluster`: the cluster's name.
+    #[arg(long, env = "TOKEND_CLUSTER_NAME", default_value = "tokend")]
+    pub cluster_name: String,
 }
 
 /// Flags of `tokend serve`.

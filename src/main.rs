@@ -33,7 +33,16 @@ fn main() -> ExitCode {
     tokend::malloc::tune_for_server();
     let result = match Cli::parse().command() {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+        Command::Inspect(args) if !args.cluster.is_empty() => actix_web::rt::System::new()
+            .block_on(tokend::cluster::inspect::inspect(
+                &args.cluster,
+                &args.cluster_name,
+                &mut std::io::stdout(),
+            )),
         Command::Inspect(args) => offline::inspect(&args.data_dir, &mut std::io::stdout()),
+        Command::Compact(args) if !args.cluster.is_empty() => {
+            Err("compact works on a data dir; a cluster's logs are JetStream's".into())
+        }
         Command::Compact(args) => offline::compact(&args.data_dir, &mut std::io::stdout()),
     };
     match result {

@@ -22,10 +22,13 @@
 //! - [`takeover`]: rebuilding a shard from its subject and claiming it;
 //! - [`ownership`]: the shard map, leases, claims, hand-offs;
 //! - [`forward`]: requests for shards held elsewhere, over NATS
-//!   request-reply.
+//!   request-reply;
+//! - [`inspect`]: `tokend inspect --cluster`: the stream, the shard map and
+//!   the nodes, read without changing anything.
 
 pub mod catalog_log;
 pub mod forward;
+pub mod inspect;
 pub mod message;
 pub mod names;
 pub mod ownership;
