@@ -163,6 +163,7 @@ fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, String> {
         replicas: usize::from(args.cluster_replicas),
         allow_unsafe: args.cluster_allow_unsafe,
         lease: LeaseTimes::default(),
+        snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
     }))
 }
 

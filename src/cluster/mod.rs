@@ -19,7 +19,10 @@
 //!   seam: group commit, fencing, retry while the stream has no leader;
 //! - [`catalog_log`]: the catalog replica every node tails, and catalog
 //!   writes decided by compare-and-set on its subject;
-//! - [`takeover`]: rebuilding a shard from its subject and claiming it;
+//! - [`snapshots`]: shard snapshots in the object store, and the purge of
+//!   the subject below them;
+//! - [`takeover`]: rebuilding a shard from its snapshot and subject, and
+//!   claiming it;
 //! - [`ownership`]: the shard map, leases, claims, hand-offs;
 //! - [`forward`]: requests for shards held elsewhere, over NATS
 //!   request-reply;
@@ -34,13 +37,15 @@ pub mod names;
 pub mod ownership;
 pub mod replicated_log;
 pub mod setup;
+pub mod snapshots;
 pub mod takeover;
 
 use crate::clock::Clock;
 use crate::engine::{ClusterEngineConfig, Engine};
 use catalog_log::CatalogReplica;
 use forward::{ForwardCounts, Forwarder};
-use ownership::{LeaseTimes, Ownership};
+use ownership::{LeaseTimes, Ownership, Settings};
+use snapshots::ShardSnapshots;
 use std::sync::Arc;
 
 /// How a node joins a cluster.
@@ -60,6 +65,8 @@ pub struct ClusterConfig {
     pub allow_unsafe: bool,
     /// Lease timing.
     pub lease: LeaseTimes,
+    /// How often each shard is snapshotted (when it changed).
+    pub snapshot_interval: std::time::Duration,
 }
 
 /// Why a node could not join.
@@ -100,6 +107,7 @@ impl ClusterNode {
     ) -> Result<Self, ClusterError> {
         assert_eq!(engine_config.shards, usize::from(config.shards));
         let jet = setup::connect(&config).await?;
+        let snapshots = open_snapshots(&jet, config.replicas).await?;
         let catalog = CatalogReplica::new(jet.clone());
         actix_web::rt::spawn(Arc::clone(&catalog).tail());
         catalog
@@ -123,8 +131,12 @@ impl ClusterNode {
             config.node_id.clone(),
             engine.clone(),
             Arc::clone(&catalog),
-            config.lease,
-            engine_config.tombstone_retention_ms,
+            snapshots,
+            Settings {
+                lease: config.lease,
+                retention_ms: engine_config.tombstone_retention_ms,
+                snapshot_interval: config.snapshot_interval,
+            },
             Arc::clone(&forward_counts),
         );
         Ok(Self {
@@ -144,6 +156,22 @@ impl ClusterNode {
     /// Hands every shard off and leaves the nodes bucket (graceful stop).
     pub async fn leave(&self) {
         self.ownership.leave().await;
+    }
+}
+
+/// Opens the snapshot store, retrying while a new bucket's leader is being
+/// elected (nodes starting together race to create it).
+async fn open_snapshots(jet: &setup::Jet, replicas: usize) -> Result<ShardSnapshots, ClusterError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        match ShardSnapshots::open(&jet.js, jet.stream.clone(), &jet.names, replicas).await {
+            Ok(snapshots) => return Ok(snapshots),
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(30) => {
+                tracing::info!(error = %e, "snapshot store not available yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(ClusterError::Nats(e)),
+        }
     }
 }
 

@@ -74,6 +74,11 @@ impl Names {
         format!("tokend_{}_owners", self.cluster)
     }
 
+    /// The object store of shard snapshots.
+    pub fn snapshots_bucket(&self) -> String {
+        format!("tokend_{}_snapshots", self.cluster)
+    }
+
     /// The live nodes.
     pub fn nodes_bucket(&self) -> String {
         format!("tokend_{}_nodes", self.cluster)

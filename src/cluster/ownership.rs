@@ -33,6 +33,7 @@ use super::forward::{self, ForwardCounts};
 use super::names::Names;
 use super::replicated_log::{Ended, ReplicatedLog, Target};
 use super::setup::Jet;
+use super::snapshots::ShardSnapshots;
 use super::takeover::{self, TakenOver};
 use crate::engine::{Engine, Tenure};
 use crate::log::LogError;
@@ -70,6 +71,17 @@ impl Default for LeaseTimes {
             tick: Duration::from_millis(200),
         }
     }
+}
+
+/// How a node runs its part of the shard map.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Lease timing.
+    pub lease: LeaseTimes,
+    /// Tombstone retention for rebuilt shards.
+    pub retention_ms: i64,
+    /// How often each shard held here is snapshotted (when it changed).
+    pub snapshot_interval: Duration,
 }
 
 /// A lease this node holds: serving stops when it runs out.
@@ -224,6 +236,8 @@ pub struct Ownership {
     pub counts: OwnershipCounts,
     /// Forwarding counters.
     forward_counts: Arc<ForwardCounts>,
+    /// Shard snapshots.
+    snapshots: ShardSnapshots,
 }
 
 impl Ownership {
@@ -233,10 +247,15 @@ impl Ownership {
         node: String,
         engine: Engine,
         catalog: Arc<CatalogReplica>,
-        times: LeaseTimes,
-        retention_ms: i64,
+        snapshots: ShardSnapshots,
+        settings: Settings,
         forward_counts: Arc<ForwardCounts>,
     ) -> Arc<Self> {
+        let Settings {
+            lease: times,
+            retention_ms,
+            snapshot_interval,
+        } = settings;
         let (events, receiver) = mpsc::unbounded_channel();
         let this = Arc::new(Self {
             shards: engine.shard_count(),
@@ -254,7 +273,9 @@ impl Ownership {
             stop: Notify::new(),
             counts: OwnershipCounts::default(),
             forward_counts,
+            snapshots,
         });
+        actix_web::rt::spawn(Arc::clone(&this).snapshot_schedule(snapshot_interval));
         actix_web::rt::spawn(Arc::clone(&this).watch_owners());
         actix_web::rt::spawn(Arc::clone(&this).watch_nodes());
         actix_web::rt::spawn(Arc::clone(&this).run(receiver));
@@ -483,9 +504,18 @@ impl Ownership {
         let node = self.node.clone();
         let retention_ms = self.retention_ms;
         let events = self.events.clone();
+        let snapshots = self.snapshots.clone();
         actix_web::rt::spawn(async move {
-            let result =
-                takeover::take_over(&jet, &catalog, shard, &node, epoch, retention_ms).await;
+            let result = takeover::take_over(
+                &jet,
+                &catalog,
+                &snapshots,
+                shard,
+                &node,
+                epoch,
+                retention_ms,
+            )
+            .await;
             let _ = events.send(Event::Loaded {
                 shard,
                 epoch,
@@ -628,9 +658,43 @@ impl Ownership {
         }
     }
 
+    /// Snapshots every shard served here that changed since its last
+    /// snapshot, every `interval`, one shard at a time (off the loop that
+    /// renews leases).
+    async fn snapshot_schedule(self: Arc<Self>, interval: Duration) {
+        let mut done: HashMap<(usize, u64), crate::log::Lsn> = HashMap::new();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let serving: Vec<(usize, u64, ReplicatedLog)> = self
+                .held
+                .lock()
+                .iter()
+                .filter_map(|(s, h)| h.serving.as_ref().map(|v| (*s, h.epoch, v.log.clone())))
+                .collect();
+            done.retain(|(s, e), _| serving.iter().any(|(s2, e2, _)| s == s2 && e == e2));
+            for (shard, epoch, log) in serving {
+                let lsn = crate::log::Log::last_lsn(&log);
+                if lsn == 0 || done.get(&(shard, epoch)) == Some(&lsn) {
+                    continue;
+                }
+                let now = self.engine.now();
+                match self.snapshots.take(&self.engine, shard, &log, now).await {
+                    Ok(_) => {
+                        done.insert((shard, epoch), lsn);
+                    }
+                    Err(e) => tracing::warn!(shard, error = %e, "shard snapshot failed"),
+                }
+            }
+        }
+    }
+
     async fn watch_owners(self: Arc<Self>) {
         loop {
-            match self.jet.owners.watch_all().await {
+            // With history: the last value of every key first, then changes.
+            match self.jet.owners.watch_with_history(">").await {
                 Ok(mut watch) => {
                     while let Some(entry) = watch.next().await {
                         let Ok(entry) = entry else { break };
@@ -665,7 +729,7 @@ impl Ownership {
 
     async fn watch_nodes(self: Arc<Self>) {
         loop {
-            match self.jet.nodes.watch_all().await {
+            match self.jet.nodes.watch_with_history(">").await {
                 Ok(mut watch) => {
                     while let Some(entry) = watch.next().await {
                         let Ok(entry) = entry else { break };

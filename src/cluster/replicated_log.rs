@@ -71,8 +71,6 @@ struct State {
     pending: Vec<u8>,
     /// LSN of the last record sent and acknowledged.
     durable_lsn: Lsn,
-    /// LSN of the last record taken by the committer.
-    taken_lsn: Lsn,
     /// `(lsn, frame end in pending)` of each pending record, to cut batches
     /// at record boundaries.
     frames: VecDeque<(Lsn, usize)>,
@@ -83,7 +81,27 @@ struct State {
     closing: bool,
     /// Answers waiting for their LSN, in LSN order.
     waiters: VecDeque<(Lsn, oneshot::Sender<Result<(), LogError>>)>,
+    /// The claim marker's sequence: where this epoch's records start.
+    claim_sequence: u64,
+    /// `(first LSN, last LSN, stream sequence)` of the recent acknowledged
+    /// messages, so that a snapshot at an LSN can say which message it
+    /// covers ([`ReplicatedLog::stamp`]).
+    acknowledged: VecDeque<(Lsn, Lsn, u64)>,
 }
+
+/// Where a shard's snapshot stands in its subject: it includes the records
+/// of every message before `sequence` and the first `skip` records of
+/// message `sequence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp {
+    /// The message.
+    pub sequence: u64,
+    /// Records of that message included.
+    pub skip: u64,
+}
+
+/// Acknowledged messages remembered for [`ReplicatedLog::stamp`].
+const ACKNOWLEDGED_MAX: usize = 65_536;
 
 /// Where the committer appends.
 pub struct Target {
@@ -107,11 +125,12 @@ impl ReplicatedLog {
                     next_lsn: 1,
                     pending: Vec::new(),
                     durable_lsn: 0,
-                    taken_lsn: 0,
                     frames: VecDeque::new(),
                     ended: None,
                     closing: false,
                     waiters: VecDeque::new(),
+                    claim_sequence: 0,
+                    acknowledged: VecDeque::new(),
                 }),
                 wake: Notify::new(),
             }),
@@ -145,6 +164,7 @@ impl ReplicatedLog {
     /// returns how it ended.
     pub async fn run(self, target: Target) -> Ended {
         let mut last_sequence = target.last_sequence;
+        self.shared.state.lock().claim_sequence = last_sequence;
         let mut batch_number: u64 = 0;
         loop {
             let wake = self.shared.wake.notified();
@@ -155,7 +175,7 @@ impl ReplicatedLog {
                 }
                 take_batch(&mut state)
             };
-            let Some((payload, last_lsn)) = batch else {
+            let Some((payload, first_lsn, last_lsn)) = batch else {
                 if self.shared.state.lock().closing {
                     self.end(LogError::Closed);
                     return Ended::Failed("closed".into());
@@ -168,7 +188,7 @@ impl ReplicatedLog {
             match publish(&target, payload, &id, last_sequence).await {
                 Ok(sequence) => {
                     last_sequence = sequence;
-                    self.acknowledge(last_lsn);
+                    self.acknowledge(first_lsn, last_lsn, sequence);
                 }
                 Err(ended) => {
                     let error = match &ended {
@@ -186,13 +206,39 @@ impl ReplicatedLog {
         }
     }
 
-    /// Records up to `lsn` are acknowledged: resolves their waits.
-    fn acknowledge(&self, lsn: Lsn) {
+    /// Where a snapshot that includes the records up to `lsn` (durable)
+    /// stands in the subject; `None` when that message is no longer
+    /// remembered.
+    pub fn stamp(&self, lsn: Lsn) -> Option<Stamp> {
+        let state = self.shared.state.lock();
+        if lsn == 0 {
+            return Some(Stamp {
+                sequence: state.claim_sequence,
+                skip: 0,
+            });
+        }
+        let at = state
+            .acknowledged
+            .partition_point(|(_, last, _)| *last < lsn);
+        let &(first, _, sequence) = state.acknowledged.get(at)?;
+        (first <= lsn).then_some(Stamp {
+            sequence,
+            skip: lsn - first + 1,
+        })
+    }
+
+    /// The message `sequence` holding records `first..=last` is
+    /// acknowledged: resolves their waits.
+    fn acknowledge(&self, first: Lsn, lsn: Lsn, sequence: u64) {
         let mut resolved = Vec::new();
         {
             let mut state = self.shared.state.lock();
             debug_assert!(lsn > state.durable_lsn, "acknowledgements in order");
             state.durable_lsn = lsn;
+            if state.acknowledged.len() == ACKNOWLEDGED_MAX {
+                state.acknowledged.pop_front();
+            }
+            state.acknowledged.push_back((first, lsn, sequence));
             while state.waiters.front().is_some_and(|(l, _)| *l <= lsn) {
                 if let Some((_, waiter)) = state.waiters.pop_front() {
                     resolved.push(waiter);
@@ -212,9 +258,11 @@ impl Default for ReplicatedLog {
 }
 
 /// Takes the pending records, up to [`MESSAGE_BYTES_MAX`] at a record
-/// boundary, as one message: the payload and the LSN of its last record.
-fn take_batch(state: &mut State) -> Option<(Vec<u8>, Lsn)> {
+/// boundary, as one message: the payload and the LSNs of its first and last
+/// records.
+fn take_batch(state: &mut State) -> Option<(Vec<u8>, Lsn, Lsn)> {
     let (mut last_lsn, mut end) = *state.frames.front()?;
+    let first_lsn = last_lsn;
     // One record always goes, whatever its size (append bounds it).
     state.frames.pop_front();
     while let Some(&(lsn, frame_end)) = state.frames.front() {
@@ -231,8 +279,7 @@ fn take_batch(state: &mut State) -> Option<(Vec<u8>, Lsn)> {
     for frame in &mut state.frames {
         frame.1 -= end;
     }
-    state.taken_lsn = last_lsn;
-    Some((payload, last_lsn))
+    Some((payload, first_lsn, last_lsn))
 }
 
 /// Whether JetStream refused the append because the subject moved on: its
@@ -404,16 +451,37 @@ mod tests {
         assert_eq!((first, second, log.last_lsn()), (1, 2, 2));
         let wait_second = log.durable(second);
         let mut wait_first = log.durable(first);
-        let (payload, last) = take_batch(&mut log.shared.state.lock()).unwrap();
-        assert_eq!(last, 2);
+        let (payload, first, last) = take_batch(&mut log.shared.state.lock()).unwrap();
+        assert_eq!((first, last), (1, 2));
         match message::decode(&payload).unwrap() {
             message::LogMessage::Batch(records) => assert_eq!(records.len(), 2),
             other => panic!("{other:?}"),
         }
         assert!(take_batch(&mut log.shared.state.lock()).is_none());
         assert_eq!((&mut wait_first).now_or_never(), None);
-        log.acknowledge(2);
+        log.acknowledge(1, 2, 40);
         assert_eq!(wait_first.now_or_never(), Some(Ok(())));
+        assert_eq!(
+            log.stamp(1),
+            Some(Stamp {
+                sequence: 40,
+                skip: 1
+            })
+        );
+        assert_eq!(
+            log.stamp(2),
+            Some(Stamp {
+                sequence: 40,
+                skip: 2
+            })
+        );
+        assert_eq!(
+            log.stamp(0),
+            Some(Stamp {
+                sequence: 0,
+                skip: 0
+            })
+        );
         assert_eq!(wait_second.now_or_never(), Some(Ok(())));
         assert_eq!(log.durable(2).now_or_never(), Some(Ok(())));
         assert!(matches!(

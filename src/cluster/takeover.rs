@@ -1,5 +1,6 @@
-//! Taking a shard over: rebuild its state from its subject, then append a
-//! claim marker with the subject's last sequence as the expected one.
+//! Taking a shard over: rebuild its state from its newest snapshot and the
+//! messages of its subject after it, then append a claim marker with the
+//! subject's last sequence as the expected one.
 //!
 //! The marker is what fences the previous owner: any append it still makes
 //! expects the sequence before the marker and is refused. If the previous
@@ -11,8 +12,9 @@
 
 use super::catalog_log::{last_subject_sequence, CatalogReplica};
 use super::message::{self, Claim, LogMessage};
-use super::replicated_log::{self, Ended, Target};
+use super::replicated_log::{self, Ended, Stamp, Target};
 use super::setup::Jet;
+use super::snapshots::ShardSnapshots;
 use crate::log::LogRecord;
 use crate::shard::ShardState;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -41,6 +43,7 @@ pub struct TakenOver {
 pub async fn take_over(
     jet: &Jet,
     catalog: &CatalogReplica,
+    snapshots: &ShardSnapshots,
     shard: usize,
     node: &str,
     epoch: u64,
@@ -50,13 +53,19 @@ pub async fn take_over(
     // before the record was appended.
     catalog.catch_up().await.map_err(|e| e.to_string())?;
     let subject = jet.names.shard_subject(shard);
-    let mut state = ShardState::new(retention_ms);
-    let mut replayed_to = 0;
+    let (mut state, mut replayed_to, mut skip) = match snapshots
+        .load_newest(shard, catalog.catalog(), retention_ms)
+        .await?
+    {
+        Some((state, stamp)) => (state, stamp.sequence - 1, Some(stamp)),
+        None => (ShardState::new(retention_ms), 0, None),
+    };
     let mut messages = 0;
     for _ in 0..CLAIM_ATTEMPTS_MAX {
         let tail = last_subject_sequence(jet, &subject).await?;
         if tail > replayed_to {
-            messages += replay(jet, catalog, &subject, replayed_to + 1, tail, &mut state).await?;
+            let range = (replayed_to + 1, tail);
+            messages += replay(jet, catalog, &subject, range, skip.take(), &mut state).await?;
             replayed_to = tail;
         }
         let target = Target {
@@ -89,13 +98,14 @@ pub async fn take_over(
     ))
 }
 
-/// Applies the subject's messages `from..=to` to `state`.
+/// Applies the subject's messages `from..=to` to `state`; of the message
+/// a snapshot stamp names, only the records after those it includes.
 async fn replay(
     jet: &Jet,
     catalog: &CatalogReplica,
     subject: &str,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
+    snapshot: Option<Stamp>,
     state: &mut ShardState,
 ) -> Result<u64, String> {
     let consumer = jet
@@ -129,7 +139,10 @@ async fn replay(
         if sequence > to {
             return Ok(count);
         }
-        apply(catalog, state, sequence, &next.payload)?;
+        let skip = snapshot
+            .filter(|stamp| stamp.sequence == sequence)
+            .map_or(0, |stamp| stamp.skip);
+        apply(catalog, state, sequence, &next.payload, skip)?;
         count += 1;
         if sequence == to {
             return Ok(count);
@@ -137,17 +150,19 @@ async fn replay(
     }
 }
 
-/// Applies one message of a shard's subject.
+/// Applies one message of a shard's subject but its first `skip` records.
 fn apply(
     catalog: &CatalogReplica,
     state: &mut ShardState,
     sequence: u64,
     payload: &[u8],
+    skip: u64,
 ) -> Result<(), String> {
     match message::decode(payload).map_err(|e| format!("message {sequence}: {e}"))? {
         LogMessage::Claim(_) => Ok(()),
         LogMessage::Batch(records) => {
-            for record in records {
+            let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+            for record in records.into_iter().skip(skip) {
                 let LogRecord::Shard { now_ms, command } = record else {
                     return Err(format!("message {sequence} holds a catalog record"));
                 };

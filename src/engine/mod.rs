@@ -336,6 +336,12 @@ impl Engine {
         self.inner.placement.remove(index)
     }
 
+    /// Cluster: captures shard `index` for a snapshot, when it runs here.
+    pub async fn capture_shard(&self, index: usize) -> Option<crate::shard::ShardCapture> {
+        let handle = self.inner.placement.get(index)?;
+        handle.addr.send(crate::shard::actor::Capture).await.ok()
+    }
+
     /// The shards running here.
     pub fn local_shards(&self) -> Vec<usize> {
         self.inner
