@@ -96,12 +96,14 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     Err(unauthenticated())
 }
 
+/// An authentication: decided at once, or after a catalog catch-up.
+pub type Authenticating =
+    Either<Ready<Result<Caller, ApiError>>, LocalBoxFuture<'static, Result<Caller, ApiError>>>;
+
 /// [`authenticate`], and in a cluster, when an account key is unknown, once
 /// more after the catalog replica caught up: a key created through another
 /// node a moment ago is not refused.
-pub fn authenticate_fresh(
-    req: &HttpRequest,
-) -> Either<Ready<Result<Caller, ApiError>>, LocalBoxFuture<'static, Result<Caller, ApiError>>> {
+pub fn authenticate_fresh(req: &HttpRequest) -> Authenticating {
     let first = authenticate(req);
     let replicated = || {
         AppState::of(req)
@@ -124,8 +126,7 @@ pub fn authenticate_fresh(
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future =
-        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
+    type Future = Authenticating;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         authenticate_fresh(req)
