@@ -61,7 +61,7 @@ pub async fn take_over(
         None => (ShardState::new(retention_ms), 0, None),
     };
     let mut messages = 0;
-    for _ in 0..CLAIM_ATTEMPTS_MAX {
+    for attempt in 0..CLAIM_ATTEMPTS_MAX {
         let tail = last_subject_sequence(jet, &subject).await?;
         if tail > replayed_to {
             let range = (replayed_to + 1, tail);
@@ -78,7 +78,12 @@ pub async fn take_over(
             node: node.to_owned(),
             epoch,
         });
-        let id = format!("{}.{shard}.{epoch}.claim.{node}", jet.names.cluster());
+        // One id per attempt: a retried attempt whose first try landed is
+        // acknowledged as a duplicate (and refused), the next one is not.
+        let id = format!(
+            "{}.{shard}.{epoch}.claim.{node}.{attempt}",
+            jet.names.cluster()
+        );
         match replicated_log::publish(&target, marker, &id, tail).await {
             Ok(claim_sequence) => {
                 return Ok(TakenOver {
