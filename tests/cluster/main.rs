@@ -7,6 +7,7 @@
 //! publish conditional on a subject's last sequence has exactly one winner
 //! among concurrent publishers, whichever servers they are connected to.
 
+mod faults;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
@@ -209,7 +210,6 @@ async fn nats_servers_rejoin_after_a_kill_and_a_full_stop() {
 /// The shape of a tokend cluster test (see `support`): three NATS servers,
 /// three nodes; a token created on one node is redeemed once across all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs tokend's cluster mode (`tokend serve --cluster`)"]
 async fn a_token_is_redeemed_once_across_the_nodes() {
     let cluster = Cluster::start(3, 3, 8);
     let api = cluster.api(0);
