@@ -176,7 +176,7 @@ async fn client(
         n += 1;
         let api = &apis[(id + n) % apis.len()];
         let idempotency = format!("c{id}-{n}");
-        let event = if n % 4 == 0 {
+        let event = if n.is_multiple_of(4) {
             let body = json!({"collectionId": collection, "idempotencyKey": idempotency});
             match send(api, Method::POST, "/api/tokens", &key, &body).await {
                 Some(reply) => Event::Create {
