@@ -591,6 +591,7 @@ impl Ownership {
             });
         });
         let tokens = taken.state.len();
+        let (snapshot, messages) = (taken.snapshot, taken.messages);
         self.engine.install_shard(
             shard,
             taken.state,
@@ -614,7 +615,8 @@ impl Ownership {
             shard,
             epoch,
             tokens,
-            messages = taken.messages,
+            snapshot_sequence = snapshot.map_or(0, |s| s.sequence),
+            messages,
             "serving the shard"
         );
     }

@@ -37,6 +37,8 @@ pub struct TakenOver {
     pub claim_sequence: u64,
     /// Messages replayed.
     pub messages: u64,
+    /// The stamp of the snapshot it started from, if any.
+    pub snapshot: Option<Stamp>,
 }
 
 /// Rebuilds shard `shard` and appends the claim of `node`, `epoch`.
@@ -60,6 +62,7 @@ pub async fn take_over(
         Some((state, stamp)) => (state, stamp.sequence - 1, Some(stamp)),
         None => (ShardState::new(retention_ms), 0, None),
     };
+    let snapshot = skip;
     let mut messages = 0;
     for attempt in 0..CLAIM_ATTEMPTS_MAX {
         let tail = last_subject_sequence(jet, &subject).await?;
@@ -90,6 +93,7 @@ pub async fn take_over(
                     state,
                     claim_sequence,
                     messages,
+                    snapshot,
                 })
             }
             Err(Ended::Fenced(cause)) => {

@@ -93,15 +93,16 @@ fn served(cluster: &Cluster) -> Vec<(usize, BTreeSet<usize>)> {
 /// Waits until every shard is served by exactly one of the nodes that
 /// answer, each of which sees all of them live and serves its share, twice
 /// in a row; returns how long it took.
-fn wait_settled(cluster: &Cluster, timeout: Duration) -> Duration {
+pub fn wait_settled(cluster: &Cluster, timeout: Duration) -> Duration {
+    let shards = cluster.shards();
     let started = Instant::now();
     let mut stable = 0;
     loop {
         let views = views(cluster);
         let served: Vec<_> = views.iter().map(|(i, s, _)| (*i, s.clone())).collect();
-        let mut count = vec![0usize; usize::from(SHARDS)];
-        for (_, shards, _) in &views {
-            for s in shards {
+        let mut count = vec![0usize; usize::from(shards)];
+        for (_, held, _) in &views {
+            for s in held {
                 count[*s] += 1;
             }
         }

@@ -8,6 +8,7 @@
 //! among concurrent publishers, whichever servers they are connected to.
 
 mod faults;
+mod lifecycle;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;

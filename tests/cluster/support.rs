@@ -193,6 +193,11 @@ impl Cluster {
         }
     }
 
+    /// The cluster's shard count.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
     /// The NATS servers.
     pub fn nats(&self) -> &NatsCluster {
         &self.nats

@@ -1,0 +1,194 @@
+//! A cluster's life: nodes that would be unsafe or disagree are refused at
+//! start, and a restart of everything (every tokend node and every NATS
+//! server, gracefully) restores every token from the stream and the
+//! snapshots in the object store.
+
+use super::faults::wait_settled;
+use super::support::{Cluster, READY_TIMEOUT};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Waits for node `index` to exit on its own; returns its log.
+fn exits_with_log(cluster: &Cluster, index: usize) -> String {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = cluster.node(index).exit_status() {
+            assert!(!status.success(), "a refused node exits non-zero");
+            return cluster.node(index).log();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {index} was expected to refuse to start:\n{}",
+            cluster.node(index).log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn nodes_that_disagree_or_would_be_unsafe_are_refused() {
+    let mut cluster = Cluster::start(3, 1, 8);
+    // Another shard count than the cluster was created with.
+    let mut config = cluster.node_config(1);
+    config.shards = 4;
+    let other_count = cluster.add_node_with(config);
+    let log = exits_with_log(&cluster, other_count);
+    assert!(
+        log.contains("created with --cluster-shards 8"),
+        "the refusal names both counts:\n{log}"
+    );
+    // No admin key: every node must accept the same one, none is generated.
+    let mut config = cluster.node_config(2);
+    config.admin_key = String::new();
+    let keyless = cluster.add_node_with(config);
+    let log = exits_with_log(&cluster, keyless);
+    assert!(log.contains("TOKEND_ADMIN_KEY"), "{log}");
+    // A new cluster whose stream would have one replica.
+    let mut config = cluster.node_config(3);
+    config.cluster_name = "single-replica".into();
+    let config = config.arg("--cluster-replicas").arg("1");
+    let unsafe_node = cluster.add_node_with(config);
+    let log = exits_with_log(&cluster, unsafe_node);
+    assert!(
+        log.contains("replica") && log.contains("--cluster-allow-unsafe"),
+        "{log}"
+    );
+    // The first node was not disturbed.
+    assert_eq!(cluster.node(0).ready_status(), Some(200));
+}
+
+/// Every token of the account, through node `node`.
+async fn all_tokens(cluster: &Cluster, node: usize, key: &str) -> Vec<Value> {
+    let reply = cluster
+        .api(node)
+        .get(key, "/api/tokens?limit=500")
+        .await
+        .expect(200);
+    assert_eq!(
+        reply.body["pagination"]["hasMore"],
+        json!(false),
+        "one page holds them"
+    );
+    reply.body["data"].as_array().expect("data").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_of_everything_restores_every_token_from_the_stream_and_the_snapshots() {
+    let mut cluster = Cluster::start(3, 0, 8);
+    for i in 0..3 {
+        // Snapshots every second, so that the restart reads them and the
+        // purged stream.
+        let config = cluster
+            .node_config(i)
+            .arg("--snapshot-interval-secs")
+            .arg("1");
+        cluster.add_node_with(config);
+    }
+    tokio::task::block_in_place(|| {
+        cluster.wait_all_ready(READY_TIMEOUT);
+        wait_settled(&cluster, READY_TIMEOUT);
+    });
+    let key = cluster.api(0).tenant_key("restart").await;
+    let collection = cluster.api(1).create_collection(&key, "gifts").await;
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let tokens: Vec<Value> = (0..100)
+            .map(|i| json!({"collectionId": collection, "metadata": {"n": format!("{round}-{i}")}}))
+            .collect();
+        let reply = cluster
+            .api(round % 3)
+            .post(&key, "/api/tokens/batch", &json!({ "tokens": tokens }))
+            .await
+            .expect(201);
+        for token in reply.body["data"].as_array().expect("data") {
+            ids.push(token["id"].as_str().expect("id").to_owned());
+        }
+        // Redeem a third of this round's tokens, each with its own key.
+        for (i, id) in ids[round * 100..].iter().enumerate().step_by(3) {
+            cluster
+                .api(i % 3)
+                .post(
+                    &key,
+                    &format!("/api/tokens/{id}/redeem"),
+                    &json!({"idempotencyKey": format!("r-{id}")}),
+                )
+                .await
+                .expect(200);
+        }
+        // Let snapshots run between rounds: the last round stays in the
+        // stream only.
+        if round < 2 {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+        }
+    }
+    let before = all_tokens(&cluster, 2, &key).await;
+    assert_eq!(before.len(), 300);
+    let snapshots: usize = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.log().matches("shard snapshot written").count())
+        .sum();
+    assert!(
+        snapshots >= 8,
+        "shards were snapshotted ({snapshots} snapshots)"
+    );
+
+    tokio::task::block_in_place(|| {
+        for i in 0..3 {
+            assert!(cluster.node_mut(i).terminate().success(), "a clean exit");
+        }
+        cluster.nats_mut().stop_all();
+        cluster.nats_mut().start_all_again();
+        for i in 0..3 {
+            cluster.node_mut(i).restart();
+        }
+        cluster.wait_all_ready(READY_TIMEOUT);
+        wait_settled(&cluster, READY_TIMEOUT);
+    });
+    let after = all_tokens(&cluster, 0, &key).await;
+    let restored = |tokens: &[Value]| -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_owned(),
+                    t["status"].as_str().unwrap_or_default().to_owned(),
+                    t["redemption"]["idempotencyKey"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(restored(&after), restored(&before), "every token as it was");
+    let redeemed = after
+        .iter()
+        .filter(|t| t["status"] == json!("redeemed"))
+        .count();
+    assert_eq!(
+        redeemed, 102,
+        "a third of each round (34 per round) was redeemed"
+    );
+    // The takeovers after the restart started from snapshots.
+    let from_snapshots = cluster
+        .nodes()
+        .iter()
+        .flat_map(|n| {
+            n.current_log()
+                .text()
+                .lines()
+                .filter(|l| l.contains("serving the shard") && !l.contains("snapshot_sequence=0"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .count();
+    assert!(
+        from_snapshots > 0,
+        "no takeover used a snapshot:
+{}",
+        cluster.logs()
+    );
+}
