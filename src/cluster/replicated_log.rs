@@ -100,8 +100,10 @@ pub struct Stamp {
     pub skip: u64,
 }
 
-/// Acknowledged messages remembered for [`ReplicatedLog::stamp`].
-const ACKNOWLEDGED_MAX: usize = 65_536;
+/// Acknowledged messages remembered for [`ReplicatedLog::stamp`] (24 bytes
+/// each): a snapshot stamps the LSN it captured right after waiting for it,
+/// so only the newest few messages are ever asked for.
+const ACKNOWLEDGED_MAX: usize = 1_024;
 
 /// Where the committer appends.
 pub struct Target {
