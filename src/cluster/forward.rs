@@ -3,7 +3,8 @@
 //! only its owner listens, and comes back as if decided here.
 //!
 //! The owner decides it like a local request and replies once its records
-//! are durable. No listener means no node serves the shard right now (a
+//! are durable; a node that does not hold the shard when a request arrives
+//! stays silent. No listener means no node serves the shard right now (a
 //! takeover is under way): 503 `NOT_READY` with `Retry-After`. A request
 //! that times out may or may not have taken effect: 503 `SHARD_MOVED`, as for
 //! a request in flight when the shard moved.
@@ -22,9 +23,6 @@ use std::sync::Arc;
 /// Requests a node has in flight for the shards it owns: bounds the tasks a
 /// burst of forwarded requests can start.
 const SERVING_IN_FLIGHT_MAX: usize = 8_192;
-/// The queue group of a shard's request subject: if two nodes listen for a
-/// moment (a hand-off), each request reaches one of them.
-const QUEUE_GROUP: &str = "owner";
 
 /// Why the owner did not answer with a reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,11 +170,12 @@ pub async fn serve_shard(
     counts: Arc<ForwardCounts>,
 ) {
     let subject = jet.names.rpc_subject(shard);
-    let mut requests = match jet
-        .client
-        .queue_subscribe(subject.clone(), QUEUE_GROUP.into())
-        .await
-    {
+    // Every listener gets every request, and the requester takes the first
+    // answer: a node that stopped holding the shard stays silent, so a
+    // listener the server still counts but that cannot answer (a node cut
+    // off by a partition, until the server notices) delays nothing. A
+    // queue group would hand it some of the requests, to time out.
+    let mut requests = match jet.client.subscribe(subject.clone()).await {
         Ok(requests) => requests,
         Err(e) => {
             tracing::error!(shard, error = %e, "cannot listen for forwarded requests");
@@ -188,6 +187,9 @@ pub async fn serve_shard(
         let Some(reply_to) = message.reply.clone() else {
             continue;
         };
+        if !engine.serves(shard) {
+            continue;
+        }
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             return;
         };

@@ -18,6 +18,8 @@ pub const REPLICAS_SAFE: usize = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request to NATS may take before it is treated as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the connection to NATS is pinged.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 /// How long setup retries what NATS refuses (leaders being elected).
 const SETUP_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Messages of one subject are de-duplicated by id within this window.
@@ -58,6 +60,10 @@ pub async fn connect(config: &ClusterConfig) -> Result<Jet, ClusterError> {
         .name(format!("tokend {} {}", config.name, config.node_id))
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(REQUEST_TIMEOUT))
+        // A connection that silently died (a partition drops packets, it
+        // sends no reset) is noticed after two unanswered pings, not after
+        // the default minutes.
+        .ping_interval(PING_INTERVAL)
         .retry_on_initial_connect()
         .connect(addrs)
         .await

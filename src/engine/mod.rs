@@ -342,14 +342,9 @@ impl Engine {
         handle.addr.send(crate::shard::actor::Capture).await.ok()
     }
 
-    /// The shards running here.
-    pub fn local_shards(&self) -> Vec<usize> {
-        self.inner
-            .placement
-            .local()
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect()
+    /// Whether shard `index` runs here and this node still holds it.
+    pub fn serves(&self, index: usize) -> bool {
+        matches!(self.local(index), Ok(Some(_)))
     }
 
     /// Cluster: decides a request another node sent for a shard held here.

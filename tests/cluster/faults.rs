@@ -83,7 +83,7 @@ fn views(cluster: &Cluster) -> Vec<(usize, BTreeSet<usize>, usize)> {
 }
 
 /// The shards each answering node serves.
-fn served(cluster: &Cluster) -> Vec<(usize, BTreeSet<usize>)> {
+pub fn served(cluster: &Cluster) -> Vec<(usize, BTreeSet<usize>)> {
     views(cluster)
         .into_iter()
         .map(|(i, held, _)| (i, held))
@@ -249,7 +249,7 @@ async fn faults_lose_no_acknowledged_change_and_spend_no_token_twice() {
             .collect();
         let reply = cluster
             .api(chunk % 3)
-            .post(&key, "/api/tokens/batch", &json!({ "tokens": tokens }))
+            .post_retrying(&key, "/api/tokens/batch", &json!({ "tokens": tokens }))
             .await
             .expect(201);
         for token in reply.body["data"].as_array().expect("data") {

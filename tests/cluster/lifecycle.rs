@@ -59,11 +59,26 @@ fn nodes_that_disagree_or_would_be_unsafe_are_refused() {
 
 /// Every token of the account, through node `node`.
 async fn all_tokens(cluster: &Cluster, node: usize, key: &str) -> Vec<Value> {
-    let reply = cluster
-        .api(node)
-        .get(key, "/api/tokens?limit=500")
-        .await
-        .expect(200);
+    let api = cluster.api(node);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let reply = loop {
+        let reply = api
+            .try_call(
+                reqwest::Method::GET,
+                "/api/tokens?limit=500",
+                Some(key),
+                None,
+            )
+            .await;
+        match reply {
+            Ok(reply) if reply.status != 503 => break reply.expect(200),
+            other => assert!(
+                Instant::now() < deadline,
+                "the list stays unavailable: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_eq!(
         reply.body["pagination"]["hasMore"],
         json!(false),
@@ -97,7 +112,7 @@ async fn a_restart_of_everything_restores_every_token_from_the_stream_and_the_sn
             .collect();
         let reply = cluster
             .api(round % 3)
-            .post(&key, "/api/tokens/batch", &json!({ "tokens": tokens }))
+            .post_retrying(&key, "/api/tokens/batch", &json!({ "tokens": tokens }))
             .await
             .expect(201);
         for token in reply.body["data"].as_array().expect("data") {
@@ -107,7 +122,7 @@ async fn a_restart_of_everything_restores_every_token_from_the_stream_and_the_sn
         for (i, id) in ids[round * 100..].iter().enumerate().step_by(3) {
             cluster
                 .api(i % 3)
-                .post(
+                .post_retrying(
                     &key,
                     &format!("/api/tokens/{id}/redeem"),
                     &json!({"idempotencyKey": format!("r-{id}")}),

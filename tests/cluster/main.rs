@@ -9,6 +9,7 @@
 
 mod faults;
 mod lifecycle;
+mod partition;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;

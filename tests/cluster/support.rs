@@ -130,7 +130,11 @@ impl Cluster {
     /// `--cluster-shards shards` (and `--cluster-allow-unsafe` when there
     /// are fewer than 3 NATS servers), and waits until every node is ready.
     pub fn start(nats: usize, nodes: usize, shards: u16) -> Cluster {
-        let nats = NatsCluster::start(nats);
+        Self::on(NatsCluster::start(nats), nodes, shards)
+    }
+
+    /// Like [`Cluster::start`], on NATS servers the test started itself.
+    pub fn on(nats: NatsCluster, nodes: usize, shards: u16) -> Cluster {
         let mut cluster = Cluster {
             nats,
             nodes: Vec::new(),

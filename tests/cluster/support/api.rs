@@ -122,6 +122,25 @@ impl Api {
             .unwrap_or_else(|e| panic!("{method} {}{path} was not answered: {e}", self.base))
     }
 
+    /// `POST path` with `key`, sent again (same body, so the same
+    /// idempotency key) while the answer is 503 or none comes, as a client
+    /// of a cluster would, for up to a minute.
+    pub async fn post_retrying(&self, key: &str, path: &str, body: &Value) -> Reply {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self
+                .try_call(Method::POST, path, Some(key), Some(body))
+                .await
+            {
+                Ok(reply) if reply.status != 503 => return reply,
+                other if std::time::Instant::now() > deadline => {
+                    panic!("POST {}{path} still unavailable: {other:?}", self.base)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
     /// `POST path` with the admin key.
     pub async fn admin_post(&self, path: &str, body: &Value) -> Reply {
         self.call(Method::POST, path, Some(&self.admin), Some(body))

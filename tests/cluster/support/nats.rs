@@ -134,6 +134,12 @@ impl NatsCluster {
     /// waits until JetStream is ready on all of them and, for more than
     /// one, a meta leader has been elected.
     pub fn start(n: usize) -> NatsCluster {
+        Self::start_listening(n, "127.0.0.1")
+    }
+
+    /// Like [`NatsCluster::start`], with client connections accepted on
+    /// `client_host` (`0.0.0.0`: from other network namespaces too).
+    pub fn start_listening(n: usize, client_host: &str) -> NatsCluster {
         assert!(n >= 1, "at least one nats-server");
         let binary = nats_server_binary();
         let dir = tempfile::Builder::new()
@@ -158,8 +164,11 @@ impl NatsCluster {
                 };
                 let store = dir.path().join(&server.name);
                 std::fs::create_dir_all(&store).expect("the store dir is created");
-                std::fs::write(&server.config, config(&server, &store, &routes))
-                    .expect("the config is written");
+                std::fs::write(
+                    &server.config,
+                    config(&server, &store, &routes, client_host),
+                )
+                .expect("the config is written");
                 server
             })
             .collect();
@@ -170,6 +179,11 @@ impl NatsCluster {
         };
         cluster.start_all_again();
         cluster
+    }
+
+    /// The client port of server `i`.
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.servers[i].client_port
     }
 
     /// How many servers there are (running or not).
@@ -326,11 +340,13 @@ impl Drop for NatsCluster {
 
 /// The config of one server: JetStream on `store` with an fsync before
 /// every acknowledgement, and, when there are several servers, routes to
-/// all of them.
-fn config(server: &NatsServer, store: &Path, routes: &[String]) -> String {
+/// all of them. Servers do not advertise each other's client addresses:
+/// nodes are given every server's url, and a node cut off from NATS in a
+/// partition test must not find a way back through an advertised address.
+fn config(server: &NatsServer, store: &Path, routes: &[String], client_host: &str) -> String {
     let mut config = format!(
         "server_name: {name}\n\
-         listen: 127.0.0.1:{client}\n\
+         listen: {client_host}:{client}\n\
          http: 127.0.0.1:{http}\n\
          jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
         name = server.name,
@@ -340,7 +356,7 @@ fn config(server: &NatsServer, store: &Path, routes: &[String]) -> String {
     );
     if routes.len() > 1 {
         config.push_str(&format!(
-            "cluster {{\n  name: tokend-test\n  listen: 127.0.0.1:{}\n  routes: [\n{}\n  ]\n}}\n",
+            "cluster {{\n  name: tokend-test\n  listen: 127.0.0.1:{}\n  no_advertise: true\n  routes: [\n{}\n  ]\n}}\n",
             server.cluster_port,
             routes
                 .iter()
