@@ -2,8 +2,9 @@
 //! bucket, changed only by compare-and-set, with leases the owners renew.
 //!
 //! Every node heartbeats into the nodes bucket and watches both buckets.
-//! The live nodes, sorted by id, share the shards round-robin: shard `s`
-//! belongs on `live[s % live.len()]`. Each node, every tick:
+//! The live nodes share the shards by rendezvous hashing ([`place`]): each
+//! shard belongs on the live node with the highest score for it, so when a
+//! node leaves or returns only its own shards move. Each node, every tick:
 //!
 //! - renews the lease of each shard it holds (`update` on the revision it
 //!   last wrote); a refused renewal means someone else claimed the shard:
@@ -422,8 +423,8 @@ impl Ownership {
         if !live.contains(&self.node) {
             return;
         }
-        for shard in 0..self.shards {
-            let desired = &live[shard % live.len()];
+        let placement = assign(self.shards, &live);
+        for (shard, desired) in placement.into_iter().enumerate() {
             let (held, serving) = match self.held.lock().get(&shard) {
                 Some(h) => (true, h.serving.is_some()),
                 None => (false, false),
@@ -746,6 +747,100 @@ impl Ownership {
             }
             tokio::time::sleep(self.times.tick).await;
         }
+    }
+}
+
+/// The node each shard belongs on among `live` (sorted): rendezvous
+/// hashing with bounded loads. Shard by shard, in index order, the live
+/// node with the highest score for it that has fewer than
+/// `ceil(shards / live)` shards so far. Every node computes the same answer
+/// from the same live set; no node gets more than its even share rounded
+/// up; when a node leaves or returns, its own shards move and at most a
+/// few others.
+pub fn assign<'a>(shards: usize, live: &'a [String]) -> Vec<&'a String> {
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let capacity = shards.div_ceil(live.len());
+    let mut load = vec![0usize; live.len()];
+    let mut placed = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let mut ranked: Vec<usize> = (0..live.len()).collect();
+        ranked.sort_by_key(|&i| std::cmp::Reverse((score(shard, &live[i]), live[i].as_str())));
+        // The capacities add up to at least `shards`: some node has room.
+        let pick = ranked
+            .into_iter()
+            .find(|&i| load[i] < capacity)
+            .unwrap_or(0);
+        load[pick] += 1;
+        placed.push(&live[pick]);
+    }
+    placed
+}
+
+/// A shard's score on a node: fixed hashes (FNV-1a of the node id, each
+/// side through the SplitMix64 finalizer), the same on every build and
+/// platform, since nodes of different builds must agree.
+fn score(shard: usize, node: &str) -> u64 {
+    let mut fnv: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in node.bytes() {
+        fnv ^= u64::from(byte);
+        fnv = fnv.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix(mix(fnv) ^ mix(shard as u64))
+}
+
+/// SplitMix64's finalizer.
+fn mix(mut h: u64) -> u64 {
+    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn shards_spread_evenly_and_few_move_beside_a_leaving_nodes() {
+        for names in [
+            ["n1", "n2", "n3"],
+            ["t1", "t2", "t3"],
+            ["node-a", "node-b", "node-c"],
+        ] {
+            for shards in [8, 12, 64] {
+                let three = nodes(&names);
+                let placed = assign(shards, &three);
+                let mut counts: HashMap<&str, usize> = HashMap::new();
+                for node in &placed {
+                    *counts.entry(node.as_str()).or_default() += 1;
+                }
+                let high = shards.div_ceil(3);
+                let low = shards - 2 * high;
+                assert!(
+                    counts.values().all(|c| (low..=high).contains(c)) && counts.len() == 3,
+                    "{names:?} {shards}: {counts:?}"
+                );
+                let two = nodes(&[names[0], names[2]]);
+                let after = assign(shards, &two);
+                let moved = (0..shards)
+                    .filter(|&s| placed[s] != names[1] && placed[s] != after[s])
+                    .count();
+                assert!(
+                    moved <= 2,
+                    "{names:?} {shards}: {moved} shards moved without need"
+                );
+            }
+        }
+        assert!(assign(4, &[]).is_empty());
+        // Fixed values: a change of the hash would make nodes of two builds
+        // disagree on where shards belong.
+        assert_eq!(score(0, "n1"), 0x3409_3d3c_38a0_4a24);
     }
 }
 
