@@ -64,6 +64,16 @@ impl CheckedBody for CreateApiKey {
     }
 }
 
+/// In a cluster, lets this node's catalog replica catch up first, so that
+/// an admin sees what was just created through another node.
+pub async fn catch_up(state: &AppState) -> Result<(), ApiError> {
+    let engine = state.engine()?;
+    if engine.catalog_replicated() {
+        engine.catalog_catch_up().await?;
+    }
+    Ok(())
+}
+
 fn account_not_found() -> ApiError {
     ApiError::new(ErrorCode::AccountNotFound, "No such account.")
 }
@@ -121,6 +131,7 @@ pub async fn list_api_keys(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
+    catch_up(&state).await?;
     let account = account_id(&state, &path)?;
     let (limit, after) = page_params(req.query_string())?;
     let mut keys = state.engine()?.catalog().api_keys_of(account);
@@ -143,6 +154,7 @@ pub async fn delete_api_key(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let (account, key) = path.into_inner();
+    catch_up(&state).await?;
     let account = account_id(&state, &account)?;
     let key = KeyId::parse(&key)
         .ok_or_else(|| ApiError::new(ErrorCode::ApiKeyNotFound, "No such API key."))?;

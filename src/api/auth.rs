@@ -19,6 +19,7 @@ use std::sync::Arc;
 const KEY_CHARS_MAX: usize = 512;
 
 /// Who is calling.
+#[derive(Clone)]
 pub enum Caller {
     /// The holder of the admin key.
     Admin,

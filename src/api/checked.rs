@@ -10,7 +10,8 @@
 
 use super::auth::{self, Caller};
 use super::body::{parse_json, read_bytes, BODY_BYTES_MAX};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
+use super::state::AppState;
 use super::validate::decode;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
@@ -66,7 +67,20 @@ impl<B: CheckedBody> FromRequest for Checked<B> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let caller = B::authorize(caller.await?, &req)?;
+            let caller = caller.await?;
+            let caller = match B::authorize(caller.clone(), &req) {
+                // A cluster node's catalog replica may not hold an account
+                // created through another node a moment ago.
+                Err(e) if e.code == ErrorCode::AccountNotFound => {
+                    let engine = AppState::of(&req)?.engine()?;
+                    if !engine.catalog_replicated() {
+                        return Err(e);
+                    }
+                    engine.catalog_catch_up().await?;
+                    B::authorize(caller, &req)?
+                }
+                authorized => authorized?,
+            };
             let bytes = read_bytes(&req, payload, B::BYTES_MAX).await?;
             let body = B::decode(&req, bytes)?;
             Ok(Checked { caller, body })

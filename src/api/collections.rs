@@ -113,6 +113,7 @@ pub async fn list(
     let caller = caller.require(Scope::CollectionRead)?;
     let (limit, after) = page_params(req.query_string())?;
     let account: AccountId = caller.account.id;
+    super::accounts::catch_up(&state).await?;
     let mut collections = state.engine()?.catalog().collections_of(account);
     let position = |c: &Arc<Collection>| (c.record.created_at_ms, c.record.id.0);
     collections.sort_by_key(position);
@@ -129,6 +130,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::CollectionRead)?;
+    super::accounts::catch_up(&state).await?;
     let catalog = state.engine()?.catalog();
     let collection = CollectionId::parse(&path)
         .and_then(|id| catalog.collection_of(caller.account.id, id))

@@ -195,7 +195,9 @@ impl CatalogWriter for Arc<CatalogReplica> {
 
     fn catch_up(&self) -> BoxFuture<'static, Result<(), EngineError>> {
         let replica = Arc::clone(self);
-        Box::pin(async move { replica.catch_up().await })
+        // The inherent method (this trait's own of the same name is on the
+        // `Arc`).
+        Box::pin(async move { CatalogReplica::catch_up(&replica).await })
     }
 
     fn replicated(&self) -> bool {

@@ -757,7 +757,7 @@ impl Ownership {
 /// from the same live set; no node gets more than its even share rounded
 /// up; when a node leaves or returns, its own shards move and at most a
 /// few others.
-pub fn assign<'a>(shards: usize, live: &'a [String]) -> Vec<&'a String> {
+pub fn assign(shards: usize, live: &[String]) -> Vec<&String> {
     if live.is_empty() {
         return Vec::new();
     }
@@ -796,6 +796,11 @@ fn mix(mut h: u64) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+fn encode(value: &OwnerValue) -> bytes::Bytes {
+    // A struct of a string and an integer always serializes.
+    serde_json::to_vec(value).unwrap_or_default().into()
 }
 
 #[cfg(test)]
@@ -844,7 +849,3 @@ mod tests {
     }
 }
 
-fn encode(value: &OwnerValue) -> bytes::Bytes {
-    // A struct of a string and an integer always serializes.
-    serde_json::to_vec(value).unwrap_or_default().into()
-}
