@@ -848,4 +848,3 @@ mod tests {
         assert_eq!(score(0, "n1"), 0x3409_3d3c_38a0_4a24);
     }
 }
-

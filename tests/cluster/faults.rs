@@ -146,6 +146,10 @@ async fn send(api: &Api, method: Method, path: &str, key: &str, body: &Value) ->
             Ok(reply) if reply.status == 503 && attempt < RETRIES_503 => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+            // A 408 comes from the HTTP server before the request reached
+            // the application: a node resumed after a pause finds its
+            // request-head timer expired. Nothing was decided.
+            Ok(reply) if reply.status == 408 => return None,
             Ok(reply) => {
                 assert!(
                     reply.status < 500 || reply.status == 503,
