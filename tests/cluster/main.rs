@@ -8,6 +8,9 @@
 //! among concurrent publishers, whichever servers they are connected to.
 
 #[allow(dead_code)]
+#[path = "../common/net.rs"]
+mod net;
+#[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
 mod support;
