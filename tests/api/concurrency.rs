@@ -35,7 +35,7 @@ async fn exactly_one_of_many_concurrent_redeems_wins() {
                 json!({})
             };
             let request = clients[(attempt + t) % CLIENTS]
-                .post(format!("{}/api/tokens/{id}/redeem", app.address))
+                .post(app.url(&format!("/api/tokens/{id}/redeem")))
                 .header("X-Api-Key", &tenant.key)
                 .json(&body);
             requests.push(async move { (t, body, app.send(request).await) });
@@ -85,7 +85,7 @@ async fn concurrent_idempotent_creates_make_one_token() {
     });
     let requests = (0..30).map(|i| {
         let request = clients[i % CLIENTS]
-            .post(format!("{}/api/tokens", app.address))
+            .post(app.url("/api/tokens"))
             .header("X-Api-Key", &tenant.key)
             .json(&body);
         app.send(request)
@@ -111,7 +111,7 @@ async fn concurrent_creates_are_all_kept() {
     let clients: Vec<reqwest::Client> = (0..CLIENTS).map(|_| client()).collect();
     let requests = (0..200).map(|i| {
         let request = clients[i % CLIENTS]
-            .post(format!("{}/api/tokens", app.address))
+            .post(app.url("/api/tokens"))
             .header("X-Api-Key", &tenant.key)
             .json(&json!({"collectionId": tenant.collection_id, "description": i.to_string()}));
         app.send(request)

@@ -2,18 +2,36 @@
 //! client for its HTTP API. Every response that passes through [`TestApp`]
 //! is checked for an `X-Request-Id` header that no earlier response of the
 //! same app carried.
+//!
+//! # Cluster mode
+//!
+//! With `TOKEND_TEST_CLUSTER` set, every app is a 3-node cluster instead of
+//! one node: three in-process cluster nodes ([`Application::build_cluster`])
+//! sharing the manual clock, on a cluster name of their own, and requests
+//! go to the nodes in turn, so every request may be forwarded and every
+//! catalog read comes from a replica. The variable holds the NATS urls
+//! (comma-separated), or `auto`: then one 3-server NATS cluster (the
+//! cluster suite's harness, with the nats-server of `TOKEND_NATS_SERVER`)
+//! is started for the whole test binary and stopped when it exits. Builder
+//! options that have no meaning in a cluster (a data dir, storage faults,
+//! WAL options) panic in cluster mode. `make test-cluster` runs the
+//! modules that use none of them this way.
 
+use futures_util::future::join_all;
 use parking_lot::Mutex;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tokend::admin_key::AdminKey;
 use tokend::app::{AppConfig, Application, StartError};
 use tokend::clock::ManualClock;
+use tokend::cluster::names::Names;
+use tokend::cluster::ownership::LeaseTimes;
+use tokend::cluster::ClusterConfig;
 use tokend::engine::{Engine, EngineConfig};
 use tokend::storage::{FsStorage, Storage};
 use tokend::store::StoreConfig;
@@ -38,7 +56,7 @@ pub struct TestAppBuilder {
     retention_ms: i64,
     data_dir: Option<Arc<tempfile::TempDir>>,
     storage: Option<Arc<dyn Storage>>,
-    wal: WalOptions,
+    wal: Option<WalOptions>,
 }
 
 impl TestAppBuilder {
@@ -68,7 +86,7 @@ impl TestAppBuilder {
 
     /// WAL options (limits); fsync stays `always` unless changed here.
     pub fn wal(mut self, wal: WalOptions) -> Self {
-        self.wal = wal;
+        self.wal = Some(wal);
         self
     }
 
@@ -83,22 +101,40 @@ impl TestAppBuilder {
     /// Builds the application and serves it in the background, or says why
     /// it does not start.
     pub async fn try_spawn(self) -> Result<TestApp, StartError> {
+        if let Some(urls) = cluster_urls() {
+            return self.try_spawn_cluster(urls).await;
+        }
         let clock = Arc::new(ManualClock::new(T0));
         let data_dir = self
             .data_dir
+            .clone()
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("a temporary data dir")));
-        let application = Application::build(AppConfig {
+        let store = StoreConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            // fsync `always`, as in production.
+            wal: self.wal.clone().unwrap_or_default(),
+            storage: self.storage.clone().unwrap_or_else(|| Arc::new(FsStorage)),
+        };
+        let application = Application::build(self.config(&clock, store))?;
+        Ok(TestApp::serving(
+            vec![Node::serve(application)],
+            clock,
+            data_dir,
+            None,
+        ))
+    }
+
+    /// The configuration of one node; `shards` is the number of shard
+    /// actors (threads, in a cluster).
+    fn config(&self, clock: &Arc<ManualClock>, store: StoreConfig) -> AppConfig {
+        AppConfig {
             listen: "127.0.0.1:0".parse().expect("a socket address"),
             engine: EngineConfig {
                 shards: self.shards,
                 tombstone_retention_ms: self.retention_ms,
                 // Only explicit `run_timers()` calls run the timers.
                 timer_period: Duration::from_secs(3600),
-                store: StoreConfig {
-                    data_dir: data_dir.path().to_path_buf(),
-                    wal: self.wal,
-                    storage: self.storage.unwrap_or_else(|| Arc::new(FsStorage)),
-                },
+                store,
             },
             admin_key: AdminKey::from_key(ADMIN),
             clock: clock.clone(),
@@ -106,22 +142,241 @@ impl TestAppBuilder {
             // Snapshots only when a test asks for one.
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_wal_bytes: u64::MAX,
-        })?;
+        }
+    }
+
+    /// Three cluster nodes on the NATS servers `urls`, on a cluster name no
+    /// other app uses; returns once the cluster is settled.
+    async fn try_spawn_cluster(self, urls: Vec<String>) -> Result<TestApp, StartError> {
+        for (set, option) in [
+            (
+                self.data_dir.is_some(),
+                "data_dir (the data dir of a stopped app)",
+            ),
+            (self.storage.is_some(), "storage (fault injection)"),
+            (self.wal.is_some(), "wal (WAL options)"),
+        ] {
+            assert!(
+                !set,
+                "TestAppBuilder::{option} has no meaning in cluster mode \
+                 (TOKEND_TEST_CLUSTER is set): a cluster keeps its logs in NATS; \
+                 run this test without TOKEND_TEST_CLUSTER"
+            );
+        }
+        let shards = u16::try_from(self.shards).expect("a cluster has at most 65535 shards");
+        let name = unique_cluster_name();
+        let clock = Arc::new(ManualClock::new(T0));
+        // Unused by cluster nodes (their logs are in NATS); kept so that
+        // every app has one.
+        let data_dir = Arc::new(tempfile::tempdir().expect("a temporary data dir"));
+        let mut nodes = Vec::new();
+        for n in 1..=CLUSTER_NODES {
+            let mut config = self.config(
+                &clock,
+                StoreConfig {
+                    data_dir: data_dir.path().to_path_buf(),
+                    wal: WalOptions::default(),
+                    storage: Arc::new(FsStorage),
+                },
+            );
+            // One shard thread per node: the cluster's shards are spread
+            // over the nodes.
+            config.engine.shards = 1;
+            let cluster = ClusterConfig {
+                urls: urls.clone(),
+                node_id: format!("n{n}"),
+                name: name.clone(),
+                shards,
+                replicas: CLUSTER_REPLICAS,
+                allow_unsafe: CLUSTER_REPLICAS < 3,
+                lease: LeaseTimes::default(),
+                // Snapshots only when a test asks for one.
+                snapshot_interval: Duration::from_secs(24 * 3600),
+            };
+            match Application::build_cluster(config, cluster).await {
+                Ok(application) => nodes.push(Node::serve(application)),
+                Err(e) => {
+                    // The nodes already started stop with the test.
+                    for node in &nodes {
+                        node.engine.stop();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let app = TestApp::serving(nodes, clock, data_dir, Some(ClusterNames { urls, name }));
+        app.wait_settled(usize::from(shards)).await;
+        Ok(app)
+    }
+}
+
+/// Nodes of a test cluster.
+const CLUSTER_NODES: usize = 3;
+
+/// Replicas of a test cluster's stream and buckets: 3, the production
+/// setting (anything less needs `allow_unsafe`). With 3, the modules `make
+/// test-cluster` runs this way still finish in a minute or two, so the
+/// tests run what production runs.
+const CLUSTER_REPLICAS: usize = 3;
+
+/// How long a test cluster may take to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The NATS urls test apps run their clusters on: none (single node) unless
+/// `TOKEND_TEST_CLUSTER` is set (see the module documentation).
+fn cluster_urls() -> Option<Vec<String>> {
+    let setting = std::env::var("TOKEND_TEST_CLUSTER").ok()?;
+    let setting = setting.trim();
+    if setting.is_empty() {
+        return None;
+    }
+    if setting == "auto" {
+        return Some(shared_nats().to_vec());
+    }
+    Some(
+        setting
+            .split(',')
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .collect(),
+    )
+}
+
+/// A cluster name (`[a-z0-9_-]{1,32}`) no other app of any test process
+/// uses: the process id and a counter.
+fn unique_cluster_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "api-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    Names::new(&name).expect("a valid cluster name");
+    name
+}
+
+// The cluster suite's NATS harness and what it takes from its parent.
+#[allow(dead_code)]
+#[path = "../cluster/support/nats.rs"]
+mod nats;
+use crate::net::{free_ports, http_get, tail};
+/// How long the shared NATS servers may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping NATS server may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The servers of `TOKEND_TEST_CLUSTER=auto`, started at first use.
+static SHARED_NATS: Mutex<Option<nats::NatsCluster>> = Mutex::new(None);
+
+/// The urls of the 3-server NATS cluster shared by every app of this test
+/// binary, started at the first call. The servers are started from a thread
+/// that never ends, so they live as long as the process: at its exit an
+/// `atexit` handler stops them and removes their files, and should the
+/// process die without exiting, the kernel kills them (parent-death signal).
+fn shared_nats() -> &'static [String] {
+    static URLS: OnceLock<Vec<String>> = OnceLock::new();
+    URLS.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("shared-nats".to_owned())
+            .spawn(move || {
+                let cluster = nats::NatsCluster::start(3);
+                let urls = cluster.url_list();
+                *SHARED_NATS.lock() = Some(cluster);
+                extern "C" fn stop_shared_nats() {
+                    if let Some(mut guard) = SHARED_NATS.try_lock() {
+                        drop(guard.take());
+                    }
+                }
+                // SAFETY: registers a plain function; it only takes the
+                // cluster out of a static and drops it.
+                let registered = unsafe { libc::atexit(stop_shared_nats) };
+                assert_eq!(registered, 0, "atexit registers the NATS servers' stop");
+                let _ = sender.send(urls);
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("a thread for the NATS servers");
+        receiver
+            .recv()
+            .expect("the shared NATS servers start (see the panic above)")
+    })
+}
+
+/// The NATS state of a test cluster, removed when the app is dropped.
+struct ClusterNames {
+    urls: Vec<String>,
+    name: String,
+}
+
+impl ClusterNames {
+    /// Deletes the cluster's stream and buckets, from a thread of its own
+    /// (`Drop` cannot wait on the test's runtime).
+    fn remove(&self) {
+        let urls = self.urls.clone();
+        let names = Names::new(&self.name).expect("a valid cluster name");
+        let removed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let addrs: Vec<async_nats::ServerAddr> =
+                    urls.iter().filter_map(|u| u.parse().ok()).collect();
+                let Ok(client) = async_nats::connect(addrs).await else {
+                    return;
+                };
+                let js = async_nats::jetstream::new(client);
+                let streams = [
+                    names.stream(),
+                    format!("KV_{}", names.meta_bucket()),
+                    format!("KV_{}", names.owners_bucket()),
+                    format!("KV_{}", names.nodes_bucket()),
+                    format!("OBJ_{}", names.snapshots_bucket()),
+                ];
+                for stream in streams {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), js.delete_stream(&stream))
+                            .await;
+                }
+            });
+        });
+        let _ = removed.join();
+    }
+}
+
+/// One running node: its engine and HTTP server.
+struct Node {
+    address: String,
+    engine: Engine,
+    handle: actix_web::dev::ServerHandle,
+    stopped: Mutex<Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>>,
+}
+
+impl Node {
+    /// Serves `application` in the background.
+    fn serve(application: Application) -> Self {
         let address = format!("http://{}", application.addr());
         let engine = application.engine().clone();
         let handle = application.handle();
         let stopped = actix_web::rt::spawn(application.run_until_stopped());
-        Ok(TestApp {
+        Self {
             address,
-            client: client(),
-            clock,
             engine,
-            data_dir,
             handle,
             stopped: Mutex::new(Some(stopped)),
-            request_ids: Mutex::new(HashSet::new()),
-            names: AtomicUsize::new(0),
-        })
+        }
+    }
+
+    /// Stops gracefully (a cluster node hands its shards off).
+    async fn stop(&self) -> std::io::Result<()> {
+        self.handle.stop(true).await;
+        let stopped = self.stopped.lock().take();
+        match stopped {
+            Some(task) => task.await.expect("the server task ends"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -139,28 +394,35 @@ pub fn client() -> reqwest::Client {
         .expect("a client")
 }
 
-/// A running application and a client for it.
+/// A running application (one node, or the nodes of a cluster) and a
+/// client for it.
 pub struct TestApp {
-    /// `http://127.0.0.1:<port>`.
-    pub address: String,
     /// The client requests go through.
     pub client: reqwest::Client,
     /// The engine clock: moves only when a test moves it.
     pub clock: Arc<ManualClock>,
-    engine: Engine,
     /// The data dir (removed when the last holder drops it).
     pub data_dir: Arc<tempfile::TempDir>,
-    handle: actix_web::dev::ServerHandle,
-    stopped: Mutex<Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>>,
+    nodes: Vec<Node>,
+    /// The node the next request goes to.
+    next_node: AtomicUsize,
+    /// In cluster mode, what to remove from NATS at the end.
+    cluster: Option<ClusterNames>,
     request_ids: Mutex<HashSet<String>>,
     names: AtomicUsize,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // The HTTP server stops with the test's runtime; the shard threads
-        // are stopped here so no test leaves threads behind.
-        self.engine.stop();
+        // The HTTP servers and a cluster's NATS tasks stop with the test's
+        // runtime; the shard threads are stopped here so no test leaves
+        // threads behind, and a cluster's stream and buckets are removed.
+        for node in &self.nodes {
+            node.engine.stop();
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.remove();
+        }
     }
 }
 
@@ -197,31 +459,109 @@ impl TestApp {
             retention_ms: RETENTION_DEFAULT_MS,
             data_dir: None,
             storage: None,
-            // fsync `always`, as in production.
-            wal: WalOptions::default(),
+            wal: None,
         }
     }
 
-    /// The engine, to run timers.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    fn serving(
+        nodes: Vec<Node>,
+        clock: Arc<ManualClock>,
+        data_dir: Arc<tempfile::TempDir>,
+        cluster: Option<ClusterNames>,
+    ) -> Self {
+        Self {
+            client: client(),
+            clock,
+            data_dir,
+            nodes,
+            next_node: AtomicUsize::new(0),
+            cluster,
+            request_ids: Mutex::new(HashSet::new()),
+            names: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until every node sees every node live and every shard is
+    /// served by exactly one node, the one the shard map assigns it to;
+    /// panics after [`SETTLE_TIMEOUT`] with what
+    /// each node last reported.
+    async fn wait_settled(&self, shards: usize) {
+        let started = Instant::now();
+        let want_live: Vec<String> = (1..=self.nodes.len()).map(|n| format!("n{n}")).collect();
+        loop {
+            let mut reports = Vec::new();
+            for node in &self.nodes {
+                let url = format!("{}/health/ready", node.address);
+                let report = match self.client.get(&url).send().await {
+                    Ok(resp) if resp.status() == StatusCode::OK => {
+                        resp.json::<Value>().await.unwrap_or(Value::Null)
+                    }
+                    Ok(resp) => json!({ "status": resp.status().as_u16() }),
+                    Err(e) => json!({ "error": e.to_string() }),
+                };
+                reports.push(report);
+            }
+            let all_live = reports
+                .iter()
+                .all(|r| r["cluster"]["liveNodes"] == json!(want_live));
+            // Every shard served where the shard map puts it (shard `s` on
+            // the live node `s % live`, by sorted id): a shard served
+            // elsewhere is about to be handed off.
+            let mut served = vec![0usize; shards];
+            let mut misplaced = 0;
+            for (node, report) in reports.iter().enumerate() {
+                for held in report["cluster"]["held"].as_array().into_iter().flatten() {
+                    match (held["shard"].as_u64(), held["serving"].as_bool()) {
+                        (Some(shard), Some(true))
+                            if (shard as usize) < shards
+                                && shard as usize % self.nodes.len() == node =>
+                        {
+                            served[shard as usize] += 1
+                        }
+                        _ => misplaced += 1,
+                    }
+                }
+            }
+            if all_live && misplaced == 0 && served.iter().all(|&n| n == 1) {
+                return;
+            }
+            if started.elapsed() > SETTLE_TIMEOUT {
+                let reports: Vec<String> = reports
+                    .iter()
+                    .zip(&self.nodes)
+                    .enumerate()
+                    .map(|(i, (r, node))| format!("n{} ({}): {r}", i + 1, node.address))
+                    .collect();
+                panic!(
+                    "the test cluster did not settle within {SETTLE_TIMEOUT:?} (every node \
+                     seeing {want_live:?} live, each of the {shards} shards served by exactly \
+                     one node, the one it belongs on); the nodes' /health/ready:\n{}",
+                    reports.join("\n")
+                );
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The engine of every node, to run timers.
+    pub fn engines(&self) -> impl Iterator<Item = &Engine> {
+        self.nodes.iter().map(|node| &node.engine)
     }
 
     /// Stops gracefully as on SIGTERM (finish requests, flush the log, final
-    /// snapshot); returns how the shutdown went and the data dir.
+    /// snapshot; a cluster node hands its shards off); returns how the
+    /// shutdown went (the first error of any node) and the data dir.
     pub async fn stop(self) -> (std::io::Result<()>, Arc<tempfile::TempDir>) {
-        self.handle.stop(true).await;
-        let stopped = self.stopped.lock().take();
-        let result = match stopped {
-            Some(task) => task.await.expect("the server task ends"),
-            None => Ok(()),
-        };
-        (result, Arc::clone(&self.data_dir))
+        let results = join_all(self.nodes.iter().map(Node::stop)).await;
+        let result = results.into_iter().collect::<std::io::Result<Vec<()>>>();
+        (result.map(drop), Arc::clone(&self.data_dir))
     }
 
-    /// Runs every shard's expiry and purge timers now.
+    /// Runs every shard's expiry and purge timers now (on every node).
     pub async fn run_timers(&self) {
-        self.engine().run_timers().await.expect("timers run");
+        for engine in self.engines() {
+            engine.run_timers().await.expect("timers run");
+        }
     }
 
     /// Moves the clock forward.
@@ -234,10 +574,17 @@ impl TestApp {
         format!("{prefix}-{}", self.names.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// A request to `path` (absolute path on the server).
+    /// The URL of `path` (absolute path on the server) on the next node in
+    /// turn: in a cluster, successive requests go to successive nodes.
+    pub fn url(&self, path: &str) -> String {
+        let node = self.next_node.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        format!("{}{}", self.nodes[node].address, path)
+    }
+
+    /// A request to `path` (absolute path on the server), on the next node
+    /// in turn.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{}", self.address, path))
+        self.client.request(method, self.url(path))
     }
 
     /// Sends a request and reads the response, checking its `X-Request-Id`.

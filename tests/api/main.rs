@@ -10,6 +10,14 @@ mod errors;
 mod expiry;
 mod helpers;
 mod metrics;
+// The child-process and network helpers of the NATS harness that cluster
+// mode (see `helpers`) shares with the cluster suite.
+#[allow(dead_code)]
+#[path = "../common/net.rs"]
+mod net;
+#[allow(dead_code)]
+#[path = "../common/process.rs"]
+mod process;
 mod redeem;
 mod rejected;
 mod tokens_create;

@@ -11,6 +11,9 @@ mod faults;
 mod lifecycle;
 mod partition;
 #[allow(dead_code)]
+#[path = "../common/net.rs"]
+mod net;
+#[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
 mod support;

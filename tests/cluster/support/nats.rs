@@ -4,6 +4,7 @@ use super::{free_ports, http_get, tail, EXIT_TIMEOUT, READY_TIMEOUT};
 use crate::process::{send_signal, wait_with_timeout};
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +43,10 @@ impl NatsServer {
         SocketAddr::from(([127, 0, 0, 1], self.http_port))
     }
 
+    /// Starts the server. It gets SIGKILL when the thread that started it
+    /// ends (Linux ties the parent-death signal to the thread), so no server
+    /// outlives a test binary that exits or dies before dropping it; start
+    /// servers from a thread that outlives them (a test's own thread does).
     fn spawn(&mut self, binary: &Path) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = OpenOptions::new()
@@ -49,12 +54,29 @@ impl NatsServer {
             .append(true)
             .open(&self.log)
             .expect("the server's log file opens");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-c")
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file handle is cloned"))
-            .stderr(log)
+            .stderr(log);
+        let parent = libc::pid_t::try_from(std::process::id()).expect("a pid");
+        // SAFETY: between fork and exec the closure only makes two
+        // async-signal-safe system calls and allocates nothing on success.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the prctl took effect.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the test process is gone"));
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts ({}): {e}", self.name, binary.display()));
         self.child = Some(child);
