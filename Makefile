@@ -28,6 +28,16 @@ REDIS ?= auto
 SNAPSHOT_D ?= 6
 # Tokens of each of the two runs of `make bench-hot`.
 HOT_N ?= 400000
+# `make bench-cluster`: its connections, seconds and pre-created tokens (of
+# each of its two redeem runs), the cluster's tokend nodes and shards, and
+# the seconds of each JetStream append measurement. Small, for a 2-core
+# machine where every node and nats-server shares the cores.
+CLUSTER_C ?= 64
+CLUSTER_D ?= 10
+CLUSTER_N ?= 300000
+CLUSTER_NODES ?= 3
+CLUSTER_SHARDS ?= 64
+JETSTREAM_D ?= 5
 # Short criterion settings so that `make bench` takes minutes, not tens of them.
 CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 
@@ -44,7 +54,7 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	redeem:: rejected:: tokens_create:: tokens_read::
 
-.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot clean
+.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-cluster clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -92,13 +102,14 @@ fmt:
 	$(CARGO) fmt --all
 
 ## Everything: the criterion suites, then the load profile (with the Redis
-## comparison and the snapshot phase), hot-collection against redeem, and the
-## restore profile over HTTP against a release server (results in
-## $(BENCH_OUT)).
+## comparison and the snapshot phase), hot-collection against redeem, the
+## restore profile over HTTP against a release server, and redeem through a
+## cluster beside a single node (results in $(BENCH_OUT)).
 bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-load
 	$(MAKE) bench-hot
+	$(MAKE) bench-cluster
 
 ## Micro-benchmarks (criterion), short settings.
 bench-micro:
@@ -151,6 +162,20 @@ bench-hot:
 		--profile hot-collection --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
 		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot \
 		--baseline $(BENCH_OUT)/hot/results-redeem.json
+
+## The cluster profile: redeem on a single node, then through CLUSTER_NODES
+## tokend nodes in cluster mode on 3 nats-servers (the pinned build, installed
+## first), with the same connections, seconds and tokens; then JetStream's raw
+## append rate on the same NATS cluster (results in
+## $(BENCH_OUT)/results-cluster.json, the processes' logs in
+## $(BENCH_OUT)/cluster/).
+bench-cluster:
+	$(CARGO) build --release --locked --bin tokend
+	TOKEND_NATS_SERVER="$$(tools/nats/install)" && export TOKEND_NATS_SERVER && \
+		$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
+		--profile cluster --connections $(CLUSTER_C) --duration-secs $(CLUSTER_D) \
+		--tokens $(CLUSTER_N) --fsync $(FSYNC) --cluster-nodes $(CLUSTER_NODES) \
+		--cluster-shards $(CLUSTER_SHARDS) --jetstream-secs $(JETSTREAM_D) --out $(BENCH_OUT)
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 //! `tokend-load` end to end with tiny settings: it spawns the real server,
 //! runs the `redeem`, `hot-collection` and `restore` profiles (with the
 //! snapshot phase, the baseline comparison and the Redis comparison), and
-//! writes its results.
+//! writes its results; the `cluster` profile, which needs a nats-server, only
+//! as far as its refusal without one.
 
 use serde_json::Value;
 use std::path::Path;
@@ -218,6 +219,47 @@ fn a_missing_baseline_or_bad_snapshot_moment_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--snapshot-at-secs 5"), "{stderr}");
+}
+
+#[test]
+fn the_cluster_profile_without_a_nats_server_fails_before_starting_anything() {
+    let out = tempfile::tempdir().unwrap();
+    let cluster = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokend-load"))
+            .env_remove("TOKEND_NATS_SERVER")
+            .args([
+                "--spawn",
+                "--server-bin",
+                env!("CARGO_BIN_EXE_tokend"),
+                "--profile",
+                "cluster",
+                "--tokens",
+                "10",
+                "--out",
+            ])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .expect("tokend-load starts")
+    };
+    let output = cluster(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--nats-server") && stderr.contains("TOKEND_NATS_SERVER"),
+        "{stderr}"
+    );
+    let output = cluster(&["--nats-server", "/nonexistent/nats-server"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--nats-server /nonexistent/nats-server"),
+        "{stderr}"
+    );
+    // Refused before the single-node run: no server was started, no log
+    // written.
+    assert!(!out.path().join("cluster").exists());
+    assert!(!out.path().join("results-cluster.json").exists());
 }
 
 #[test]

@@ -9,8 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-/// Largest batch the server takes.
-/// Batches in flight at once while creating tokens.
+/// Batches in flight at once to each server while creating tokens.
 const BATCH_CONCURRENCY: usize = 2;
 /// Time limit of one setup request.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -132,6 +131,17 @@ pub async fn create_tokens(
     n: u64,
     batch_size: u64,
 ) -> Result<Vec<String>> {
+    create_tokens_on(std::slice::from_ref(target), tenant, n, batch_size).await
+}
+
+/// [`create_tokens`] through several servers (the nodes of a cluster): two
+/// requests in flight to each.
+pub async fn create_tokens_on(
+    targets: &[Target],
+    tenant: &Tenant,
+    n: u64,
+    batch_size: u64,
+) -> Result<Vec<String>> {
     let started = Instant::now();
     let batch_size = batch_size.max(1);
     let chunks: Vec<(u64, u64)> = (0..n.div_ceil(batch_size))
@@ -141,8 +151,8 @@ pub async fn create_tokens(
     let chunks = std::sync::Arc::new(chunks);
     let collections = std::sync::Arc::new(tenant.collections.clone());
     let mut workers = Vec::new();
-    for _ in 0..BATCH_CONCURRENCY {
-        let mut conn = Conn::new(target, Some(&tenant.key))?;
+    for w in 0..BATCH_CONCURRENCY * targets.len() {
+        let mut conn = Conn::new(&targets[w % targets.len()], Some(&tenant.key))?;
         let (next, chunks, collections) = (next.clone(), chunks.clone(), collections.clone());
         workers.push(tokio::spawn(async move {
             let mut done: Vec<(usize, Vec<String>)> = Vec::new();

@@ -123,6 +123,35 @@ pub struct Args {
     /// gives this run's throughput and p99 as ratios of that run's.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// `cluster` profile: the nats-server binary (`make bench-cluster`
+    /// installs the pinned one with `tools/nats/install`).
+    #[arg(long, env = "TOKEND_NATS_SERVER")]
+    pub nats_server: Option<PathBuf>,
+    /// `cluster` profile: tokend nodes (the NATS cluster always has three
+    /// servers, for the stream's three replicas).
+    #[arg(long, default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub cluster_nodes: u32,
+    /// `cluster` profile: `--cluster-shards` of the nodes.
+    #[arg(long, default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub cluster_shards: u16,
+    /// `cluster` profile: seconds of each JetStream append measurement
+    /// (0 skips them).
+    #[arg(long, default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub jetstream_secs: u64,
+    /// `cluster` profile: concurrent publishers of the JetStream append
+    /// measurements, comma-separated: one measurement per count, each
+    /// publisher on its own subject of one stream.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub jetstream_publishers: Vec<u32>,
+    /// `cluster` profile: bytes of each message of the JetStream append
+    /// measurements.
+    #[arg(long, default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub jetstream_message_bytes: u32,
 }
 
 /// A load profile.
@@ -139,6 +168,10 @@ pub enum Profile {
     /// Create N tokens, measure memory per token, snapshot size, and time
     /// from start to ready after a restart.
     Restore,
+    /// `redeem` through tokend nodes in cluster mode on three nats-servers
+    /// (JetStream, three replicas), beside `redeem` on a single node in the
+    /// same run, then JetStream's raw append rate on the same NATS cluster.
+    Cluster,
 }
 
 impl Profile {
@@ -150,6 +183,7 @@ impl Profile {
             Self::Mixed => "mixed",
             Self::HotCollection => "hot-collection",
             Self::Restore => "restore",
+            Self::Cluster => "cluster",
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct Endpoint {
 }
 
 /// A random admin key for a spawned server.
-fn random_admin_key() -> Result<String> {
+pub fn random_admin_key() -> Result<String> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).context(|| "no randomness for the admin key".to_owned())?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -60,6 +60,7 @@ pub fn spec(args: &Args, log: PathBuf) -> Result<(ServerSpec, bool)> {
             shards: args.shards,
             admin_key,
             log,
+            extra_args: Vec::new(),
         },
         remove,
     ))

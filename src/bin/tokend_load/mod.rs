@@ -2,10 +2,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod nats;
 pub mod redis;
 pub mod report;
 pub mod restore;
@@ -33,7 +35,7 @@ use workload::{Mix, Workload};
 const EXIT_SPEND_ONCE: u8 = 3;
 
 /// How a run ended.
-enum Verdict {
+pub enum Verdict {
     /// Every check passed.
     Passed,
     /// The spend-once check failed.
@@ -94,6 +96,9 @@ async fn main(args: Args) -> Result<Verdict> {
     }
     std::fs::create_dir_all(&args.out)
         .context(|| format!("cannot create --out {}", args.out.display()))?;
+    if args.profile == Profile::Cluster {
+        return cluster::run(&args).await;
+    }
     if args.profile == Profile::Restore {
         let results = restore::run(&args, &args.out).await?;
         print!(
@@ -108,7 +113,9 @@ async fn main(args: Args) -> Result<Verdict> {
 /// The mix of a load profile.
 fn mix(profile: Profile) -> Mix {
     match profile {
-        Profile::Redeem | Profile::HotCollection | Profile::Restore => Mix::Redeem,
+        Profile::Redeem | Profile::HotCollection | Profile::Restore | Profile::Cluster => {
+            Mix::Redeem
+        }
         Profile::Create => Mix::Create,
         Profile::Mixed => Mix::Mixed,
     }

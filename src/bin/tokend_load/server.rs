@@ -31,6 +31,8 @@ pub struct ServerSpec {
     pub admin_key: String,
     /// File its stderr is appended to.
     pub log: PathBuf,
+    /// Further `serve` flags (cluster mode).
+    pub extra_args: Vec<String>,
 }
 
 /// A running server.
@@ -71,12 +73,41 @@ pub fn find_binary(given: Option<&Path>) -> Result<PathBuf> {
     ))
 }
 
+/// Makes the child get SIGKILL when the profiler dies (an error path that
+/// skips the drops, a signal), so that no server outlives a run. The signal
+/// follows the thread that spawned the child: the profiler spawns from the
+/// thread that runs its main future, which lives as long as the process.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A fresh directory under the system temp dir.
 pub fn temp_data_dir() -> Result<PathBuf> {
+    temp_dir("tokend-load")
+}
+
+/// A fresh directory under the system temp dir, its name starting with
+/// `prefix`.
+pub fn temp_dir(prefix: &str) -> Result<PathBuf> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!("tokend-load-{}-{nanos:09}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos:09}", std::process::id()));
     std::fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
@@ -136,6 +167,8 @@ impl Server {
         if let Some(shards) = spec.shards {
             command.arg("--shards").arg(shards.to_string());
         }
+        command.args(&spec.extra_args);
+        die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = command
             .spawn()
