@@ -638,12 +638,13 @@ pub fn serving_shards(ready: &serde_json::Value) -> Option<Vec<usize>> {
 }
 
 /// What is still missing before the cluster is settled: every shard served
-/// by exactly one node, the one it belongs on (shard `s` on the `s mod
-/// nodes`-th node id in sorted order, as the nodes share them out).
+/// by exactly one node, the one it belongs on (as the nodes place them:
+/// `tokend::cluster::ownership::assign` over the sorted node ids).
 /// `serving[i]` are the shards node `names[i]` serves.
 pub fn unsettled(names: &[String], serving: &[Vec<usize>], shards: usize) -> Option<String> {
-    let mut sorted: Vec<&String> = names.iter().collect();
+    let mut sorted: Vec<String> = names.to_vec();
     sorted.sort();
+    let placed = tokend::cluster::ownership::assign(shards, &sorted);
     let mut owners: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for (name, held) in names.iter().zip(serving) {
         for &shard in held {
@@ -657,7 +658,7 @@ pub fn unsettled(names: &[String], serving: &[Vec<usize>], shards: usize) -> Opt
         match owners.get(&shard).map(Vec::as_slice) {
             None | Some([]) => unserved += 1,
             Some([one]) => {
-                if sorted.is_empty() || *one != sorted[shard % sorted.len()].as_str() {
+                if placed.get(shard).is_none_or(|node| *one != node.as_str()) {
                     misplaced += 1;
                 }
             }
@@ -949,26 +950,40 @@ mod tests {
         );
     }
 
+    /// Each node's shards as the nodes place them.
+    fn placed(names: &[String], shards: usize) -> Vec<Vec<usize>> {
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let placed = tokend::cluster::ownership::assign(shards, &sorted);
+        names
+            .iter()
+            .map(|n| (0..shards).filter(|&s| placed[s] == n).collect())
+            .collect()
+    }
+
     #[test]
     fn shards_are_settled_once_each_is_served_once_by_its_node() {
         let names = names(3);
-        // Shard s belongs on n{s % 3 + 1}.
-        let settled = vec![vec![0, 3], vec![1, 4], vec![2, 5]];
+        let settled = placed(&names, 6);
         assert_eq!(unsettled(&names, &settled, 6), None);
-        let unserved = vec![vec![0, 3], vec![1, 4], vec![2]];
+        let mut unserved = settled.clone();
+        let dropped = unserved[2].pop().expect("node 3 has shards");
         assert!(unsettled(&names, &unserved, 6)
             .unwrap()
             .starts_with("1 shards unserved"));
-        let doubled = vec![vec![0, 3, 1], vec![1, 4], vec![2, 5]];
+        let mut doubled = settled.clone();
+        doubled[0].push(dropped);
         assert!(unsettled(&names, &doubled, 6)
             .unwrap()
             .contains("1 served twice"));
         // The first node took everything: served, but not yet handed off.
         let first_took_all = vec![(0..6).collect(), vec![], vec![]];
+        let moving = 6 - settled[0].len();
         assert!(unsettled(&names, &first_took_all, 6)
             .unwrap()
-            .contains("4 not yet on their node"));
-        let stray = vec![vec![0, 3, 9], vec![1, 4], vec![2, 5]];
+            .contains(&format!("{moving} not yet on their node")));
+        let mut stray = settled.clone();
+        stray[1].push(9);
         assert!(unsettled(&names, &stray, 6)
             .unwrap()
             .contains("1 out of range"));
@@ -976,17 +991,15 @@ mod tests {
 
     #[test]
     fn node_ids_are_ordered_as_strings() {
-        // With ten nodes, n10 sorts before n2: shard 1 belongs on n10.
+        // With ten nodes, n10 sorts before n2; the placement is over the
+        // sorted ids, whatever order the nodes were started in.
         let names = names(10);
-        let mut serving = vec![Vec::new(); 10];
-        for shard in 0..10 {
-            let mut sorted = names.clone();
-            sorted.sort();
-            let owner = names.iter().position(|n| *n == sorted[shard]).unwrap();
-            serving[owner].push(shard);
-        }
-        assert_eq!(serving[9], vec![1]);
+        let serving = placed(&names, 10);
         assert_eq!(unsettled(&names, &serving, 10), None);
+        let mut reversed = names.clone();
+        reversed.reverse();
+        let serving: Vec<Vec<usize>> = serving.into_iter().rev().collect();
+        assert_eq!(unsettled(&reversed, &serving, 10), None);
     }
 
     #[test]
