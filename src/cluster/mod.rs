@@ -190,7 +190,7 @@ impl crate::metrics::cluster::ClusterReadings for ClusterNode {
                 .into_iter()
                 .map(|v| crate::metrics::cluster::HeldShard {
                     shard: v.shard,
-                    serving: v.state == "serving",
+                    serving: v.serving,
                     epoch: v.epoch,
                 })
                 .collect(),

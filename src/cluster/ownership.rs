@@ -198,8 +198,8 @@ pub struct OwnershipCounts {
 pub struct ShardView {
     /// The shard.
     pub shard: usize,
-    /// `loading` or `serving`.
-    pub state: &'static str,
+    /// False while it is being taken over.
+    pub serving: bool,
     /// Its epoch.
     pub epoch: u64,
 }
@@ -290,11 +290,7 @@ impl Ownership {
             .iter()
             .map(|(shard, held)| ShardView {
                 shard: *shard,
-                state: if held.serving.is_some() {
-                    "serving"
-                } else {
-                    "loading"
-                },
+                serving: held.serving.is_some(),
                 epoch: held.epoch,
             })
             .collect()
@@ -391,14 +387,15 @@ impl Ownership {
                         self.counts.renewals.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::TimedOut => {
-                    tracing::warn!(shard, error = %e, "lease renewal timed out");
-                }
-                Err(e) => {
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(shard, error = %e, "lease renewal refused: the shard was claimed");
                     self.counts.lost.fetch_add(1, Ordering::Relaxed);
                     self.drop_shard(shard, false).await;
                 }
+                // A timeout, no leader for the bucket (an election), or a
+                // refusal while another write is in flight: the lease stays
+                // as it was, and lapses if renewals keep failing.
+                Err(e) => tracing::warn!(shard, error = %e, "lease not renewed"),
             }
         }
     }

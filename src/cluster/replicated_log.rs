@@ -150,17 +150,16 @@ impl ReplicatedLog {
     }
 
     /// Ends the log (fenced, failed or dropped): every wait fails.
+    /// The first end is kept: later ones (a drop after a fence) change
+    /// nothing.
     pub fn end(&self, error: LogError) {
-        let waiters = {
+        let (waiters, ended) = {
             let mut state = self.shared.state.lock();
-            if state.ended.is_none() {
-                state.ended = Some(error);
-            }
-            std::mem::take(&mut state.waiters)
+            let ended = state.ended.get_or_insert(error).clone();
+            (std::mem::take(&mut state.waiters), ended)
         };
-        let error = self.shared.state.lock().ended.clone();
         for (_, waiter) in waiters {
-            let _ = waiter.send(Err(error.clone().unwrap_or(LogError::Closed)));
+            let _ = waiter.send(Err(ended.clone()));
         }
         self.shared.wake.notify_one();
     }
