@@ -1,7 +1,8 @@
-//! Admin operations: a snapshot on demand, for the admin key only.
+//! Admin operations: a snapshot on demand (single node), for the admin key
+//! only.
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::respond::json;
 use super::state::AppState;
 use actix_web::http::StatusCode;
@@ -13,7 +14,17 @@ pub async fn snapshot(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let info = state.engine()?.snapshot().await?;
+    let engine = state.engine()?;
+    if engine.snapshotter().is_none() {
+        // A cluster node has no data dir: each owner snapshots the shards
+        // it holds into the cluster's object store on its own schedule.
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "No snapshot on demand in cluster mode: each node snapshots the shards it holds \
+             every --snapshot-interval-secs into the cluster's object store.",
+        ));
+    }
+    let info = engine.snapshot().await?;
     let file = info
         .file
         .file_name()
