@@ -1,11 +1,13 @@
 //! `tokend inspect --cluster …`: what a cluster holds, read without
 //! changing anything: the stream and its subjects, the shard map, the live
-//! nodes.
+//! nodes, the snapshot stamps.
 
 use super::catalog_log::last_subject_sequence;
 use super::names::Names;
 use super::ownership::OwnerValue;
+use super::replicated_log::Stamp;
 use super::setup::{Jet, REQUEST_TIMEOUT};
+use super::snapshots::parse_name;
 use async_nats::jetstream;
 use async_nats::ServerAddr;
 use futures_util::TryStreamExt;
@@ -104,9 +106,20 @@ pub async fn inspect(urls: &[String], name: &str, out: &mut dyn Write) -> Result
     }
     live.sort();
     writeln!(out, "nodes (last heartbeat present): {}", live.join(", ")).map_err(w)?;
+    // Snapshot stamps per shard: `sequence+records` of the message each
+    // covers up to, oldest first.
+    let mut stamps: BTreeMap<usize, Vec<Stamp>> = BTreeMap::new();
+    if let Ok(store) = js.get_object_store(names.snapshots_bucket()).await {
+        let mut list = store.list().await.map_err(|e| e.to_string())?;
+        while let Some(info) = list.try_next().await.map_err(|e| e.to_string())? {
+            if let Some((shard, stamp)) = parse_name(&info.name).filter(|_| !info.deleted) {
+                stamps.entry(shard).or_default().push(stamp);
+            }
+        }
+    }
     writeln!(
         out,
-        "shard  owner            epoch  messages  last sequence"
+        "shard  owner            epoch  messages  last sequence  snapshots (sequence+records)"
     )
     .map_err(w)?;
     for shard in 0..shards {
@@ -121,11 +134,22 @@ pub async fn inspect(urls: &[String], name: &str, out: &mut dyn Write) -> Result
             None => ("(never claimed)".to_owned(), 0),
         };
         let subject = names.shard_subject(shard);
+        let mut snapshots = stamps.remove(&shard).unwrap_or_default();
+        snapshots.sort();
+        let snapshots: Vec<String> = snapshots
+            .iter()
+            .map(|s| format!("{}+{}", s.sequence, s.skip))
+            .collect();
         writeln!(
             out,
-            "{shard:>5}  {node:<16} {epoch:>5}  {:>8}  {:>13}",
+            "{shard:>5}  {node:<16} {epoch:>5}  {:>8}  {:>13}  {}",
             counts.get(&subject).copied().unwrap_or(0),
-            last_subject_sequence(&jet, &subject).await?
+            last_subject_sequence(&jet, &subject).await?,
+            if snapshots.is_empty() {
+                "none".to_owned()
+            } else {
+                snapshots.join(" ")
+            }
         )
         .map_err(w)?;
     }

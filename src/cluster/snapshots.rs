@@ -36,7 +36,7 @@ fn object_name(shard: usize, stamp: Stamp) -> String {
 }
 
 /// The shard and stamp of an object name.
-fn parse_name(name: &str) -> Option<(usize, Stamp)> {
+pub fn parse_name(name: &str) -> Option<(usize, Stamp)> {
     let mut parts = name.strip_prefix("shard-")?.split('-');
     let shard = parts.next()?.parse().ok()?;
     let sequence = parts.next()?.parse().ok()?;
