@@ -42,6 +42,9 @@ pub struct CatalogReplica {
     jet: Jet,
     /// One local write at a time: they would only race each other.
     write_lock: tokio::sync::Mutex<()>,
+    /// Catalog messages the server knew of and had not yet delivered to
+    /// this replica, as of the last one applied: its lag behind the stream.
+    lag: std::sync::atomic::AtomicU64,
 }
 
 impl CatalogReplica {
@@ -52,6 +55,7 @@ impl CatalogReplica {
             applied: watch::channel(0).0,
             jet,
             write_lock: tokio::sync::Mutex::new(()),
+            lag: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -63,6 +67,11 @@ impl CatalogReplica {
     /// The last catalog sequence applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// Catalog messages not yet applied here, as of the last one applied.
+    pub fn lag(&self) -> u64 {
+        self.lag.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Applies the catalog subject's messages as they arrive, forever.
@@ -92,7 +101,10 @@ impl CatalogReplica {
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| e.to_string())?;
-            let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
+            let info = message.info().map_err(|e| e.to_string())?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            self.lag
+                .store(pending, std::sync::atomic::Ordering::Relaxed);
             if sequence <= self.applied() {
                 continue;
             }

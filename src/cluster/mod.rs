@@ -195,6 +195,7 @@ impl crate::metrics::cluster::ClusterReadings for ClusterNode {
                 })
                 .collect(),
             catalog_sequence: self.catalog.applied(),
+            catalog_lag: self.catalog.lag(),
             lease_renewals: counts.renewals.load(Relaxed),
             fenced_appends: counts.fenced.load(Relaxed),
             takeovers: counts.takeovers.load(Relaxed),

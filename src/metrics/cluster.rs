@@ -27,6 +27,10 @@ pub struct ClusterStatus {
     pub held: Vec<HeldShard>,
     /// The catalog stream sequence this node's replica has applied.
     pub catalog_sequence: u64,
+    /// Catalog messages not yet applied by this node's replica (its lag
+    /// behind the catalog subject). A shard's owner is its subject's only
+    /// writer, so it has no lag of its own.
+    pub catalog_lag: u64,
     /// Lease renewals that succeeded.
     pub lease_renewals: u64,
     /// Shards lost to a fenced append.

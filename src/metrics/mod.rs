@@ -240,6 +240,13 @@ fn encode_cluster(
         None,
         status.catalog_sequence,
     )?;
+    gauge(
+        encoder,
+        "cluster_catalog_lag",
+        "Catalog changes in the stream not yet applied by this node's replica.",
+        None,
+        status.catalog_lag,
+    )?;
     counter(
         encoder,
         "cluster_lease_renewals",

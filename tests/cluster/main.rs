@@ -217,6 +217,9 @@ async fn nats_servers_rejoin_after_a_kill_and_a_full_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_is_redeemed_once_across_the_nodes() {
     let cluster = Cluster::start(3, 3, 8);
+    // Shards move between the nodes for a moment after they start (a
+    // request caught by a hand-off answers 503): wait until they settle.
+    tokio::task::block_in_place(|| faults::wait_settled(&cluster, READY_TIMEOUT));
     let api = cluster.api(0);
     let key = api.tenant_key("acme").await;
     let collection = api.create_collection(&key, "gifts").await;
@@ -232,4 +235,25 @@ async fn a_token_is_redeemed_once_across_the_nodes() {
     for node in cluster.nodes() {
         node.wait_ready(READY_TIMEOUT);
     }
+    // Each node says what it serves and what it forwarded.
+    let mut serving = 0;
+    let mut forwarded = 0;
+    for node in cluster.nodes() {
+        let (status, text) = support::http_get(node.addr(), "/metrics").expect("metrics");
+        assert_eq!(status, 200);
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+        };
+        serving += value("tokend_cluster_shards_serving ");
+        forwarded += value("tokend_cluster_forwards_sent_total ");
+        assert_eq!(
+            value("tokend_cluster_catalog_lag "),
+            0,
+            "the catalog is caught up"
+        );
+    }
+    assert_eq!(serving, 8, "every shard is served once");
+    assert!(forwarded > 0, "requests crossed nodes");
 }
