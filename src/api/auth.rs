@@ -19,7 +19,6 @@ use std::sync::Arc;
 const KEY_CHARS_MAX: usize = 512;
 
 /// Who is calling.
-#[derive(Clone)]
 pub enum Caller {
     /// The holder of the admin key.
     Admin,
@@ -106,14 +105,15 @@ pub type Authenticating =
 /// node a moment ago is not refused.
 pub fn authenticate_fresh(req: &HttpRequest) -> Authenticating {
     let first = authenticate(req);
-    let replicated = || {
-        AppState::of(req)
-            .and_then(|state| state.engine())
-            .is_ok_and(|engine| engine.catalog_replicated())
+    // Looked at only on a refusal: the accepted request pays nothing more.
+    let worth_catching_up = || {
+        presented_key(req).is_some_and(|key| api_key::split_key(key).is_some())
+            && AppState::of(req)
+                .and_then(|state| state.engine())
+                .is_ok_and(|engine| engine.catalog_replicated())
     };
-    let account_key = presented_key(req).is_some_and(|key| api_key::split_key(key).is_some());
     match first {
-        Err(e) if e.code == ErrorCode::Unauthenticated && account_key && replicated() => {
+        Err(e) if e.code == ErrorCode::Unauthenticated && worth_catching_up() => {
             let req = req.clone();
             Either::Right(Box::pin(async move {
                 let state = AppState::of(&req)?;

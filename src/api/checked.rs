@@ -67,17 +67,18 @@ impl<B: CheckedBody> FromRequest for Checked<B> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let caller = caller.await?;
-            let caller = match B::authorize(caller.clone(), &req) {
+            let caller = match B::authorize(caller.await?, &req) {
                 // A cluster node's catalog replica may not hold an account
-                // created through another node a moment ago.
+                // created through another node a moment ago: catch up and
+                // decide again (the caller is authenticated again rather
+                // than cloned, so an accepted request pays nothing more).
                 Err(e) if e.code == ErrorCode::AccountNotFound => {
                     let engine = AppState::of(&req)?.engine()?;
                     if !engine.catalog_replicated() {
                         return Err(e);
                     }
                     engine.catalog_catch_up().await?;
-                    B::authorize(caller, &req)?
+                    B::authorize(auth::authenticate(&req)?, &req)?
                 }
                 authorized => authorized?,
             };

@@ -53,33 +53,34 @@ enum Event {
     NoAnswer,
 }
 
-/// The shards each node says it serves and the live nodes it sees (from
-/// `/health/ready`), for the nodes that answer.
+/// What a node says on `/health/ready`: the shards it serves and how many
+/// live nodes it sees (`None`: no 200 answer).
+pub fn ready_view(addr: std::net::SocketAddr) -> Option<(BTreeSet<usize>, usize)> {
+    let (status, body) = http_get(addr, "/health/ready").ok()?;
+    let json: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+    let held = json["cluster"]["held"]
+        .as_array()
+        .map(|held| {
+            held.iter()
+                .filter(|h| h["serving"] == json!(true))
+                .filter_map(|h| h["shard"].as_u64().map(|s| s as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    let live = json["cluster"]["liveNodes"].as_array().map_or(0, Vec::len);
+    Some((held, live))
+}
+
+/// The shards each node says it serves and the live nodes it sees, for the
+/// running nodes that answer.
 fn views(cluster: &Cluster) -> Vec<(usize, BTreeSet<usize>, usize)> {
-    let mut out = Vec::new();
-    for (i, node) in cluster.nodes().iter().enumerate() {
-        if !node.is_running() {
-            continue;
-        }
-        let Ok((200, body)) = http_get(node.addr(), "/health/ready") else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<Value>(&body) else {
-            continue;
-        };
-        let held = json["cluster"]["held"]
-            .as_array()
-            .map(|held| {
-                held.iter()
-                    .filter(|h| h["serving"] == json!(true))
-                    .filter_map(|h| h["shard"].as_u64().map(|s| s as usize))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let live = json["cluster"]["liveNodes"].as_array().map_or(0, Vec::len);
-        out.push((i, held, live));
-    }
-    out
+    cluster
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| node.is_running())
+        .filter_map(|(i, node)| ready_view(node.addr()).map(|(held, live)| (i, held, live)))
+        .collect()
 }
 
 /// The shards each answering node serves.

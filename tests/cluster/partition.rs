@@ -11,7 +11,7 @@
 //! (no root, no `ip`), the test says so and checks nothing — the pause-based
 //! faults of `faults.rs` cover the same fencing.
 
-use super::faults::{served, wait_settled};
+use super::faults::{ready_view, served, wait_settled};
 use super::process::{tokend_command, Log};
 use super::support::{http_get, Api, Cluster, NatsCluster, ADMIN_KEY, READY_TIMEOUT};
 use reqwest::Method;
@@ -203,19 +203,7 @@ impl IsolatedNode {
 
     /// The shards it says it serves (`None`: no answer).
     fn held(&self) -> Option<BTreeSet<usize>> {
-        let (status, body) = http_get(self.addr, "/health/ready").ok()?;
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200).then(|| {
-            json["cluster"]["held"]
-                .as_array()
-                .map(|held| {
-                    held.iter()
-                        .filter(|h| h["serving"] == json!(true))
-                        .filter_map(|h| h["shard"].as_u64().map(|s| s as usize))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
+        ready_view(self.addr).map(|(held, _)| held)
     }
 
     /// How many shards it serves (`None`: no answer).
