@@ -224,9 +224,11 @@ pub struct Ownership {
     held: Mutex<BTreeMap<usize, Held>>,
     /// The shard map as watched.
     owners: Mutex<HashMap<usize, Seen>>,
-    /// Nodes as watched: id → when its last heartbeat was seen (`None`:
-    /// it left).
-    nodes: Mutex<HashMap<String, Option<Instant>>>,
+    /// Nodes as watched: id → the revision of its last heartbeat and when
+    /// this node first saw it (`None`: it left). The revision keeps a
+    /// restarted watch, which replays each node's last heartbeat, from
+    /// making a dead node look alive again.
+    nodes: Mutex<HashMap<String, (u64, Option<Instant>)>>,
     /// When this node's last heartbeat was acknowledged.
     heartbeat_ok: Mutex<Option<Instant>>,
     /// Reports from background tasks.
@@ -305,7 +307,9 @@ impl Ownership {
             .iter()
             .filter(|(id, seen)| {
                 *id != &self.node
-                    && seen.is_some_and(|at| now.duration_since(at) < self.times.lease)
+                    && seen
+                        .1
+                        .is_some_and(|at| now.duration_since(at) < self.times.lease)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -385,6 +389,7 @@ impl Ownership {
                         h.revision = new_revision;
                         h.lease.extend(sent_at, &self.times);
                         self.counts.renewals.fetch_add(1, Ordering::Relaxed);
+                        self.wrote(shard, &h.value, new_revision);
                     }
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
@@ -433,6 +438,27 @@ impl Ownership {
             } else if !held && *desired == self.node && self.claimable(shard) {
                 self.claim(shard).await;
             }
+        }
+    }
+
+    /// Records this node's own successful write of `shard`'s entry in the
+    /// shard map as seen, so that a later claim or release compares against
+    /// it even while the watch lags (after a reconnect, a watch can go quiet
+    /// for seconds until it notices and starts again).
+    fn wrote(&self, shard: usize, value: &OwnerValue, revision: u64) {
+        let mut owners = self.owners.lock();
+        let newer = owners
+            .get(&shard)
+            .is_none_or(|seen| seen.revision < revision);
+        if newer {
+            owners.insert(
+                shard,
+                Seen {
+                    value: Some(value.clone()),
+                    revision,
+                    since: Instant::now(),
+                },
+            );
         }
     }
 
@@ -487,6 +513,7 @@ impl Ownership {
             }
         };
         tracing::info!(shard, epoch, "claimed the shard; taking it over");
+        self.wrote(shard, &value, revision);
         self.held.lock().insert(
             shard,
             Held {
@@ -696,8 +723,7 @@ impl Ownership {
             // With history: the last value of every key first, then changes.
             match self.jet.owners.watch_with_history(">").await {
                 Ok(mut watch) => {
-                    while let Some(entry) = watch.next().await {
-                        let Ok(entry) = entry else { break };
+                    while let Some(entry) = self.next_entry(&mut watch).await {
                         let Some(shard) = Names::shard_of_key(&entry.key) else {
                             continue;
                         };
@@ -706,9 +732,11 @@ impl Ownership {
                             Operation::Delete | Operation::Purge => None,
                         };
                         let mut owners = self.owners.lock();
+                        // A restarted watch replays the last value of each
+                        // key, which may be older than this node's own write.
                         let changed = owners
                             .get(&shard)
-                            .is_none_or(|seen| seen.revision != entry.revision);
+                            .is_none_or(|seen| seen.revision < entry.revision);
                         if changed {
                             owners.insert(
                                 shard,
@@ -727,17 +755,41 @@ impl Ownership {
         }
     }
 
+    /// The next entry of a watch; `None` when the watch should start again:
+    /// it failed, or it delivered nothing for a whole lease although every
+    /// live node heartbeats and renews every `renew` (a consumer lost with
+    /// the NATS server it lived on stays quiet until the client notices).
+    async fn next_entry(&self, watch: &mut kv::Watch) -> Option<kv::Entry> {
+        match tokio::time::timeout(self.times.lease, watch.next()).await {
+            Ok(Some(Ok(entry))) => Some(entry),
+            Ok(Some(Err(e))) => {
+                tracing::info!(error = %e, "watch failed; watching again");
+                None
+            }
+            Ok(None) => None,
+            Err(_) => {
+                tracing::debug!("watch quiet for a lease; watching again");
+                None
+            }
+        }
+    }
+
     async fn watch_nodes(self: Arc<Self>) {
         loop {
             match self.jet.nodes.watch_with_history(">").await {
                 Ok(mut watch) => {
-                    while let Some(entry) = watch.next().await {
-                        let Ok(entry) = entry else { break };
+                    while let Some(entry) = self.next_entry(&mut watch).await {
                         let seen = match entry.operation {
                             Operation::Put => Some(Instant::now()),
                             Operation::Delete | Operation::Purge => None,
                         };
-                        self.nodes.lock().insert(entry.key.clone(), seen);
+                        let mut nodes = self.nodes.lock();
+                        let newer = nodes
+                            .get(&entry.key)
+                            .is_none_or(|(revision, _)| *revision < entry.revision);
+                        if newer {
+                            nodes.insert(entry.key.clone(), (entry.revision, seen));
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot watch the nodes"),

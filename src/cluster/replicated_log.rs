@@ -16,11 +16,15 @@
 //! *fenced*:
 //! nothing after its last acknowledged message was appended, every waiting
 //! answer fails with [`LogError::Fenced`] (503 `SHARD_MOVED`, never a 2xx),
-//! and the node drops its copy of the shard. An acknowledgement marked
-//! `duplicate` is never taken as an append: it means the message id was
-//! seen before, not that this message was written now, so it fences too.
-//! A publish that fails for want of a stream leader is retried with backoff
-//! (same message id, same expected sequence) for [`PUBLISH_RETRY_MAX`].
+//! and the node drops its copy of the shard.
+//!
+//! A publish that fails for want of a stream leader, or whose ack is lost
+//! to a reconnect, is retried with backoff (same message id, same expected
+//! sequence) for [`PUBLISH_RETRY_MAX`]. An acknowledgement marked
+//! `duplicate` means the message id was stored before: message ids are
+//! unique to one owner's log and batch, so after a retry it is this batch's
+//! earlier attempt, stored right after the expected sequence, and it counts
+//! as the append. On a first attempt it cannot be ours, and it fences.
 
 use super::message::{self, MESSAGE_BYTES_MAX};
 use crate::log::{Durable, Log, LogError, LogRecord, Lsn};
@@ -331,6 +335,9 @@ pub async fn publish(
     let started = tokio::time::Instant::now();
     let mut pause = RETRY_PAUSE_MIN;
     let mut in_flight = 0;
+    // Whether an earlier attempt may have been stored without its ack
+    // reaching us.
+    let mut retried = false;
     loop {
         let message = PublishMessage::build()
             .payload(payload.clone())
@@ -345,10 +352,20 @@ pub async fn publish(
             Err(e) => Err(e),
         };
         let error = match sent {
+            // Our own earlier attempt of this very message was stored (the
+            // id is unique to this log and batch, and the server only keeps
+            // ids of stored messages): the batch is in the subject at the
+            // sequence the ack names, right after `expected`, since that
+            // attempt carried the same expected sequence.
+            Ok(ack) if ack.duplicate && retried && ack.sequence > expected => {
+                return Ok(ack.sequence)
+            }
             Ok(ack) if ack.duplicate => {
                 return Err(Ended::Fenced(format!(
-                "message {id} was acknowledged as a duplicate: it may not have been appended now"
-            )))
+                    "message {id} was acknowledged as a duplicate of sequence {} \
+                     without an earlier attempt after {expected}",
+                    ack.sequence
+                )))
             }
             Ok(ack) => return Ok(ack.sequence),
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
@@ -368,6 +385,7 @@ pub async fn publish(
                     )))
                 }
                 Some(WrongSequence::InFlight) => {
+                    retried = true;
                     in_flight += 1;
                     tokio::time::sleep(RETRY_PAUSE_MIN * in_flight).await;
                     continue;
@@ -382,6 +400,7 @@ pub async fn publish(
             )));
         }
         tracing::debug!(%error, id, "append not acknowledged; retrying");
+        retried = true;
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_PAUSE_MAX);
     }
