@@ -45,7 +45,7 @@ fn fixture() -> Fixture {
             liveness: Liveness::Main,
             created_at_ms: NOW_MS,
         }),
-        CatalogCommand::CreateCollection(CollectionRecord {
+        CatalogCommand::CreateCollection(Box::new(CollectionRecord {
             id: collection,
             account_id: account,
             name: "bench".into(),
@@ -58,9 +58,11 @@ fn fixture() -> Fixture {
             merchants: vec![],
             token_expires_after_secs: Some(3600),
             data_schema: None,
+            hold_ttl_secs_max: None,
+            void_window_secs: None,
             liveness: Liveness::Main,
             created_at_ms: NOW_MS,
-        }),
+        })),
     ];
     for command in commands {
         catalog.execute(command, |_| ()).expect("catalog accepts");

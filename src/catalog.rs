@@ -159,7 +159,7 @@ impl Catalog {
                 }
             }
             CatalogCommand::CreateCollection(record) => {
-                let collection = Collection::from_record(record.clone())
+                let collection = Collection::from_record((**record).clone())
                     .map_err(CatalogError::InvalidCollection)?;
                 self.collections.insert(record.id, Arc::new(collection));
                 self.account_collections
@@ -268,7 +268,7 @@ impl CatalogImage {
             .chain(
                 self.collections
                     .into_iter()
-                    .map(CatalogCommand::CreateCollection),
+                    .map(|c| CatalogCommand::CreateCollection(Box::new(c))),
             )
             .chain(self.api_keys.into_iter().map(CatalogCommand::CreateApiKey));
         for command in commands {

@@ -13,7 +13,7 @@
 //! that every record ever written still decodes.
 
 use crate::clock::Millis;
-use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
+use crate::ids::{AccountId, CollectionId, HoldId, KeyId, TokenId};
 use crate::model::collection::CollectionRecord;
 use crate::model::metadata::{self, Metadata};
 use crate::model::token::NEVER;
@@ -110,7 +110,67 @@ pub struct Delete {
     pub id: TokenId,
 }
 
-/// A change to one shard's tokens, as logged.
+/// Reserves a token for a while: nobody else may hold or redeem it until
+/// the hold is captured, released or lapses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The requester.
+    pub account_id: AccountId,
+    /// The token.
+    pub id: TokenId,
+    /// The new hold's id (chosen before deciding, so replay reuses it).
+    pub hold_id: HoldId,
+    /// The merchant holding it.
+    pub merchant_id: Option<String>,
+    /// Client key that makes a retry a replay.
+    pub idempotency_key: Option<String>,
+    /// How long it holds; the collection's `holdTtlSecsMax` when absent.
+    pub ttl_secs: Option<i64>,
+    /// Name of the holding API key.
+    pub held_by: String,
+}
+
+/// Redeems a held token for its hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capture {
+    /// The requester.
+    pub account_id: AccountId,
+    /// The token.
+    pub id: TokenId,
+    /// The hold to capture.
+    pub hold_id: HoldId,
+    /// Name of the capturing API key (the redemption's `redeemedBy`).
+    pub captured_by: String,
+}
+
+/// Lets a held token go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// The requester.
+    pub account_id: AccountId,
+    /// The token.
+    pub id: TokenId,
+    /// The hold to release.
+    pub hold_id: HoldId,
+}
+
+/// Undoes a token's redemption (a refund): the token can be redeemed again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Void {
+    /// The requester.
+    pub account_id: AccountId,
+    /// The token.
+    pub id: TokenId,
+    /// Why, ≤ 200 characters.
+    pub reason: Option<String>,
+    /// Client key that makes a retry a replay.
+    pub idempotency_key: Option<String>,
+    /// Name of the voiding API key.
+    pub voided_by: String,
+}
+
+/// A change to one shard's tokens, as logged. Variants are only ever
+/// added: every record ever written still decodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ShardCommand {
     /// See [`Create`].
@@ -119,6 +179,14 @@ pub enum ShardCommand {
     Redeem(Redeem),
     /// See [`Delete`].
     Delete(Delete),
+    /// See [`Hold`].
+    Hold(Hold),
+    /// See [`Capture`].
+    Capture(Capture),
+    /// See [`Release`].
+    Release(Release),
+    /// See [`Void`].
+    Void(Void),
 }
 
 impl ShardCommand {
@@ -130,6 +198,10 @@ impl ShardCommand {
             ShardCommand::Create(create) => create.tokens.first().map(|t| t.id),
             ShardCommand::Redeem(redeem) => Some(redeem.id),
             ShardCommand::Delete(delete) => Some(delete.id),
+            ShardCommand::Hold(c) => Some(c.id),
+            ShardCommand::Capture(c) => Some(c.id),
+            ShardCommand::Release(c) => Some(c.id),
+            ShardCommand::Void(c) => Some(c.id),
         }
     }
 }
@@ -152,6 +224,30 @@ impl From<Delete> for ShardCommand {
     }
 }
 
+impl From<Hold> for ShardCommand {
+    fn from(command: Hold) -> Self {
+        ShardCommand::Hold(command)
+    }
+}
+
+impl From<Capture> for ShardCommand {
+    fn from(command: Capture) -> Self {
+        ShardCommand::Capture(command)
+    }
+}
+
+impl From<Release> for ShardCommand {
+    fn from(command: Release) -> Self {
+        ShardCommand::Release(command)
+    }
+}
+
+impl From<Void> for ShardCommand {
+    fn from(command: Void) -> Self {
+        ShardCommand::Void(command)
+    }
+}
+
 /// A change to the catalog, as logged and replayed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
@@ -167,7 +263,7 @@ pub enum CatalogCommand {
         key_id: KeyId,
     },
     /// A new collection.
-    CreateCollection(CollectionRecord),
+    CreateCollection(Box<CollectionRecord>),
 }
 
 #[cfg(test)]

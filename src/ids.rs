@@ -63,6 +63,10 @@ id_type!(
     /// Identifies a token; also decides which shard owns it.
     TokenId
 );
+id_type!(
+    /// Identifies a hold on a token (random; the token's shard keeps it).
+    HoldId
+);
 
 /// Namespace for ids derived from idempotency keys (an arbitrary fixed UUID:
 /// changing it would break idempotent replays across an upgrade).

@@ -82,7 +82,7 @@ fn world() -> World {
             liveness: Liveness::Test,
             created_at_ms: T0,
         }),
-        CatalogCommand::CreateCollection(CollectionRecord {
+        CatalogCommand::CreateCollection(Box::new(CollectionRecord {
             id: collection,
             account_id: account,
             name: "c".into(),
@@ -95,9 +95,11 @@ fn world() -> World {
             merchants: vec![],
             token_expires_after_secs: None,
             data_schema: None,
+            hold_ttl_secs_max: None,
+            void_window_secs: None,
             liveness: Liveness::Test,
             created_at_ms: T0,
-        }),
+        })),
     ];
     for command in commands {
         catalog.execute(command, |_| ()).expect("catalog accepts");

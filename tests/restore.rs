@@ -134,22 +134,26 @@ fn create_account(live: &mut Live) -> AccountId {
 fn populate(live: &mut Live, image_at_step: Option<usize>) -> Option<SnapshotImage> {
     let account = create_account(live);
     let collection = CollectionId::random();
-    live.catalog(CatalogCommand::CreateCollection(CollectionRecord {
-        id: collection,
-        account_id: account,
-        name: "c".into(),
-        description: None,
-        issuer: Some("issuer".into()),
-        issuer_img: None,
-        img: None,
-        issuer_website: None,
-        value: vec![],
-        merchants: vec![],
-        token_expires_after_secs: None,
-        data_schema: Some(r#"{"type":"object"}"#.into()),
-        liveness: Liveness::Main,
-        created_at_ms: live.now,
-    }));
+    live.catalog(CatalogCommand::CreateCollection(Box::new(
+        CollectionRecord {
+            id: collection,
+            account_id: account,
+            name: "c".into(),
+            description: None,
+            issuer: Some("issuer".into()),
+            issuer_img: None,
+            img: None,
+            issuer_website: None,
+            value: vec![],
+            merchants: vec![],
+            token_expires_after_secs: None,
+            data_schema: Some(r#"{"type":"object"}"#.into()),
+            hold_ttl_secs_max: None,
+            void_window_secs: None,
+            liveness: Liveness::Main,
+            created_at_ms: live.now,
+        },
+    )));
     let mut image = None;
     let mut ids = Vec::new();
     for step in 0..300 {
@@ -387,22 +391,26 @@ fn varied_live(shards: usize) -> Live {
     let account = create_account(&mut live);
     let collections: Vec<CollectionId> = (0..3).map(|_| CollectionId::random()).collect();
     for (i, collection) in collections.iter().enumerate() {
-        live.catalog(CatalogCommand::CreateCollection(CollectionRecord {
-            id: *collection,
-            account_id: account,
-            name: format!("c{i}"),
-            description: None,
-            issuer: None,
-            issuer_img: None,
-            img: None,
-            issuer_website: None,
-            value: vec![],
-            merchants: vec![],
-            token_expires_after_secs: (i == 1).then_some(3600),
-            data_schema: None,
-            liveness: Liveness::Main,
-            created_at_ms: live.now,
-        }));
+        live.catalog(CatalogCommand::CreateCollection(Box::new(
+            CollectionRecord {
+                id: *collection,
+                account_id: account,
+                name: format!("c{i}"),
+                description: None,
+                issuer: None,
+                issuer_img: None,
+                img: None,
+                issuer_website: None,
+                value: vec![],
+                merchants: vec![],
+                token_expires_after_secs: (i == 1).then_some(3600),
+                data_schema: None,
+                hold_ttl_secs_max: None,
+                void_window_secs: None,
+                liveness: Liveness::Main,
+                created_at_ms: live.now,
+            },
+        )));
     }
     let long = "ü".repeat(40);
     let mut ids = Vec::new();

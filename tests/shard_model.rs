@@ -83,7 +83,7 @@ impl ModelToken {
 
     fn purged(&self, now: Millis) -> bool {
         let since = match self.status(now) {
-            Status::Active => return false,
+            Status::Active | Status::Held => return false,
             Status::Expired => self.expires_at,
             Status::Redeemed => self.redeemed.map(|r| r.2).unwrap_or_default(),
             Status::Deleted => self.deleted_at.unwrap_or_default(),
@@ -125,7 +125,7 @@ fn world() -> World {
         let id = CollectionId::random();
         catalog
             .execute(
-                CatalogCommand::CreateCollection(CollectionRecord {
+                CatalogCommand::CreateCollection(Box::new(CollectionRecord {
                     id,
                     account_id: account,
                     name: "c".into(),
@@ -138,9 +138,11 @@ fn world() -> World {
                     merchants,
                     token_expires_after_secs: None,
                     data_schema: None,
+                    hold_ttl_secs_max: None,
+                    void_window_secs: None,
                     liveness: Liveness::Test,
                     created_at_ms: 0,
-                }),
+                })),
                 |_| (),
             )
             .unwrap();
@@ -250,6 +252,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         Status::Active if token.restricted && !matches!(merchant, Some(0 | 1)) => {
                             Err(Rejection::MerchantNotAllowed)
                         }
+                        Status::Held => unreachable!("this model places no holds"),
                         Status::Active => {
                             token.redeemed = Some((merchant, key, now));
                             token.successful_redeems += 1;

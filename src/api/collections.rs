@@ -41,6 +41,12 @@ pub struct CreateCollection {
     /// Default token lifetime in seconds.
     #[serde(default, deserialize_with = "whole_number")]
     token_expires_after: Option<i64>,
+    /// Longest hold on a token, in seconds.
+    #[serde(default, deserialize_with = "whole_number")]
+    hold_ttl_secs_max: Option<i64>,
+    /// How long after a redemption it may be voided, in seconds.
+    #[serde(default, deserialize_with = "whole_number")]
+    void_window_secs: Option<i64>,
     /// A JSON Schema that token `data` must satisfy.
     data_schema: Option<Value>,
     /// Must be the account's.
@@ -97,6 +103,8 @@ pub async fn create(
         merchants: body.merchants.unwrap_or_default(),
         token_expires_after_secs: body.token_expires_after,
         data_schema,
+        hold_ttl_secs_max: body.hold_ttl_secs_max,
+        void_window_secs: body.void_window_secs,
         liveness: account_liveness,
         created_at_ms: 0,
     };

@@ -52,6 +52,18 @@ pub enum ErrorCode {
     TokenNotYetActive,
     /// Merchant not in the collection's list.
     MerchantNotAllowed,
+    /// A live hold reserves the token.
+    TokenHeld,
+    /// No such hold on the token.
+    HoldNotFound,
+    /// The hold was released, lapsed, or captured.
+    HoldNotActive,
+    /// A void of a token that is not redeemed.
+    TokenNotRedeemed,
+    /// A void after the collection's void window.
+    VoidWindowClosed,
+    /// The token was voided as often as it may be.
+    VoidLimitReached,
     /// A limit of the service was reached.
     LimitReached,
     /// Restore has not finished, or the engine is stopping.
@@ -82,15 +94,20 @@ impl ErrorCode {
             | ErrorCode::AccountNotFound
             | ErrorCode::ApiKeyNotFound
             | ErrorCode::CollectionNotFound
-            | ErrorCode::TokenNotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::TokenNotFound
+            | ErrorCode::HoldNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ValidationFailed | ErrorCode::TokenNotYetActive => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ErrorCode::TokenAlreadyCreated | ErrorCode::TokenAlreadyRedeemed => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::TokenAlreadyCreated
+            | ErrorCode::TokenAlreadyRedeemed
+            | ErrorCode::TokenHeld
+            | ErrorCode::HoldNotActive
+            | ErrorCode::TokenNotRedeemed
+            | ErrorCode::VoidWindowClosed
+            | ErrorCode::VoidLimitReached => StatusCode::CONFLICT,
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
             ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable
@@ -122,6 +139,12 @@ impl ErrorCode {
             ErrorCode::TokenDeleted => "TOKEN_DELETED",
             ErrorCode::TokenNotYetActive => "TOKEN_NOT_YET_ACTIVE",
             ErrorCode::MerchantNotAllowed => "MERCHANT_NOT_ALLOWED",
+            ErrorCode::TokenHeld => "TOKEN_HELD",
+            ErrorCode::HoldNotFound => "HOLD_NOT_FOUND",
+            ErrorCode::HoldNotActive => "HOLD_NOT_ACTIVE",
+            ErrorCode::TokenNotRedeemed => "TOKEN_NOT_REDEEMED",
+            ErrorCode::VoidWindowClosed => "VOID_WINDOW_CLOSED",
+            ErrorCode::VoidLimitReached => "VOID_LIMIT_REACHED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
@@ -284,6 +307,41 @@ impl From<Rejection> for ApiError {
             Rejection::CollectionNotFound => {
                 ApiError::new(ErrorCode::CollectionNotFound, "No such collection.")
             }
+            Rejection::Held { expires_at_ms } => ApiError::new(
+                ErrorCode::TokenHeld,
+                format!(
+                    "The token is held until {}.",
+                    timestamp::format(expires_at_ms)
+                ),
+            ),
+            Rejection::HoldTooLong { max_secs } => ApiError::invalid(
+                "$.ttlSecs",
+                format!("must be at most the collection's holdTtlSecsMax ({max_secs})"),
+            ),
+            Rejection::HoldNotFound => {
+                ApiError::new(ErrorCode::HoldNotFound, "No such hold on this token.")
+            }
+            Rejection::HoldNotActive => ApiError::new(
+                ErrorCode::HoldNotActive,
+                "The hold is no longer active (released, expired or captured).",
+            ),
+            Rejection::NotRedeemed => {
+                ApiError::new(ErrorCode::TokenNotRedeemed, "The token is not redeemed.")
+            }
+            Rejection::VoidWindowClosed { closed_at_ms } => ApiError::new(
+                ErrorCode::VoidWindowClosed,
+                format!(
+                    "The redemption could be voided until {}.",
+                    timestamp::format(closed_at_ms)
+                ),
+            ),
+            Rejection::VoidLimitReached => ApiError::new(
+                ErrorCode::VoidLimitReached,
+                format!(
+                    "The token was voided {} times, the most it may be.",
+                    crate::model::lifecycle::VOIDS_MAX
+                ),
+            ),
         }
     }
 }

@@ -35,9 +35,15 @@ pub const ROUTES: &[&str] = &[
     "/api/collections",
     "/api/collections/{id}",
     "/api/tokens/batch",
+    "/api/tokens/redeem",
     "/api/tokens",
     "/api/tokens/{id}",
     "/api/tokens/{id}/redeem",
+    "/api/tokens/{id}/validate",
+    "/api/tokens/{id}/holds",
+    "/api/tokens/{id}/holds/{holdId}/capture",
+    "/api/tokens/{id}/holds/{holdId}/release",
+    "/api/tokens/{id}/redemption/void",
 ];
 
 /// Resource data naming the route a request matched.

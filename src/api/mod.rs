@@ -11,7 +11,8 @@
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
 //! - [`metrics`]: `GET /metrics` and the middleware recording every request;
-//! - [`accounts`], [`collections`], [`tokens`], [`admin`], [`health`]: the
+//! - [`accounts`], [`collections`], [`tokens`], [`lifecycle`] (holds,
+//!   voids, validation, batch redeem), [`admin`], [`health`]: the
 //!   handlers.
 
 pub mod accounts;
@@ -23,6 +24,7 @@ pub mod checked;
 pub mod collections;
 pub mod error;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod plan;
 pub mod query;
@@ -59,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/api/collections/{id}").route(web::get().to(collections::get)))
         .service(resource("/api/tokens/batch").route(web::post().to(tokens::create_batch)))
+        .service(resource("/api/tokens/redeem").route(web::post().to(lifecycle::redeem_batch)))
         .service(
             resource("/api/tokens")
                 .route(web::post().to(tokens::create))
@@ -71,6 +74,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(tokens::delete)),
         )
         .service(resource("/api/tokens/{id}/redeem").route(web::post().to(tokens::redeem)))
+        .service(resource("/api/tokens/{id}/validate").route(web::post().to(lifecycle::validate)))
+        .service(resource("/api/tokens/{id}/holds").route(web::post().to(lifecycle::hold)))
+        .service(
+            resource("/api/tokens/{id}/holds/{holdId}/capture")
+                .route(web::post().to(lifecycle::capture)),
+        )
+        .service(
+            resource("/api/tokens/{id}/holds/{holdId}/release")
+                .route(web::post().to(lifecycle::release)),
+        )
+        .service(
+            resource("/api/tokens/{id}/redemption/void").route(web::post().to(lifecycle::void)),
+        )
         .default_service(web::to(not_found));
 }
 

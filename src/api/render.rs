@@ -4,6 +4,7 @@
 
 use super::query::encode_cursor;
 use crate::clock::Millis;
+use crate::ids::HoldId;
 use crate::model::token::NEVER;
 use crate::model::{Account, ApiKey, Collection, Status, Token};
 use crate::timestamp;
@@ -89,16 +90,13 @@ impl Serialize for TokenJson<'_> {
             &(token.expires_at_ms != NEVER).then_some(At(token.expires_at_ms)),
         )?;
         map.serialize_entry("description", &extra.description)?;
-        // Data is visible only while the token is active: an expired token's
-        // data is gone even before its timer frees it.
-        let data: Option<&RawValue> = (status == Status::Active)
-            .then_some(extra.data.as_deref())
-            .flatten();
+        // Data is visible only while the token is unspent (active or held):
+        // an expired token's data is gone even before its timer frees it.
+        let unspent = matches!(status, Status::Active | Status::Held);
+        let data: Option<&RawValue> = unspent.then_some(extra.data.as_deref()).flatten();
         map.serialize_entry("data", &data)?;
         map.serialize_entry("metadata", &token.metadata)?;
-        let encryption = (status == Status::Active)
-            .then_some(extra.encryption.as_deref())
-            .flatten();
+        let encryption = unspent.then_some(extra.encryption.as_deref()).flatten();
         map.serialize_entry("encryption", &encryption)?;
         map.serialize_entry(
             "children",
@@ -113,6 +111,7 @@ impl Serialize for TokenJson<'_> {
         map.serialize_entry("img", &collection.img)?;
         map.serialize_entry("issuerWebsite", &collection.issuer_website)?;
         map.serialize_entry("value", &collection.value)?;
+        let lifecycle = extra.lifecycle.as_deref();
         if let Some(redemption) = &extra.redemption {
             map.serialize_entry(
                 "redemption",
@@ -121,8 +120,39 @@ impl Serialize for TokenJson<'_> {
                     idempotency_key: redemption.idempotency_key.as_deref(),
                     redeemed_at: At(redemption.redeemed_at_ms),
                     redeemed_by: ApiKey::crn(collection.account_id, &redemption.redeemed_by),
+                    hold_id: lifecycle.and_then(|l| l.captured),
                 },
             )?;
+        }
+        if let Some(hold) = extra.live_hold(self.now).filter(|_| status == Status::Held) {
+            map.serialize_entry(
+                "hold",
+                &HoldJson {
+                    id: hold.id,
+                    merchant_id: hold.merchant_id.as_deref(),
+                    idempotency_key: hold.idempotency_key.as_deref(),
+                    held_at: At(hold.held_at_ms),
+                    expires_at: At(hold.expires_at_ms),
+                    held_by: ApiKey::crn(collection.account_id, &hold.held_by),
+                },
+            )?;
+        }
+        if let Some(voided) = lifecycle.map(|l| &l.voided).filter(|v| !v.is_empty()) {
+            let voided: Vec<VoidedJson<'_>> = voided
+                .iter()
+                .map(|v| VoidedJson {
+                    merchant_id: v.merchant_id.as_deref(),
+                    idempotency_key: v.idempotency_key.as_deref(),
+                    redeemed_at: At(v.redeemed_at_ms),
+                    redeemed_by: ApiKey::crn(collection.account_id, &v.redeemed_by),
+                    hold_id: v.hold_id,
+                    voided_at: At(v.voided_at_ms),
+                    voided_by: ApiKey::crn(collection.account_id, &v.voided_by),
+                    void_reason: v.reason.as_deref(),
+                    void_idempotency_key: v.void_idempotency_key.as_deref(),
+                })
+                .collect();
+            map.serialize_entry("voidedRedemptions", &voided)?;
         }
         if let Some(deleted_at_ms) = extra.deleted_at_ms {
             map.serialize_entry("deletedAt", &At(deleted_at_ms))?;
@@ -138,6 +168,36 @@ struct RedemptionJson<'a> {
     idempotency_key: Option<&'a str>,
     redeemed_at: At,
     redeemed_by: String,
+    /// Only on a capture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_id: Option<HoldId>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HoldJson<'a> {
+    id: HoldId,
+    merchant_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    held_at: At,
+    expires_at: At,
+    held_by: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VoidedJson<'a> {
+    merchant_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    redeemed_at: At,
+    redeemed_by: String,
+    /// Only when the voided redemption was a capture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_id: Option<HoldId>,
+    voided_at: At,
+    voided_by: String,
+    void_reason: Option<&'a str>,
+    void_idempotency_key: Option<&'a str>,
 }
 
 /// A collection as the API shows it.
@@ -162,6 +222,8 @@ impl Serialize for CollectionJson<'_> {
         map.serialize_entry("value", &c.value)?;
         map.serialize_entry("merchants", &c.merchants)?;
         map.serialize_entry("tokenExpiresAfter", &c.token_expires_after_secs)?;
+        map.serialize_entry("holdTtlSecsMax", &self.0.hold_ttl_secs_max())?;
+        map.serialize_entry("voidWindowSecs", &self.0.void_window_secs())?;
         map.serialize_entry("dataSchema", &data_schema)?;
         map.serialize_entry("liveness", c.liveness.as_str())?;
         map.serialize_entry("createdAt", &At(c.created_at_ms))?;

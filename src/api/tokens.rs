@@ -93,14 +93,14 @@ impl CheckedBody for RedeemBody {
 }
 
 /// Marks a response as the replay of an earlier one.
-fn mark_replayed(response: &mut HttpResponse) {
+pub(super) fn mark_replayed(response: &mut HttpResponse) {
     response.headers_mut().insert(
         HeaderName::from_static(REPLAYED_HEADER),
         HeaderValue::from_static("true"),
     );
 }
 
-fn render(token: &Token, now: Millis) -> TokenJson<'_> {
+pub(super) fn render(token: &Token, now: Millis) -> TokenJson<'_> {
     TokenJson {
         token,
         now,
@@ -185,7 +185,7 @@ pub async fn create_batch(
     json(StatusCode::CREATED, &DataJson { data })
 }
 
-fn token_id(text: &str) -> Result<TokenId, ApiError> {
+pub(super) fn token_id(text: &str) -> Result<TokenId, ApiError> {
     TokenId::parse(text).ok_or_else(ApiError::token_not_found)
 }
 
@@ -265,8 +265,9 @@ pub async fn get(
     json(StatusCode::OK, &render(&token, now))
 }
 
-/// `HEAD /api/tokens/{id}`: 200 when redeemable now, 410 when spent,
-/// expired or deleted, 422 before `activeFrom`, 404 when unknown.
+/// `HEAD /api/tokens/{id}`: 200 when redeemable now, 409 while held, 410
+/// when spent, expired or deleted, 422 before `activeFrom`, 404 when
+/// unknown.
 pub async fn head(
     state: web::Data<AppState>,
     caller: Caller,
@@ -280,6 +281,7 @@ pub async fn head(
     let code = match status {
         Status::Active if now < token.active_from_ms => StatusCode::UNPROCESSABLE_ENTITY,
         Status::Active => StatusCode::OK,
+        Status::Held => StatusCode::CONFLICT,
         Status::Redeemed | Status::Expired | Status::Deleted => StatusCode::GONE,
     };
     Ok(HttpResponse::build(code)
@@ -345,7 +347,7 @@ fn list_query(account: AccountId, text: &str) -> Result<(ListQuery, bool), ApiEr
     let statuses = query.parsed(
         "status",
         Status::parse,
-        "one of active, redeemed, expired, deleted",
+        "one of active, held, redeemed, expired, deleted",
         &mut errors,
     );
     let types = query.parsed(

@@ -10,6 +10,7 @@
 //! each item is checked against the token schema.
 
 use super::error::{ApiError, FieldError};
+use crate::model::collection::{HOLD_TTL_SECS_LIMIT, VOID_WINDOW_SECS_LIMIT};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
 use serde::de::{self, DeserializeOwned};
@@ -36,9 +37,22 @@ pub struct Schemas {
     pub collection: Validator,
     /// `POST /api/tokens`, and each item of `POST /api/tokens/batch`.
     pub token: Validator,
-    /// `POST /api/tokens/{id}/redeem`.
+    /// `POST /api/tokens/{id}/redeem` and `/validate`.
     pub redeem: Validator,
+    /// `POST /api/tokens/{id}/holds`.
+    pub hold: Validator,
+    /// Capture and release: `{}`.
+    pub empty: Validator,
+    /// `POST /api/tokens/{id}/redemption/void`.
+    pub void: Validator,
+    /// `POST /api/tokens/redeem`.
+    pub redeem_batch: Validator,
 }
+
+/// Items of one batch redeem.
+pub const REDEMPTIONS_MAX: usize = 1_000;
+/// Longest void reason, in characters.
+pub const VOID_REASON_CHARS_MAX: usize = 200;
 
 fn token_properties(with_children: bool) -> Value {
     let text = |max: usize| json!({"type": "string", "maxLength": max});
@@ -144,6 +158,8 @@ pub fn schemas() -> &'static Schemas {
                     "merchants": {"type": "array", "maxItems": 1000, "uniqueItems": true,
                                   "items": text(1, 200)},
                     "tokenExpiresAfter": {"type": "integer", "minimum": 1, "maximum": LIFETIME_SECS_MAX},
+                    "holdTtlSecsMax": {"type": "integer", "minimum": 1, "maximum": HOLD_TTL_SECS_LIMIT},
+                    "voidWindowSecs": {"type": "integer", "minimum": 0, "maximum": VOID_WINDOW_SECS_LIMIT},
                     "dataSchema": {"type": ["object", "boolean"]},
                     "liveness": {"enum": ["test", "main"]}
                 }
@@ -152,6 +168,40 @@ pub fn schemas() -> &'static Schemas {
             redeem: compile(json!({
                 "type": "object", "additionalProperties": false,
                 "properties": {"merchantId": text(1, 200), "idempotencyKey": text(1, 255)}
+            })),
+            hold: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "merchantId": text(1, 200),
+                    "idempotencyKey": text(1, 255),
+                    "ttlSecs": {"type": "integer", "minimum": 1, "maximum": HOLD_TTL_SECS_LIMIT}
+                }
+            })),
+            empty: compile(json!({"type": "object", "additionalProperties": false})),
+            void: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "reason": text(0, VOID_REASON_CHARS_MAX),
+                    "idempotencyKey": text(1, 255)
+                }
+            })),
+            redeem_batch: compile(json!({
+                "type": "object", "additionalProperties": false,
+                "required": ["redemptions"],
+                "properties": {
+                    "redemptions": {
+                        "type": "array", "minItems": 1, "maxItems": REDEMPTIONS_MAX,
+                        "items": {
+                            "type": "object", "additionalProperties": false,
+                            "required": ["tokenId"],
+                            "properties": {
+                                "tokenId": text(1, 64),
+                                "merchantId": text(1, 200),
+                                "idempotencyKey": text(1, 255)
+                            }
+                        }
+                    }
+                }
             })),
         }
     })

@@ -16,7 +16,7 @@ pub mod placement;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, Millis};
-use crate::command::{CatalogCommand, Delete, NewToken, Redeem};
+use crate::command::{Capture, CatalogCommand, Delete, Hold, NewToken, Redeem, Release, Void};
 use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
 use crate::log::{Log, LogError, LogRecord};
 use crate::metrics::store::{SnapshotMetrics, WalMetrics};
@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::shard::{Created, ListQuery, Redeemed, Rejection, TimerReport};
+pub use crate::shard::{Changed, Checked, Created, ListQuery, Redeemed, Rejection, TimerReport};
 pub use placement::{CatalogWriter, Remote, Tenure};
 
 /// Upper bound on shards: each is a thread on a single node.
@@ -556,6 +556,101 @@ impl Engine {
         self.execute(command.id, command).await
     }
 
+    /// Redeems several tokens, each exactly as [`Engine::redeem`] would:
+    /// grouped by shard, each shard deciding its part in request order in
+    /// one turn, all parts at once. Answers in request order once every
+    /// part's records are durable; a part whose shard could not answer
+    /// (moved, unavailable) is that error for each of its items.
+    pub async fn redeem_each(
+        &self,
+        commands: Vec<Redeem>,
+    ) -> Vec<Result<Result<Redeemed, Rejection>, EngineError>> {
+        let count = commands.len();
+        let mut groups: BTreeMap<usize, (Vec<usize>, Vec<Redeem>)> = BTreeMap::new();
+        for (position, command) in commands.into_iter().enumerate() {
+            let group = groups
+                .entry(command.id.shard(self.shard_count()))
+                .or_default();
+            group.0.push(position);
+            group.1.push(command);
+        }
+        let mut positions = Vec::with_capacity(groups.len());
+        let mut parts = Vec::with_capacity(groups.len());
+        for (shard, (places, commands)) in groups {
+            positions.push(places);
+            parts.push(self.redeem_each_on(shard, commands));
+        }
+        let mut ordered: Vec<Option<Result<Result<Redeemed, Rejection>, EngineError>>> =
+            (0..count).map(|_| None).collect();
+        for (places, result) in positions.into_iter().zip(join_all(parts).await) {
+            match result {
+                Ok(outcomes) => {
+                    assert_eq!(outcomes.len(), places.len(), "one outcome per redeem");
+                    for (place, outcome) in places.into_iter().zip(outcomes) {
+                        ordered[place] = Some(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    for place in places {
+                        ordered[place] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        ordered
+            .into_iter()
+            .map(|o| o.unwrap_or(Err(EngineError::Unavailable)))
+            .collect()
+    }
+
+    async fn redeem_each_on(
+        &self,
+        shard: usize,
+        commands: Vec<Redeem>,
+    ) -> Result<Vec<Result<Redeemed, Rejection>>, EngineError> {
+        if let Some(handle) = self.local(shard)? {
+            return handle.execute_each(commands).await;
+        }
+        let reply = self
+            .remote(shard, ShardRequest::RedeemEach(commands))
+            .await?;
+        Ok(reply.into_redeemed_each(&self.inner.catalog)?)
+    }
+
+    /// Places a hold on a token.
+    pub async fn hold(&self, command: Hold) -> Result<Changed, EngineError> {
+        self.execute(command.id, command).await
+    }
+
+    /// Captures a hold: the token is redeemed for it.
+    pub async fn capture(&self, command: Capture) -> Result<Changed, EngineError> {
+        self.execute(command.id, command).await
+    }
+
+    /// Releases a hold.
+    pub async fn release(&self, command: Release) -> Result<Changed, EngineError> {
+        self.execute(command.id, command).await
+    }
+
+    /// Voids a token's redemption.
+    pub async fn void(&self, command: Void) -> Result<Changed, EngineError> {
+        self.execute(command.id, command).await
+    }
+
+    /// What a redeem would answer now, decided in the owning shard's order
+    /// and answered once the state it read is durable; changes nothing.
+    pub async fn validate(&self, command: Redeem) -> Result<Checked, EngineError> {
+        let shard = command.id.shard(self.shard_count());
+        let checked = match self.local(shard)? {
+            Some(handle) => handle.validate(command).await?,
+            None => self
+                .remote(shard, ShardRequest::Validate(command))
+                .await?
+                .into_validated(&self.inner.catalog)?,
+        };
+        Ok(checked?)
+    }
+
     /// Deletes a token (again is fine).
     pub async fn delete(&self, account: AccountId, id: TokenId) -> Result<(), EngineError> {
         let command = Delete {
@@ -751,7 +846,7 @@ impl Engine {
         record.id = CollectionId::random();
         record.created_at_ms = self.now();
         let id = record.id;
-        self.catalog_execute(CatalogCommand::CreateCollection(record))
+        self.catalog_execute(CatalogCommand::CreateCollection(Box::new(record)))
             .await?;
         self.catalog()
             .collection(id)

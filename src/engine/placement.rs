@@ -8,13 +8,14 @@
 
 use super::EngineError;
 use crate::command::CatalogCommand;
+use crate::command::Redeem;
 use crate::ids::{AccountId, TokenId};
 use crate::log::{Log, Lsn};
 use crate::metrics::tokens::TokenGauges;
 use crate::model::Token;
-use crate::shard::actor::{Decided, Execute, Fetch, List, Precheck};
+use crate::shard::actor::{Decided, Execute, ExecuteEach, Fetch, List, Precheck, Validate};
 use crate::shard::wire::{ShardReply, ShardRequest};
-use crate::shard::{ListPage, ListQuery, Rejection, Shard, TokenCommand};
+use crate::shard::{Checked, ListPage, ListQuery, Redeemed, Rejection, Shard, TokenCommand};
 use actix::Addr;
 use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
@@ -78,6 +79,36 @@ impl ShardHandle {
             .send(Execute(command))
             .await
             .map_err(|_| EngineError::Unavailable)??;
+        self.wait(decided.lsn).await?;
+        Ok(decided.value)
+    }
+
+    /// Decides `commands` in order in one turn, and answers once their
+    /// records are durable.
+    pub async fn execute_each<C: TokenCommand>(
+        &self,
+        commands: Vec<C>,
+    ) -> Result<Vec<Result<C::Outcome, Rejection>>, EngineError> {
+        let decided = self
+            .addr
+            .send(ExecuteEach(commands))
+            .await
+            .map_err(|_| EngineError::Unavailable)??;
+        self.wait(decided.lsn).await?;
+        Ok(decided.value)
+    }
+
+    /// What a redeem would answer, once everything it read is durable (a
+    /// refusal must not rest on a change a crash could undo).
+    pub async fn validate(
+        &self,
+        command: Redeem,
+    ) -> Result<Result<Checked, Rejection>, EngineError> {
+        let decided = self
+            .addr
+            .send(Validate(command))
+            .await
+            .map_err(|_| EngineError::Unavailable)?;
         self.wait(decided.lsn).await?;
         Ok(decided.value)
     }
@@ -148,6 +179,16 @@ impl ShardHandle {
             ShardRequest::Create(c) => crate::command::Create::reply(&self.execute(c).await?),
             ShardRequest::Redeem(c) => crate::command::Redeem::reply(&self.execute(c).await?),
             ShardRequest::Delete(c) => crate::command::Delete::reply(&self.execute(c).await?),
+            ShardRequest::Hold(c) => crate::command::Hold::reply(&self.execute(c).await?),
+            ShardRequest::Capture(c) => crate::command::Capture::reply(&self.execute(c).await?),
+            ShardRequest::Release(c) => crate::command::Release::reply(&self.execute(c).await?),
+            ShardRequest::Void(c) => crate::command::Void::reply(&self.execute(c).await?),
+            ShardRequest::Validate(c) => ShardReply::validated(&self.validate(c).await?),
+            ShardRequest::RedeemEach(commands) => {
+                let outcomes: Vec<Result<Redeemed, Rejection>> =
+                    self.execute_each(commands).await?;
+                ShardReply::redeemed_each(&outcomes)
+            }
             ShardRequest::Fetch { account_id, ids } => ShardReply::Fetched(
                 self.fetch(account_id, ids)
                     .await?

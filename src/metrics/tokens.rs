@@ -10,8 +10,9 @@
 //! tokens, so they survive a restart.
 //!
 //! The counts follow the status the shard has applied: a token past its
-//! `expiresAt` counts as active until the expiry timer moves it (every
-//! 100 ms in `tokend serve`), although reads already show it expired.
+//! `expiresAt` counts as active (and a held one whose hold lapsed as held)
+//! until the timers move it (every 100 ms in `tokend serve`), although
+//! reads already show its new status.
 
 use crate::model::Status;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -20,9 +21,10 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 fn slot(status: Status) -> usize {
     match status {
         Status::Active => 0,
-        Status::Redeemed => 1,
-        Status::Expired => 2,
-        Status::Deleted => 3,
+        Status::Held => 1,
+        Status::Redeemed => 2,
+        Status::Expired => 3,
+        Status::Deleted => 4,
     }
 }
 
@@ -31,7 +33,7 @@ fn slot(status: Status) -> usize {
 pub struct StatusCounts {
     /// Count per status, indexed by [`slot`]; plain integers because only
     /// the owning shard's thread changes them.
-    counts: [u64; 4],
+    counts: [u64; Status::ALL.len()],
 }
 
 impl StatusCounts {
@@ -86,7 +88,7 @@ pub struct TokenGauges {
     /// publication.
     version: AtomicU64,
     /// The published counts, indexed by [`slot`].
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; Status::ALL.len()],
 }
 
 impl TokenGauges {
@@ -108,7 +110,7 @@ impl TokenGauges {
     pub fn read(&self) -> StatusCounts {
         loop {
             let before = self.version.load(Ordering::Acquire);
-            let mut counts = [0; 4];
+            let mut counts = [0; Status::ALL.len()];
             for (count, gauge) in counts.iter_mut().zip(&self.counts) {
                 *count = gauge.load(Ordering::Relaxed);
             }

@@ -42,11 +42,30 @@ pub struct CollectionRecord {
     pub token_expires_after_secs: Option<i64>,
     /// JSON Schema (as JSON text) that token `data` must satisfy.
     pub data_schema: Option<String>,
+    /// Longest hold on a token, in seconds (`holdTtlSecsMax`); `None`:
+    /// [`HOLD_TTL_SECS_DEFAULT`]. Optional in the log and snapshots, which
+    /// builds before holds wrote without it.
+    #[serde(default)]
+    pub hold_ttl_secs_max: Option<i64>,
+    /// How long after a redemption it may be voided, in seconds
+    /// (`voidWindowSecs`, 0 forbids voids); `None`:
+    /// [`VOID_WINDOW_SECS_DEFAULT`].
+    #[serde(default)]
+    pub void_window_secs: Option<i64>,
     /// Always the account's liveness.
     pub liveness: Liveness,
     /// When it was created.
     pub created_at_ms: Millis,
 }
+
+/// `holdTtlSecsMax` when a collection does not set it: 15 minutes.
+pub const HOLD_TTL_SECS_DEFAULT: i64 = 900;
+/// Largest `holdTtlSecsMax`: one day.
+pub const HOLD_TTL_SECS_LIMIT: i64 = 86_400;
+/// `voidWindowSecs` when a collection does not set it: 90 days.
+pub const VOID_WINDOW_SECS_DEFAULT: i64 = 7_776_000;
+/// Largest `voidWindowSecs`: 365 days.
+pub const VOID_WINDOW_SECS_LIMIT: i64 = 31_536_000;
 
 /// A collection as the engine uses it: the record plus its compiled schema.
 pub struct Collection {
@@ -80,6 +99,20 @@ impl Collection {
             record,
             data_validator,
         })
+    }
+
+    /// The longest hold on its tokens, in seconds.
+    pub fn hold_ttl_secs_max(&self) -> i64 {
+        self.record
+            .hold_ttl_secs_max
+            .unwrap_or(HOLD_TTL_SECS_DEFAULT)
+    }
+
+    /// How long after a redemption it may be voided, in seconds.
+    pub fn void_window_secs(&self) -> i64 {
+        self.record
+            .void_window_secs
+            .unwrap_or(VOID_WINDOW_SECS_DEFAULT)
     }
 
     /// Whether `merchant` may redeem tokens of this collection.

@@ -8,7 +8,7 @@
 
 use crate::clock::Millis;
 use crate::ids::TokenId;
-use crate::model::{Collection, Metadata};
+use crate::model::{Collection, Hold, Lifecycle, Metadata};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -16,13 +16,17 @@ use std::sync::Arc;
 /// `expires_at_ms` of a token that never expires.
 pub const NEVER: Millis = Millis::MAX;
 
-/// The lifecycle state of a token. Only `Active` tokens can be redeemed; the
-/// other three are final.
+/// The lifecycle state of a token. Only `Active` tokens can be redeemed or
+/// held; a `Held` one is reserved until its hold is captured, released or
+/// lapses; `Redeemed` is final unless voided; `Expired` and `Deleted` are
+/// final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Redeemable within `[activeFrom, expiresAt)`.
     Active,
+    /// Reserved by a live hold (see [`crate::model::Lifecycle`]).
+    Held,
     /// Spent, exactly once.
     Redeemed,
     /// Reached `expiresAt` unspent.
@@ -33,8 +37,9 @@ pub enum Status {
 
 impl Status {
     /// Every status, in wire-name order.
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 5] = [
         Status::Active,
+        Status::Held,
         Status::Redeemed,
         Status::Expired,
         Status::Deleted,
@@ -44,6 +49,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Active => "active",
+            Status::Held => "held",
             Status::Redeemed => "redeemed",
             Status::Expired => "expired",
             Status::Deleted => "deleted",
@@ -135,7 +141,7 @@ pub struct TokenExtra {
     /// Digest of the create request when it carried an idempotency key: a
     /// retry with the same key must carry the same body to be a replay.
     pub create_fingerprint: Option<[u8; 16]>,
-    /// Set once redeemed.
+    /// Set while redeemed (a void moves it to the lifecycle's list).
     pub redemption: Option<Redemption>,
     /// Set once deleted.
     pub deleted_at_ms: Option<Millis>,
@@ -147,6 +153,8 @@ pub struct TokenExtra {
     /// default): a storage detail of the shard's slots; readers use
     /// [`Token::active_from_ms`].
     pub active_from_ms: Option<Millis>,
+    /// Holds and voids, for the few tokens that had any.
+    pub lifecycle: Option<Box<Lifecycle>>,
 }
 
 impl TokenExtra {
@@ -161,6 +169,25 @@ impl TokenExtra {
             && self.deleted_at_ms.is_none()
             && self.metadata_overflow.is_none()
             && self.active_from_ms.is_none()
+            && self.lifecycle.is_none()
+    }
+
+    /// The lifecycle, or an empty one.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        static EMPTY: std::sync::OnceLock<Lifecycle> = std::sync::OnceLock::new();
+        self.lifecycle
+            .as_deref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Lifecycle::default))
+    }
+
+    /// The lifecycle, allocated on first use.
+    pub fn lifecycle_mut(&mut self) -> &mut Lifecycle {
+        self.lifecycle.get_or_insert_with(Default::default)
+    }
+
+    /// The hold if it is live at `now`.
+    pub fn live_hold(&self, now: Millis) -> Option<&Hold> {
+        self.lifecycle.as_deref().and_then(|l| l.live_hold(now))
     }
 }
 
@@ -193,9 +220,10 @@ pub struct Token {
 
 impl Token {
     /// The status at `now`: an active token past `expiresAt` is expired even
-    /// when its timer has not fired yet.
+    /// when its timer has not fired yet, and a held one whose hold lapsed is
+    /// active (or expired) again.
     pub fn status_at(&self, now: Millis) -> Status {
-        status_at(self.status, self.expires_at_ms, now)
+        status_at(self.status, self.expires_at_ms, self.extra.as_deref(), now)
     }
 
     /// Since when the token has been a tombstone (final status), if it is one.
@@ -244,13 +272,27 @@ impl Token {
 }
 
 /// The status at `now` of a token stored as `status` that ends at
-/// `expires_at_ms`: an active token past it is expired even when its timer
-/// has not fired yet. Shared by [`Token`] and the shard's compact slots.
-pub fn status_at(status: Status, expires_at_ms: Millis, now: Millis) -> Status {
-    if status == Status::Active && now >= expires_at_ms {
+/// `expires_at_ms`, with its extra part: an active token past it is expired
+/// even when its timer has not fired yet, and a held token whose hold
+/// lapsed is active again (or expired: a hold never outlives its token).
+/// Shared by [`Token`] and the shard's compact slots.
+pub fn status_at(
+    status: Status,
+    expires_at_ms: Millis,
+    extra: Option<&TokenExtra>,
+    now: Millis,
+) -> Status {
+    let unspent = match status {
+        Status::Active => true,
+        Status::Held => extra.and_then(|e| e.live_hold(now)).is_none(),
+        Status::Redeemed | Status::Expired | Status::Deleted => false,
+    };
+    if !unspent {
+        status
+    } else if now >= expires_at_ms {
         Status::Expired
     } else {
-        status
+        Status::Active
     }
 }
 
@@ -261,7 +303,7 @@ pub fn tombstone_since(
     extra: Option<&TokenExtra>,
 ) -> Option<Millis> {
     match status_now {
-        Status::Active => None,
+        Status::Active | Status::Held => None,
         Status::Expired => Some(expires_at_ms),
         Status::Redeemed => extra
             .and_then(|e| e.redemption.as_ref())

@@ -14,10 +14,11 @@
 
 use super::capture::ShardCapture;
 use super::command::TokenCommand;
-use super::outcome::Rejection;
+use super::outcome::{Checked, Rejection};
 use super::state::{ListPage, ListQuery, ShardState, TimerReport};
 use crate::catalog::Catalog;
 use crate::clock::{Clock, Millis};
+use crate::command::Redeem;
 use crate::ids::{AccountId, TokenId};
 use crate::log::{Log, LogError, LogRecord, Lsn};
 use crate::metrics::tokens::TokenGauges;
@@ -46,6 +47,20 @@ pub struct Execute<C>(pub C);
 impl<C: TokenCommand> Message for Execute<C> {
     type Result = Result<Decided<Result<C::Outcome, Rejection>>, LogError>;
 }
+
+/// Applies several commands in order, in one turn (a batch redeem's part
+/// for this shard); replies with each outcome. `Err` when the log refused
+/// a record (the log is poisoned).
+pub struct ExecuteEach<C>(pub Vec<C>);
+
+impl<C: TokenCommand> Message for ExecuteEach<C> {
+    type Result = Result<Decided<Vec<Result<C::Outcome, Rejection>>>, LogError>;
+}
+
+/// What a redeem would answer now (validation); changes nothing.
+#[derive(Message)]
+#[rtype(result = "Decided<Result<Checked, Rejection>>")]
+pub struct Validate(pub Redeem);
 
 /// Captures the shard for a snapshot.
 #[derive(Message)]
@@ -179,6 +194,52 @@ impl<C: TokenCommand> Handler<Execute<C>> for Shard {
         }
         Ok(Decided {
             value: result,
+            lsn: self.last_lsn,
+        })
+    }
+}
+
+impl<C: TokenCommand> Handler<ExecuteEach<C>> for Shard {
+    type Result = Result<Decided<Vec<Result<C::Outcome, Rejection>>>, LogError>;
+
+    fn handle(
+        &mut self,
+        ExecuteEach(commands): ExecuteEach<C>,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        self.log.check_writable()?;
+        let now = self.now();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut changed = false;
+        for command in commands {
+            let result = self.state.execute(&command, now, &self.catalog);
+            if result.as_ref().is_ok_and(C::changed) {
+                changed = true;
+                let record = LogRecord::Shard {
+                    now_ms: now,
+                    command: command.into(),
+                };
+                self.last_lsn = self.log.append(&record)?;
+            }
+            outcomes.push(result);
+        }
+        if changed {
+            self.token_gauges.publish(self.state.counts());
+        }
+        Ok(Decided {
+            value: outcomes,
+            lsn: self.last_lsn,
+        })
+    }
+}
+
+impl Handler<Validate> for Shard {
+    type Result = actix::MessageResult<Validate>;
+
+    fn handle(&mut self, Validate(command): Validate, _: &mut Self::Context) -> Self::Result {
+        let now = self.now();
+        actix::MessageResult(Decided {
+            value: self.state.check_redeem(&command, now),
             lsn: self.last_lsn,
         })
     }

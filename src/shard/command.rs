@@ -4,11 +4,11 @@
 //! with the log; this module says how each one applies to a
 //! [`ShardState`] and which outcomes change state (and so must be logged).
 
-use super::outcome::{Created, Deleted, Redeemed, Rejection};
+use super::outcome::{Changed, Created, Deleted, Redeemed, Rejection};
 use super::state::ShardState;
 use crate::catalog::Catalog;
 use crate::clock::Millis;
-use crate::command::{Create, Delete, Redeem, ShardCommand};
+use crate::command::{Capture, Create, Delete, Hold, Redeem, Release, ShardCommand, Void};
 
 /// A command one shard decides, and what it answers.
 pub trait TokenCommand: Into<ShardCommand> + Send + 'static {
@@ -81,6 +81,34 @@ impl TokenCommand for Delete {
     }
 }
 
+/// Implements [`TokenCommand`] for a lifecycle command answering
+/// [`Changed`] through the named [`ShardState`] method.
+macro_rules! lifecycle_command {
+    ($command:ty, $method:ident) => {
+        impl TokenCommand for $command {
+            type Outcome = Changed;
+
+            fn apply(
+                &self,
+                state: &mut ShardState,
+                now: Millis,
+                _: &Catalog,
+            ) -> Result<Changed, Rejection> {
+                state.$method(self, now)
+            }
+
+            fn changed(outcome: &Changed) -> bool {
+                !outcome.replayed
+            }
+        }
+    };
+}
+
+lifecycle_command!(Hold, place_hold);
+lifecycle_command!(Capture, capture_hold);
+lifecycle_command!(Release, release_hold);
+lifecycle_command!(Void, void_redemption);
+
 /// Applies a logged command (replay): whether it changed the state.
 pub fn apply_logged(
     command: &ShardCommand,
@@ -100,5 +128,9 @@ pub fn apply_logged(
         ShardCommand::Create(c) => run(c, state, now, catalog),
         ShardCommand::Redeem(c) => run(c, state, now, catalog),
         ShardCommand::Delete(c) => run(c, state, now, catalog),
+        ShardCommand::Hold(c) => run(c, state, now, catalog),
+        ShardCommand::Capture(c) => run(c, state, now, catalog),
+        ShardCommand::Release(c) => run(c, state, now, catalog),
+        ShardCommand::Void(c) => run(c, state, now, catalog),
     }
 }

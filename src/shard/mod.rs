@@ -23,5 +23,5 @@ pub mod wire;
 pub use actor::Shard;
 pub use capture::ShardCapture;
 pub use command::TokenCommand;
-pub use outcome::{Created, Deleted, Redeemed, Rejection};
+pub use outcome::{Changed, Checked, Created, Deleted, Redeemed, Rejection};
 pub use state::{ListPage, ListQuery, ShardState, TimerReport};

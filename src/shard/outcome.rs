@@ -37,6 +37,24 @@ pub struct Redeemed {
     pub replayed: bool,
 }
 
+/// The token after a hold, capture, release or void.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// Its state now.
+    pub token: Arc<Token>,
+    /// True when this repeats an earlier request (nothing changed).
+    pub replayed: bool,
+}
+
+/// What a redeem would answer now (validation), changing nothing.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The token as it is (`None` when not found: the 404 is the answer).
+    pub token: Arc<Token>,
+    /// `None` when a redeem would succeed (or replay); else why not.
+    pub refusal: Option<Rejection>,
+}
+
 /// The token was deleted, now or before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deleted {
@@ -77,4 +95,34 @@ pub enum Rejection {
     /// The collection does not exist (or is another account's).
     #[error("collection not found")]
     CollectionNotFound,
+    /// A live hold reserves the token.
+    #[error("token held until {expires_at_ms}")]
+    Held {
+        /// When the hold lapses.
+        expires_at_ms: Millis,
+    },
+    /// A hold longer than the collection allows.
+    #[error("hold longer than the collection's holdTtlSecsMax {max_secs}")]
+    HoldTooLong {
+        /// The collection's `holdTtlSecsMax`.
+        max_secs: i64,
+    },
+    /// No such hold on this token (or forgotten).
+    #[error("hold not found")]
+    HoldNotFound,
+    /// The hold was released, lapsed, or (for a release) captured.
+    #[error("hold not active")]
+    HoldNotActive,
+    /// A void of a token that is not redeemed.
+    #[error("token not redeemed")]
+    NotRedeemed,
+    /// A void after `redeemedAt + voidWindowSecs`.
+    #[error("void window closed at {closed_at_ms}")]
+    VoidWindowClosed {
+        /// When it closed.
+        closed_at_ms: Millis,
+    },
+    /// The token was voided as often as it may be.
+    #[error("void limit reached")]
+    VoidLimitReached,
 }

@@ -7,6 +7,8 @@
 //! tombstone purges are also evaluated lazily against `now`, so whether the
 //! timers have run yet never changes a decision.
 
+mod lifecycle;
+
 use super::command::{apply_logged, TokenCommand};
 use super::deadlines::Deadlines;
 use super::outcome::{Created, Deleted, Redeemed, Rejection};
@@ -17,7 +19,7 @@ use crate::command::{Delete, NewToken, Redeem, ShardCommand};
 use crate::ids::{AccountId, CollectionId, TokenId};
 use crate::metrics::tokens::StatusCounts;
 use crate::model::token::NEVER;
-use crate::model::{Collection, Redemption, Status, Token, TokenExtra, TokenType};
+use crate::model::{Collection, HoldEnd, Redemption, Status, Token, TokenExtra, TokenType};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -52,10 +54,20 @@ pub struct ListPage {
 /// What one timer run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimerReport {
+    /// Holds ended by their `expiresAt`.
+    pub holds_lapsed: usize,
     /// Tokens moved to `expired`.
     pub expired: usize,
     /// Tombstones dropped after retention.
     pub purged: usize,
+}
+
+/// What a redeem will do, decided before anything changes.
+enum RedeemPlan {
+    /// Spend the token in this slot.
+    Spend(SlotId),
+    /// It repeats the winning request: answer the token as it is.
+    Replay(SlotId),
 }
 
 /// What creating one token will do, decided before anything changes.
@@ -74,8 +86,10 @@ pub struct ShardState {
     /// Slots per account ordered by creation time: lists seek into it by
     /// binary search instead of scanning the shard.
     by_account: HashMap<AccountId, Vec<SlotId>>,
-    /// Expiry deadlines of active tokens.
+    /// Expiry deadlines of active (and held) tokens.
     expiries: Deadlines,
+    /// Deadlines of live holds.
+    holds: Deadlines,
     /// Purge deadlines of tombstones.
     purges: Deadlines,
     /// How long tombstones stay readable.
@@ -96,16 +110,21 @@ impl ShardState {
         assert!(retention_ms >= 0, "retention is a duration");
         let mut by_account: HashMap<AccountId, Vec<SlotId>> = HashMap::new();
         let mut expiries = Vec::new();
+        let mut holds = Vec::new();
         let mut purges = Vec::new();
         let mut counts = StatusCounts::default();
         let collections = table.tables().collections.shared();
         for (at, slot) in table.iter() {
             counts.add(slot.status);
             match slot.status {
-                Status::Active if slot.expires_at_ms != NEVER => {
-                    expiries.push((slot.expires_at_ms, at))
+                Status::Active | Status::Held => {
+                    if slot.expires_at_ms != NEVER {
+                        expiries.push((slot.expires_at_ms, at));
+                    }
+                    if let Some(hold) = &slot.extra().lifecycle().hold {
+                        holds.push((hold.expires_at_ms, at));
+                    }
                 }
-                Status::Active => {}
                 Status::Expired | Status::Redeemed | Status::Deleted => {
                     // `tombstone_since` of a final status never needs `now`.
                     if let Some(since) = slot.tombstone_since(Millis::MIN) {
@@ -132,6 +151,7 @@ impl ShardState {
             table,
             by_account,
             expiries: Deadlines::from_unordered(expiries),
+            holds: Deadlines::from_unordered(holds),
             purges: Deadlines::from_unordered(purges),
             retention_ms,
             counts,
@@ -300,6 +320,7 @@ impl ShardState {
             deleted_at_ms: None,
             metadata_overflow: overflows.then(|| new.metadata.clone()),
             active_from_ms: new.active_from_ms.filter(|at| *at != now),
+            lifecycle: None,
         };
         let tables = self.table.tables_mut();
         let collection_at = tables.collections.intern(collection);
@@ -328,6 +349,47 @@ impl ShardState {
     /// Spends a token at `now`, exactly once; a repeat of the winning
     /// request is a replay.
     pub(super) fn redeem(&mut self, command: &Redeem, now: Millis) -> Result<Redeemed, Rejection> {
+        let at = match self.plan_redeem(command, now)? {
+            RedeemPlan::Replay(at) => {
+                let token = self.table.slot(at).ok_or(Rejection::TokenNotFound)?;
+                return Ok(Redeemed {
+                    token: self.table.view(token),
+                    replayed: true,
+                });
+            }
+            RedeemPlan::Spend(at) => at,
+        };
+        self.settle_hold(at, now);
+        let redeemed_by = self.intern(&command.redeemed_by);
+        let retention_ms = self.retention_ms;
+        let Some(token) = self.table.slot_mut(at) else {
+            return Err(Rejection::TokenNotFound);
+        };
+        debug_assert_eq!(
+            token.status,
+            Status::Active,
+            "only an active token is spent"
+        );
+        self.counts.moved(token.status, Status::Redeemed);
+        token.status = Status::Redeemed;
+        token.free_data();
+        token.extra_mut().redemption = Some(Redemption {
+            merchant_id: command.merchant_id.as_deref().map(Box::from),
+            idempotency_key: command.idempotency_key.as_deref().map(Box::from),
+            redeemed_at_ms: now,
+            redeemed_by,
+        });
+        let redeemed = self.table.slot(at).map(|t| self.table.view(t));
+        self.purges.push(now.saturating_add(retention_ms), at);
+        Ok(Redeemed {
+            token: redeemed.ok_or(Rejection::TokenNotFound)?,
+            replayed: false,
+        })
+    }
+
+    /// What redeeming at `now` would do, changing nothing: the one place a
+    /// redeem is judged, for the redeem itself and for validation.
+    fn plan_redeem(&self, command: &Redeem, now: Millis) -> Result<RedeemPlan, Rejection> {
         let merchant = command.merchant_id.as_deref();
         let idempotency_key = command.idempotency_key.as_deref();
         let (at, token) = self
@@ -336,6 +398,13 @@ impl ShardState {
         match token.status_at(now) {
             Status::Deleted => return Err(Rejection::Deleted),
             Status::Expired => return Err(Rejection::Expired),
+            Status::Held => {
+                let expires_at_ms = token
+                    .extra()
+                    .live_hold(now)
+                    .map_or(now, |h| h.expires_at_ms);
+                return Err(Rejection::Held { expires_at_ms });
+            }
             Status::Redeemed => {
                 let redemption = token.extra().redemption.as_ref();
                 let redeemed_at_ms = redemption.map_or(0, |r| r.redeemed_at_ms);
@@ -345,15 +414,24 @@ impl ShardState {
                         && r.merchant_id.as_deref() == merchant
                 });
                 if repeats_winner {
-                    return Ok(Redeemed {
-                        token: self.table.view(token),
-                        replayed: true,
-                    });
+                    return Ok(RedeemPlan::Replay(at));
                 }
                 return Err(Rejection::AlreadyRedeemed { redeemed_at_ms });
             }
             Status::Active => {}
         }
+        self.check_spendable(token, merchant, now)?;
+        Ok(RedeemPlan::Spend(at))
+    }
+
+    /// The checks of an unspent token that a redeem and a hold share: its
+    /// validity has started and the collection allows the merchant.
+    fn check_spendable(
+        &self,
+        token: &Slot,
+        merchant: Option<&str>,
+        now: Millis,
+    ) -> Result<(), Rejection> {
         if now < token.active_from_ms() {
             return Err(Rejection::NotYetActive {
                 active_from_ms: token.active_from_ms(),
@@ -368,26 +446,45 @@ impl ShardState {
         if !allowed {
             return Err(Rejection::MerchantNotAllowed);
         }
-        let redeemed_by = self.intern(&command.redeemed_by);
+        Ok(())
+    }
+
+    /// Ends the hold of the token in `at` if it lapsed by `now` (stored
+    /// `held`, hold past its `expiresAt`): the token is active again, or
+    /// expired when its own expiry passed too (a hold never outlives it).
+    /// Whether anything changed. Decisions do not depend on it having run
+    /// (every reader judges a hold against `now`); it runs before a change
+    /// to the token and from the timers.
+    fn settle_hold(&mut self, at: SlotId, now: Millis) -> bool {
+        let lapsed = self
+            .table
+            .slot(at)
+            .is_some_and(|t| t.status == Status::Held && t.extra().live_hold(now).is_none());
+        if !lapsed {
+            return false;
+        }
         let retention_ms = self.retention_ms;
         let Some(token) = self.table.slot_mut(at) else {
-            return Err(Rejection::TokenNotFound);
+            return false;
         };
-        self.counts.moved(token.status, Status::Redeemed);
-        token.status = Status::Redeemed;
-        token.free_data();
-        token.extra_mut().redemption = Some(Redemption {
-            merchant_id: merchant.map(Box::from),
-            idempotency_key: idempotency_key.map(Box::from),
-            redeemed_at_ms: now,
-            redeemed_by,
-        });
-        let redeemed = self.table.slot(at).map(|t| self.table.view(t));
-        self.purges.push(now.saturating_add(retention_ms), at);
-        Ok(Redeemed {
-            token: redeemed.ok_or(Rejection::TokenNotFound)?,
-            replayed: false,
-        })
+        token
+            .extra_mut()
+            .lifecycle_mut()
+            .end_hold(HoldEnd::Expired, now);
+        let to = if now >= token.expires_at_ms {
+            Status::Expired
+        } else {
+            Status::Active
+        };
+        self.counts.moved(Status::Held, to);
+        token.status = to;
+        if to == Status::Expired {
+            token.free_data();
+            let expires_at_ms = token.expires_at_ms;
+            self.purges
+                .push(expires_at_ms.saturating_add(retention_ms), at);
+        }
+        true
     }
 
     /// Deletes a token at `now`, erasing its data; again is fine.
@@ -403,6 +500,12 @@ impl ShardState {
             return Err(Rejection::TokenNotFound);
         };
         self.counts.moved(token.status, Status::Deleted);
+        if token.status == Status::Held {
+            token
+                .extra_mut()
+                .lifecycle_mut()
+                .end_hold(HoldEnd::Released, now);
+        }
         token.status = Status::Deleted;
         token.erase();
         token.extra_mut().deleted_at_ms = Some(now);
@@ -487,13 +590,46 @@ impl ShardState {
     /// retention. Decisions never depend on this having run.
     pub fn run_timers(&mut self, now: Millis) -> TimerReport {
         let mut report = TimerReport::default();
+        while let Some((deadline, at)) = self.holds.pop_due(now) {
+            // A stale entry: the hold was captured or released, or another
+            // took its place, or the slot now holds another token.
+            let due = self.table.slot(at).is_some_and(|t| {
+                t.extra()
+                    .lifecycle()
+                    .hold
+                    .as_ref()
+                    .is_some_and(|h| h.expires_at_ms == deadline)
+            });
+            if due && self.settle_hold(at, now) {
+                report.holds_lapsed += 1;
+                if self
+                    .table
+                    .slot(at)
+                    .is_some_and(|t| t.status == Status::Expired)
+                {
+                    report.expired += 1;
+                }
+            }
+        }
         while let Some((deadline, at)) = self.expiries.pop_due(now) {
             let Some(token) = self.table.slot(at) else {
                 continue;
             };
             // A stale entry: the token was spent or deleted before expiring
             // (or the slot now holds another token).
-            if token.status != Status::Active || token.expires_at_ms != deadline {
+            if token.expires_at_ms != deadline {
+                continue;
+            }
+            if token.status == Status::Held {
+                // Its hold lapsed no later than the token (the hold's own
+                // entry may still be queued behind this one).
+                if self.settle_hold(at, now) {
+                    report.holds_lapsed += 1;
+                    report.expired += 1;
+                }
+                continue;
+            }
+            if token.status != Status::Active {
                 continue;
             }
             if let Some(token) = self.table.slot_mut(at) {

@@ -82,7 +82,7 @@ impl Slot {
 
     /// See [`Token::status_at`].
     pub fn status_at(&self, now: Millis) -> Status {
-        token::status_at(self.status, self.expires_at_ms, now)
+        token::status_at(self.status, self.expires_at_ms, self.extra.as_deref(), now)
     }
 
     /// See [`Token::tombstone_since`].

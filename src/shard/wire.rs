@@ -8,13 +8,15 @@
 //! rarely present parts as plain fields. The encoding is MessagePack with
 //! named fields, so nodes of neighbouring builds understand each other.
 
-use super::outcome::{Created, Deleted, Redeemed, Rejection};
+use super::outcome::{Changed, Checked, Created, Deleted, Redeemed, Rejection};
 use super::state::{ListPage, ListQuery};
 use crate::catalog::Catalog;
 use crate::clock::Millis;
-use crate::command::{Create, Delete, Redeem};
+use crate::command::{Capture, Create, Delete, Hold, Redeem, Release, Void};
 use crate::ids::{AccountId, CollectionId, TokenId};
-use crate::model::{Encryption, Metadata, Redemption, Status, Token, TokenExtra, TokenType};
+use crate::model::{
+    Encryption, Lifecycle, Metadata, Redemption, Status, Token, TokenExtra, TokenType,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -44,6 +46,18 @@ pub enum ShardRequest {
         /// `(id, request fingerprint)` of each idempotent token.
         items: Vec<(TokenId, [u8; 16])>,
     },
+    /// Hold a token.
+    Hold(Hold),
+    /// Capture a hold.
+    Capture(Capture),
+    /// Release a hold.
+    Release(Release),
+    /// Void a redemption.
+    Void(Void),
+    /// What a redeem would answer (changes nothing).
+    Validate(Redeem),
+    /// Redeem several tokens of this shard, in order, in one turn.
+    RedeemEach(Vec<Redeem>),
 }
 
 /// What the owner answered, once every record it depends on is durable.
@@ -61,6 +75,13 @@ pub enum ShardReply {
     Listed(Vec<TokenWire>),
     /// The precheck passed.
     Checked,
+    /// The token after a hold, capture, release or void, and whether it
+    /// was a replay.
+    Changed(Box<TokenWire>, bool),
+    /// A validation: the token, and why a redeem would be refused.
+    Validated(Box<TokenWire>, Option<Rejection>),
+    /// Each redeem's outcome, in request order.
+    RedeemedEach(Vec<Result<(TokenWire, bool), Rejection>>),
     /// The shard refused the command; nothing changed.
     Rejected(Rejection),
 }
@@ -116,6 +137,9 @@ pub struct TokenWire {
     pub redemption: Option<RedemptionWire>,
     /// When it was deleted.
     pub deleted_at_ms: Option<Millis>,
+    /// Holds and voids (absent from builds before them).
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 /// [`Redemption`] in transit.
@@ -157,6 +181,7 @@ impl TokenWire {
                 redeemed_by: r.redeemed_by.to_string(),
             }),
             deleted_at_ms: extra.deleted_at_ms,
+            lifecycle: extra.lifecycle.as_deref().cloned(),
         }
     }
 
@@ -186,6 +211,7 @@ impl TokenWire {
             deleted_at_ms: self.deleted_at_ms,
             metadata_overflow: None,
             active_from_ms: None,
+            lifecycle: self.lifecycle.map(Box::new),
         };
         Ok(Arc::new(Token {
             id: self.id,
@@ -320,6 +346,107 @@ impl WireCommand for Delete {
         match outcome {
             Ok(deleted) => ShardReply::Deleted(deleted.changed),
             Err(rejection) => ShardReply::Rejected(rejection.clone()),
+        }
+    }
+}
+
+/// Implements [`WireCommand`] for a lifecycle command answering [`Changed`].
+macro_rules! lifecycle_wire {
+    ($command:ident, $name:literal) => {
+        impl WireCommand for $command {
+            fn request(self) -> ShardRequest {
+                ShardRequest::$command(self)
+            }
+
+            fn outcome(
+                reply: ShardReply,
+                catalog: &Catalog,
+            ) -> Result<Result<Changed, Rejection>, WireError> {
+                match reply {
+                    ShardReply::Changed(wire, replayed) => Ok(Ok(Changed {
+                        token: wire.into_token(catalog)?,
+                        replayed,
+                    })),
+                    ShardReply::Rejected(rejection) => Ok(Err(rejection)),
+                    _ => Err(WireError::Mismatch($name)),
+                }
+            }
+
+            fn reply(outcome: &Result<Changed, Rejection>) -> ShardReply {
+                match outcome {
+                    Ok(changed) => ShardReply::Changed(
+                        Box::new(TokenWire::of(&changed.token)),
+                        changed.replayed,
+                    ),
+                    Err(rejection) => ShardReply::Rejected(rejection.clone()),
+                }
+            }
+        }
+    };
+}
+
+lifecycle_wire!(Hold, "hold");
+lifecycle_wire!(Capture, "capture");
+lifecycle_wire!(Release, "release");
+lifecycle_wire!(Void, "void");
+
+impl ShardReply {
+    /// The reply to a validation.
+    pub fn validated(outcome: &Result<Checked, Rejection>) -> Self {
+        match outcome {
+            Ok(checked) => ShardReply::Validated(
+                Box::new(TokenWire::of(&checked.token)),
+                checked.refusal.clone(),
+            ),
+            Err(rejection) => ShardReply::Rejected(rejection.clone()),
+        }
+    }
+
+    /// The validation in this reply.
+    pub fn into_validated(
+        self,
+        catalog: &Catalog,
+    ) -> Result<Result<Checked, Rejection>, WireError> {
+        match self {
+            ShardReply::Validated(wire, refusal) => Ok(Ok(Checked {
+                token: wire.into_token(catalog)?,
+                refusal,
+            })),
+            ShardReply::Rejected(rejection) => Ok(Err(rejection)),
+            _ => Err(WireError::Mismatch("validate")),
+        }
+    }
+
+    /// The reply to several redeems.
+    pub fn redeemed_each(outcomes: &[Result<Redeemed, Rejection>]) -> Self {
+        ShardReply::RedeemedEach(
+            outcomes
+                .iter()
+                .map(|o| match o {
+                    Ok(r) => Ok((TokenWire::of(&r.token), r.replayed)),
+                    Err(rejection) => Err(rejection.clone()),
+                })
+                .collect(),
+        )
+    }
+
+    /// The redeems in this reply.
+    pub fn into_redeemed_each(
+        self,
+        catalog: &Catalog,
+    ) -> Result<Vec<Result<Redeemed, Rejection>>, WireError> {
+        match self {
+            ShardReply::RedeemedEach(outcomes) => outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Ok((wire, replayed)) => Ok(Ok(Redeemed {
+                        token: wire.into_token(catalog)?,
+                        replayed,
+                    })),
+                    Err(rejection) => Ok(Err(rejection)),
+                })
+                .collect(),
+            _ => Err(WireError::Mismatch("redeem each")),
         }
     }
 }

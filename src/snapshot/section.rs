@@ -18,7 +18,8 @@
 //!   8   created_at_ms (i64 LE)
 //!   zigzag active_from_ms − created_at_ms
 //!   1   flags: bits 0–1 status (active, redeemed, expired, deleted),
-//!       bits 2–3 type (token, card, bank), bit 4 never expires, bit 5 extra follows
+//!       bits 2–3 type (token, card, bank), bit 4 never expires, bit 5 extra follows,
+//!       bit 6 held (status bits 0; the extra part's lifecycle has the hold)
 //!   zigzag expires_at_ms − created_at_ms         (absent when it never expires)
 //!   varint pair count, per pair:
 //!       varint k: k even → key index k/2; k odd → key of (k−1)/2 bytes follows
@@ -32,6 +33,8 @@
 //!       6 redemption: opt-string merchant, opt-string idempotency key,
 //!         8-byte redeemed_at_ms, varint redeemer (as a metadata key above)
 //!       7 deleted_at_ms (8 bytes)
+//!       8 lifecycle (holds and voided redemptions): MessagePack with named
+//!         fields (rare, so compactness matters less than growing safely)
 //!       another tag: a field a later build added as optional; skipped
 //!   opt-string = varint 0 (none) or varint len+1, UTF-8
 //! ```
@@ -48,7 +51,7 @@ use crate::ids::{CollectionId, TokenId};
 use crate::model::metadata::PAIRS_MAX;
 use crate::model::token::NEVER;
 use crate::model::{
-    Encryption, EncryptionKey, Metadata, Redemption, Status, TokenExtra, TokenType,
+    Encryption, EncryptionKey, Lifecycle, Metadata, Redemption, Status, TokenExtra, TokenType,
 };
 use crate::shard::table::{
     overflow_meta, pack_inline, read_varint, write_varint, ChunkBuilder, Slot, TableCapture,
@@ -73,8 +76,11 @@ pub enum Layout {
 const FLAG_NEVER: u8 = 1 << 4;
 /// Flag: an extra part follows.
 const FLAG_EXTRA: u8 = 1 << 5;
+/// Flag: the token is held (its status bits say active). Builds before
+/// holds refuse the section (unknown flag) rather than lose the hold.
+const FLAG_HELD: u8 = 1 << 6;
 /// Every flag bit in use.
-const FLAGS_KNOWN: u8 = 0x3f;
+const FLAGS_KNOWN: u8 = 0x7f;
 
 /// Tags of the extra part's fields (see the module docs).
 mod tag {
@@ -94,11 +100,13 @@ mod tag {
     pub const REDEMPTION: u64 = 6;
     /// When the token was deleted.
     pub const DELETED_AT: u64 = 7;
+    /// Holds and voided redemptions.
+    pub const LIFECYCLE: u64 = 8;
 }
 
 fn status_code(status: Status) -> u8 {
     match status {
-        Status::Active => 0,
+        Status::Active | Status::Held => 0,
         Status::Redeemed => 1,
         Status::Expired => 2,
         Status::Deleted => 3,
@@ -197,7 +205,12 @@ fn encode_token(
     let flags = status_code(slot.status)
         | (kind_code(slot.kind) << 2)
         | if never { FLAG_NEVER } else { 0 }
-        | if extra.is_some() { FLAG_EXTRA } else { 0 };
+        | if extra.is_some() { FLAG_EXTRA } else { 0 }
+        | if slot.status == Status::Held {
+            FLAG_HELD
+        } else {
+            0
+        };
     out.push(flags);
     if !never {
         write_varint(
@@ -288,6 +301,13 @@ fn encode_extra(
     }
     if let Some(at) = extra.deleted_at_ms {
         put(tag::DELETED_AT, &|f| f.extend_from_slice(&at.to_le_bytes()));
+    }
+    if let Some(lifecycle) = extra.lifecycle.as_deref() {
+        put(tag::LIFECYCLE, &|f| {
+            // Plain data into a Vec: encoding cannot fail.
+            let written = rmp_serde::encode::write_named(f, lifecycle);
+            assert!(written.is_ok(), "lifecycle encoding failed: {written:?}");
+        });
     }
     write_varint(out, tag::END);
 }
@@ -538,6 +558,14 @@ fn decode_token<'a>(
     if head.active_from_ms != head.created_at_ms {
         extra.active_from_ms = Some(head.active_from_ms);
     }
+    let has_hold = extra.lifecycle.as_ref().is_some_and(|l| l.hold.is_some());
+    if has_hold != (head.status == Status::Held) {
+        return Err(format!(
+            "token {id}: status {} with{} a hold",
+            head.status.as_str(),
+            if has_hold { "" } else { "out" }
+        ));
+    }
     let meta = match inline {
         Some(meta) => meta,
         None => {
@@ -577,11 +605,13 @@ fn decode_head(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<Head, String> {
     if flags & !FLAGS_KNOWN != 0 {
         return Err(format!("unknown flags {flags:#04x}"));
     }
-    let status = match flags & 3 {
-        0 => Status::Active,
-        1 => Status::Redeemed,
-        2 => Status::Expired,
-        _ => Status::Deleted,
+    let status = match (flags & 3, flags & FLAG_HELD != 0) {
+        (0, false) => Status::Active,
+        (0, true) => Status::Held,
+        (1, false) => Status::Redeemed,
+        (2, false) => Status::Expired,
+        (3, false) => Status::Deleted,
+        _ => return Err(format!("held flag on a final status (flags {flags:#04x})")),
     };
     let kind = match (flags >> 2) & 3 {
         0 => TokenType::Token,
@@ -721,6 +751,12 @@ fn decode_tagged_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenExt
             tag::FINGERPRINT => extra.create_fingerprint = Some(fingerprint(&mut f)?),
             tag::REDEMPTION => extra.redemption = Some(redemption(&mut f, remap)?),
             tag::DELETED_AT => extra.deleted_at_ms = Some(f.i64("deleted_at")?),
+            tag::LIFECYCLE => {
+                let lifecycle: Lifecycle =
+                    rmp_serde::from_slice(f.rest).map_err(|e| format!("lifecycle: {e}"))?;
+                extra.lifecycle = Some(Box::new(lifecycle));
+                f.rest = &[];
+            }
             // A field a later build added as optional: this build keeps
             // nothing of it.
             _ => f.rest = &[],
@@ -769,6 +805,7 @@ fn decode_untagged_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenE
         deleted_at_ms,
         metadata_overflow: None,
         active_from_ms: None,
+        lifecycle: None,
     })
 }
 
@@ -816,6 +853,26 @@ mod tests {
             deleted_at_ms: Some(9),
             metadata_overflow: None,
             active_from_ms: None,
+            lifecycle: Some(Box::new(Lifecycle {
+                hold: None,
+                captured: Some(crate::ids::HoldId::random()),
+                ended_holds: vec![crate::model::EndedHold {
+                    id: crate::ids::HoldId::random(),
+                    end: crate::model::HoldEnd::Captured,
+                    ended_at_ms: 3,
+                }],
+                voided: vec![crate::model::VoidedRedemption {
+                    merchant_id: Some("m".into()),
+                    idempotency_key: Some("k".into()),
+                    redeemed_at_ms: 1,
+                    redeemed_by: "issuer".into(),
+                    hold_id: None,
+                    voided_at_ms: 2,
+                    voided_by: "refunds".into(),
+                    reason: Some("returned".into()),
+                    void_idempotency_key: None,
+                }],
+            })),
         };
         let index: HashMap<&str, usize> = [("issuer", 0)].into();
         let mut out = Vec::new();
@@ -832,6 +889,7 @@ mod tests {
         assert_eq!(back.create_fingerprint, extra.create_fingerprint);
         assert_eq!(back.redemption, extra.redemption);
         assert_eq!(back.deleted_at_ms, extra.deleted_at_ms);
+        assert_eq!(back.lifecycle, extra.lifecycle);
         for cut in 0..out.len() {
             assert!(
                 decode_tagged_extra(&mut Reader { rest: &out[..cut] }, &remap()).is_err(),
