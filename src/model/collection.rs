@@ -42,9 +42,13 @@ pub struct CollectionRecord {
     pub token_expires_after_secs: Option<i64>,
     /// JSON Schema (as JSON text) that token `data` must satisfy.
     pub data_schema: Option<String>,
+    /// Always the account's liveness.
+    pub liveness: Liveness,
+    /// When it was created.
+    pub created_at_ms: Millis,
     /// Longest hold on a token, in seconds (`holdTtlSecsMax`); `None`:
-    /// [`HOLD_TTL_SECS_DEFAULT`]. Optional in the log and snapshots, which
-    /// builds before holds wrote without it.
+    /// [`HOLD_TTL_SECS_DEFAULT`]. Last and optional: records written
+    /// before holds lack it, by name or by position.
     #[serde(default)]
     pub hold_ttl_secs_max: Option<i64>,
     /// How long after a redemption it may be voided, in seconds
@@ -52,10 +56,6 @@ pub struct CollectionRecord {
     /// [`VOID_WINDOW_SECS_DEFAULT`].
     #[serde(default)]
     pub void_window_secs: Option<i64>,
-    /// Always the account's liveness.
-    pub liveness: Liveness,
-    /// When it was created.
-    pub created_at_ms: Millis,
 }
 
 /// `holdTtlSecsMax` when a collection does not set it: 15 minutes.

@@ -14,6 +14,8 @@ fn full_collection() -> Value {
         "value": [{"currency": "NZD", "amount": "5.00"}, {"currency": "AUD", "amount": "4.5"}],
         "merchants": ["m-1", "m-2"],
         "tokenExpiresAfter": 3600,
+        "holdTtlSecsMax": 600,
+        "voidWindowSecs": 86400,
         "dataSchema": {"type": "object", "properties": {"pan": {"type": "string"}}},
         "liveness": "test"
     })
