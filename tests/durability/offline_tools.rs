@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The `tokens: …` line inspect must print for the captured tokens.
 fn tokens_line(fixture: &Fixture) -> String {
-    let mut by_status: BTreeMap<&str, usize> = ["active", "deleted", "expired", "redeemed"]
+    let mut by_status: BTreeMap<&str, usize> = ["active", "deleted", "expired", "held", "redeemed"]
         .into_iter()
         .map(|s| (s, 0))
         .collect();
