@@ -128,3 +128,254 @@ async fn concurrent_creates_are_all_kept() {
         .collect();
     assert_eq!(listed, ids);
 }
+
+/// Tokens the lifecycle race shares among its clients.
+const RACED_TOKENS: usize = 6;
+/// Clients of the lifecycle race, each with its own connection pool.
+const RACERS: usize = 64;
+/// Operations per racer.
+const RACER_OPS: usize = 20;
+
+/// What one racer asked and was answered.
+struct Raced {
+    token: usize,
+    op: &'static str,
+    /// The unique idempotency key sent (hold, redeem, void).
+    key: String,
+    /// The hold named (capture, release).
+    hold_id: Option<String>,
+    resp: Resp,
+}
+
+/// 64 clients race hold, capture, release, redeem and void on a few
+/// tokens. The engine's clock stands still, so holds never lapse and every
+/// hold must end by a capture or a release before the next one is granted:
+/// per token, granted holds = captures + releases (+1 while one is held),
+/// and spends (redeems and captures) = voids (+1 while redeemed): never two
+/// live holds or two active redemptions at once. Every 2xx is in the final
+/// state: each spend's idempotency key in the redemption history (voided
+/// ones, then the current), each void's key among the voided.
+#[actix_web::test]
+async fn racing_holds_captures_releases_redeems_and_voids_keep_one_hold_and_one_redemption() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let tokens = app
+        .create_batch(
+            &tenant.key,
+            vec![json!({"collectionId": tenant.collection_id}); RACED_TOKENS],
+        )
+        .await;
+    let ids: Vec<String> = tokens.iter().map(id_of).collect();
+    // Hold ids granted so far, per token: captures and releases name them.
+    let granted: parking_lot::Mutex<Vec<Vec<String>>> =
+        parking_lot::Mutex::new(vec![Vec::new(); RACED_TOKENS]);
+    let (app, ids, granted, key) = (&app, &ids, &granted, &tenant.key);
+    let racers = (0..RACERS).map(|racer| async move {
+        let http = client();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (racer as u64 + 1).wrapping_mul(0x2545_f491);
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut log = Vec::with_capacity(RACER_OPS);
+        for n in 0..RACER_OPS {
+            let token = next(RACED_TOKENS);
+            let id = &ids[token];
+            let key_sent = format!("r{racer}-{n}");
+            let known = {
+                let granted = granted.lock();
+                let holds = &granted[token];
+                (!holds.is_empty()).then(|| holds[next(holds.len())].clone())
+            };
+            let (op, path, body, hold_id) = match (next(5), known) {
+                (0, Some(hold)) => (
+                    "capture",
+                    format!("/api/tokens/{id}/holds/{hold}/capture"),
+                    json!({}),
+                    Some(hold),
+                ),
+                (1, Some(hold)) => (
+                    "release",
+                    format!("/api/tokens/{id}/holds/{hold}/release"),
+                    json!({}),
+                    Some(hold),
+                ),
+                (2, _) => (
+                    "redeem",
+                    format!("/api/tokens/{id}/redeem"),
+                    json!({"idempotencyKey": key_sent}),
+                    None,
+                ),
+                (3, _) => (
+                    "void",
+                    format!("/api/tokens/{id}/redemption/void"),
+                    json!({"idempotencyKey": key_sent, "reason": "race"}),
+                    None,
+                ),
+                _ => (
+                    "hold",
+                    format!("/api/tokens/{id}/holds"),
+                    json!({"idempotencyKey": key_sent, "merchantId": "m"}),
+                    None,
+                ),
+            };
+            let request = http
+                .post(app.url(&path))
+                .header("X-Api-Key", key)
+                .json(&body);
+            let resp = app.send(request).await;
+            if op == "hold" && resp.status.as_u16() == 201 {
+                let hold = resp.body["hold"]["id"]
+                    .as_str()
+                    .expect("hold id")
+                    .to_owned();
+                granted.lock()[token].push(hold);
+            }
+            log.push(Raced {
+                token,
+                op,
+                key: key_sent,
+                hold_id,
+                resp,
+            });
+        }
+        log
+    });
+    let answers: Vec<Raced> = join_all(racers).await.into_iter().flatten().collect();
+
+    let mut holds = vec![0usize; RACED_TOKENS];
+    let mut ends = vec![0usize; RACED_TOKENS];
+    let mut spends: Vec<Vec<String>> = vec![Vec::new(); RACED_TOKENS];
+    let mut voids: Vec<Vec<String>> = vec![Vec::new(); RACED_TOKENS];
+    let mut hold_keys: Vec<std::collections::HashMap<String, String>> =
+        vec![Default::default(); RACED_TOKENS];
+    let mut captured: Vec<Vec<(String, String)>> = vec![Vec::new(); RACED_TOKENS];
+    for a in &answers {
+        let status = a.resp.status.as_u16();
+        let replayed = a.resp.header("idempotent-replayed").is_some();
+        let t = a.token;
+        match (a.op, status) {
+            ("hold", 201) => {
+                assert!(!replayed);
+                holds[t] += 1;
+                let hold = a.resp.body["hold"]["id"].as_str().unwrap().to_owned();
+                hold_keys[t].insert(hold, a.key.clone());
+            }
+            ("hold", 409) => {
+                let code = a.resp.body["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["TOKEN_HELD", "TOKEN_ALREADY_REDEEMED"].contains(&code),
+                    "hold: {}",
+                    a.resp.body
+                );
+            }
+            ("capture", 200) if !replayed => {
+                ends[t] += 1;
+                let hold = a.hold_id.clone().unwrap();
+                assert_eq!(a.resp.body["redemption"]["holdId"], json!(hold));
+                captured[t].push((
+                    hold,
+                    a.resp.body["redemption"]["idempotencyKey"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                ));
+            }
+            ("capture", 200) => {}
+            ("capture" | "release", 409) => {
+                a.resp.assert_error(409, "HOLD_NOT_ACTIVE");
+            }
+            ("release", 200) if !replayed => {
+                ends[t] += 1;
+                assert_eq!(a.resp.body["status"], "active");
+            }
+            ("release", 200) => {}
+            ("redeem", 200) => {
+                assert!(!replayed, "every redeem key is new");
+                spends[t].push(a.key.clone());
+            }
+            ("redeem", 409) => {
+                let code = a.resp.body["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["TOKEN_HELD", "TOKEN_ALREADY_REDEEMED"].contains(&code),
+                    "redeem: {}",
+                    a.resp.body
+                );
+            }
+            ("void", 200) => {
+                assert!(!replayed, "every void key is new");
+                voids[t].push(a.key.clone());
+            }
+            ("void", 409) => {
+                let code = a.resp.body["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["TOKEN_NOT_REDEEMED", "VOID_LIMIT_REACHED"].contains(&code),
+                    "void: {}",
+                    a.resp.body
+                );
+            }
+            (op, other) => panic!("{op} answered {other}: {}", a.resp.body),
+        }
+    }
+    let mut exercised = [0usize; 4];
+    for (t, id) in ids.iter().enumerate() {
+        // A capture spends under the hold's idempotency key.
+        for (hold, key) in &captured[t] {
+            assert_eq!(hold_keys[t].get(hold), Some(key), "capture of {hold}");
+            spends[t].push(key.clone());
+        }
+        let token = app.token(key, id).await;
+        let status = token["status"].as_str().unwrap();
+        assert_eq!(
+            holds[t],
+            ends[t] + usize::from(status == "held"),
+            "token {t} ({status}): granted holds against captures and releases"
+        );
+        assert_eq!(
+            spends[t].len(),
+            voids[t].len() + usize::from(status == "redeemed"),
+            "token {t} ({status}): spends against voids"
+        );
+        let voided = token["voidedRedemptions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut history: Vec<String> = voided
+            .iter()
+            .map(|v| v["idempotencyKey"].as_str().unwrap().to_owned())
+            .collect();
+        if status == "redeemed" {
+            history.push(
+                token["redemption"]["idempotencyKey"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        let mut acknowledged = spends[t].clone();
+        acknowledged.sort();
+        history.sort();
+        assert_eq!(
+            history, acknowledged,
+            "token {t}: every spend is in its history"
+        );
+        let mut void_keys: Vec<String> = voided
+            .iter()
+            .map(|v| v["voidIdempotencyKey"].as_str().unwrap().to_owned())
+            .collect();
+        void_keys.sort();
+        voids[t].sort();
+        assert_eq!(void_keys, voids[t], "token {t}: every void is recorded");
+        exercised[0] += holds[t];
+        exercised[1] += captured[t].len();
+        exercised[2] += ends[t] - captured[t].len();
+        exercised[3] += voids[t].len();
+    }
+    eprintln!("acknowledged holds, captures, releases, voids: {exercised:?}");
+    assert!(
+        exercised.iter().all(|n| *n > 0),
+        "holds, captures, releases and voids were all acknowledged: {exercised:?}"
+    );
+}

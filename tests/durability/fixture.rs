@@ -20,6 +20,26 @@ pub struct Redemption {
     pub response: Value,
 }
 
+/// A hold left live, and the request that placed it.
+#[derive(Debug, Clone)]
+pub struct LiveHold {
+    /// The token.
+    pub token_id: String,
+    /// The hold request's body.
+    pub request: Value,
+    /// Its 201 body.
+    pub response: Value,
+}
+
+/// A void that was acknowledged.
+#[derive(Debug, Clone)]
+pub struct Voided {
+    /// The token.
+    pub token_id: String,
+    /// The void request's body (with its `idempotencyKey`).
+    pub request: Value,
+}
+
 /// An idempotent create that was acknowledged.
 #[derive(Debug, Clone)]
 pub struct IdempotentCreate {
@@ -49,6 +69,10 @@ pub struct Fixture {
     pub deleted: Vec<String>,
     /// Idempotent creates.
     pub idempotent: Vec<IdempotentCreate>,
+    /// Holds left live.
+    pub held: Vec<LiveHold>,
+    /// Voids.
+    pub voided: Vec<Voided>,
     /// Tokens still active, in creation order (candidates for later changes).
     pub active: Vec<String>,
     /// Rounds of writes done.
@@ -121,6 +145,8 @@ impl Fixture {
             redemptions: Vec::new(),
             deleted: Vec::new(),
             idempotent: Vec::new(),
+            held: Vec::new(),
+            voided: Vec::new(),
             active: Vec::new(),
             rounds: 0,
             expected: Expected::default(),
@@ -143,7 +169,9 @@ impl Fixture {
 
     /// One round of writes, each acknowledged: tokens through the single,
     /// children and batch routes, an idempotent create, a redeem and a delete
-    /// of new tokens, and a redeem and a delete of tokens of earlier rounds.
+    /// of new tokens, and a redeem and a delete of tokens of earlier rounds;
+    /// then the lifecycle: a hold captured, a hold left live, a hold
+    /// released, and a redemption voided and redeemed again.
     pub async fn write_round(&mut self, api: &Api) {
         self.rounds += 1;
         let round = self.rounds;
@@ -215,6 +243,89 @@ impl Fixture {
             self.active.retain(|t| *t != id);
             self.deleted.push(id);
         }
+        self.lifecycle_round(api, round, &new_ids).await;
+    }
+
+    /// The lifecycle part of a round, on new tokens 3, 4, 5 and 0.
+    async fn lifecycle_round(&mut self, api: &Api, round: usize, new_ids: &[String]) {
+        let key = self.key.clone();
+        let hold_path = |id: &str| format!("/api/tokens/{id}/holds");
+
+        let id = new_ids[3].clone();
+        let request =
+            json!({"merchantId": MERCHANTS[0], "idempotencyKey": format!("hold-{round}-a")});
+        let held = api.post(&hold_path(&id), &key, &request).await.expect(201);
+        let hold_id = held.body["hold"]["id"].as_str().unwrap().to_owned();
+        let captured = api
+            .post(
+                &format!("{}/{hold_id}/capture", hold_path(&id)),
+                &key,
+                &json!({}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(captured.body["redemption"]["holdId"], json!(hold_id));
+        self.active.retain(|t| *t != id);
+        // A capture redeems under the hold's merchant and key: repeating
+        // them as a redeem is a replay of the capture.
+        self.redemptions.push(Redemption {
+            token_id: id,
+            request,
+            response: captured.body,
+        });
+
+        let id = new_ids[4].clone();
+        let request =
+            json!({"merchantId": MERCHANTS[1], "idempotencyKey": format!("hold-{round}-b")});
+        let held = api.post(&hold_path(&id), &key, &request).await.expect(201);
+        assert_eq!(held.body["status"], "held");
+        self.active.retain(|t| *t != id);
+        self.held.push(LiveHold {
+            token_id: id,
+            request,
+            response: held.body,
+        });
+
+        let id = new_ids[5].clone();
+        let held = api
+            .post(&hold_path(&id), &key, &json!({"merchantId": MERCHANTS[0]}))
+            .await
+            .expect(201);
+        let hold_id = held.body["hold"]["id"].as_str().unwrap();
+        let released = api
+            .post(
+                &format!("{}/{hold_id}/release", hold_path(&id)),
+                &key,
+                &json!({}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(released.body["status"], "active");
+
+        let id = new_ids[0].clone();
+        let request = json!({"reason": "refund", "idempotencyKey": format!("void-{round}")});
+        let voided = api
+            .post(&format!("/api/tokens/{id}/redemption/void"), &key, &request)
+            .await
+            .expect(200);
+        assert_eq!(voided.body["status"], "active");
+        self.voided.push(Voided {
+            token_id: id.clone(),
+            request,
+        });
+        let again = json!({"merchantId": MERCHANTS[1], "idempotencyKey": format!("again-{round}")});
+        let redeemed = api.redeem(&key, &id, &again).await.expect(200);
+        assert_eq!(
+            redeemed.body["voidedRedemptions"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let winner = self
+            .redemptions
+            .iter_mut()
+            .find(|r| r.token_id == id)
+            .expect("token 0 was redeemed this round");
+        winner.request = again;
+        winner.response = redeemed.body;
     }
 
     /// Reads back everything (each read waits for what it shows to be
@@ -311,6 +422,40 @@ impl Fixture {
             api.redeem(&self.key, id, &json!({"merchantId": "m-1"}))
                 .await
                 .expect_error(410, "TOKEN_DELETED");
+        }
+        for h in &self.held {
+            assert_eq!(now.tokens[&h.token_id]["status"], "held");
+            let replay = api
+                .post(
+                    &format!("/api/tokens/{}/holds", h.token_id),
+                    &self.key,
+                    &h.request,
+                )
+                .await
+                .expect(200);
+            assert!(replay.replayed(), "the live hold's request replays");
+            assert_eq!(replay.body, h.response, "the replay has the same body");
+            api.redeem(&self.key, &h.token_id, &json!({"merchantId": "m-1"}))
+                .await
+                .expect_error(409, "TOKEN_HELD");
+        }
+        for v in &self.voided {
+            let replay = api
+                .post(
+                    &format!("/api/tokens/{}/redemption/void", v.token_id),
+                    &self.key,
+                    &v.request,
+                )
+                .await
+                .expect(200);
+            assert!(replay.replayed(), "a void's key replays");
+            let voided = &now.tokens[&v.token_id]["voidedRedemptions"];
+            assert!(
+                voided.as_array().is_some_and(|l| l
+                    .iter()
+                    .any(|r| r["voidIdempotencyKey"] == v.request["idempotencyKey"])),
+                "the void is kept: {voided}"
+            );
         }
         for c in &self.idempotent {
             let replay = api
