@@ -277,6 +277,21 @@ async fn check_replays(app: &TestApp, expected: &Value, name: &str) {
             app.post(path, issuer, &other)
                 .await
                 .assert_error(409, "TOKEN_ALREADY_REDEEMED");
+        } else if path.ends_with("/holds") {
+            other["merchantId"] = json!("m-9");
+            app.post(path, issuer, &other)
+                .await
+                .assert_error(409, "TOKEN_HELD");
+        } else if let Some(hold) = path.strip_suffix("/capture") {
+            app.post(&format!("{hold}/release"), issuer, &json!({}))
+                .await
+                .assert_error(409, "HOLD_NOT_ACTIVE");
+        } else if let Some(hold) = path.strip_suffix("/release") {
+            app.post(&format!("{hold}/capture"), issuer, &json!({}))
+                .await
+                .assert_error(409, "HOLD_NOT_ACTIVE");
+        } else if path.ends_with("/redemption/void") {
+            // Another key is another void, not a conflict: nothing to try.
         } else {
             other["description"] = json!("another body");
             app.post(path, issuer, &other)
@@ -566,6 +581,77 @@ async fn write_fixture() {
     app.delete_token(&issuer, &batch[1])
         .await
         .assert_status(204);
+    // The redemption lifecycle (snapshot format with held tokens and
+    // lifecycle fields): a collection with its own hold and void limits, a
+    // hold left live, a hold captured, a redemption voided and redeemed
+    // again.
+    let rules = id_of(
+        &app.create_collection(
+            &issuer,
+            &json!({"name": "rules", "holdTtlSecsMax": 3600, "voidWindowSecs": 86400}),
+        )
+        .await,
+    );
+    let life: Vec<String> = app
+        .create_batch(
+            &issuer,
+            (0..6)
+                .map(|_| json!({"collectionId": rules, "data": {"n": 3}}))
+                .collect(),
+        )
+        .await
+        .iter()
+        .map(id_of)
+        .collect();
+    let lifecycle = |record: &mut Record, path: String, body: Value| {
+        record.replay(&path, &body);
+        (path, body)
+    };
+    let (path, body) = lifecycle(
+        &mut record,
+        format!("/api/tokens/{}/holds", life[0]),
+        json!({"merchantId": "m-1", "idempotencyKey": "hold-live", "ttlSecs": 1800}),
+    );
+    post_ok(&app, &path, &issuer, &body, 201).await;
+    let held = post_ok(
+        &app,
+        &format!("/api/tokens/{}/holds", life[1]),
+        &issuer,
+        &json!({"idempotencyKey": "hold-captured"}),
+        201,
+    )
+    .await;
+    let (path, body) = lifecycle(
+        &mut record,
+        format!(
+            "/api/tokens/{}/holds/{}/capture",
+            life[1],
+            text(&held.body["hold"], "id")
+        ),
+        json!({}),
+    );
+    post_ok(&app, &path, &issuer, &body, 200).await;
+    let spend = format!("/api/tokens/{}/redeem", life[2]);
+    post_ok(
+        &app,
+        &spend,
+        &issuer,
+        &json!({"idempotencyKey": "pos-life"}),
+        200,
+    )
+    .await;
+    let (path, body) = lifecycle(
+        &mut record,
+        format!("/api/tokens/{}/redemption/void", life[2]),
+        json!({"reason": "refund", "idempotencyKey": "void-life"}),
+    );
+    post_ok(&app, &path, &issuer, &body, 200).await;
+    let (path, body) = lifecycle(
+        &mut record,
+        spend,
+        json!({"idempotencyKey": "pos-life-again"}),
+    );
+    post_ok(&app, &path, &issuer, &body, 200).await;
     app.advance_ms(61 * SECOND);
     app.run_timers().await;
     assert_eq!(app.token(&issuer, &id_of(&soon)).await["status"], "expired");
@@ -605,6 +691,46 @@ async fn write_fixture() {
     for id in [&tail[1], &batch[3]] {
         app.delete_token(&issuer, id).await.assert_status(204);
     }
+    // The lifecycle in the log's tail: a hold left live, a hold released,
+    // a redemption voided.
+    let (path, body) = lifecycle(
+        &mut record,
+        format!("/api/tokens/{}/holds", life[3]),
+        json!({"merchantId": "m-2", "idempotencyKey": "hold-tail"}),
+    );
+    post_ok(&app, &path, &issuer, &body, 201).await;
+    let held = post_ok(
+        &app,
+        &format!("/api/tokens/{}/holds", life[4]),
+        &issuer,
+        &json!({}),
+        201,
+    )
+    .await;
+    let (path, body) = lifecycle(
+        &mut record,
+        format!(
+            "/api/tokens/{}/holds/{}/release",
+            life[4],
+            text(&held.body["hold"], "id")
+        ),
+        json!({}),
+    );
+    post_ok(&app, &path, &issuer, &body, 200).await;
+    post_ok(
+        &app,
+        &format!("/api/tokens/{}/redeem", life[5]),
+        &issuer,
+        &json!({"merchantId": "m-3"}),
+        200,
+    )
+    .await;
+    let (path, body) = lifecycle(
+        &mut record,
+        format!("/api/tokens/{}/redemption/void", life[5]),
+        json!({"idempotencyKey": "void-tail"}),
+    );
+    post_ok(&app, &path, &issuer, &body, 200).await;
     let late = key(app.create_key_named(&account_id, "late", &["*"]).await);
     let revoked_late = app
         .create_key_named(&account_id, "revoked-late", &["*"])
@@ -635,7 +761,7 @@ async fn write_fixture() {
         tokens.insert(id.clone(), app.token(&issuer, &id).await);
     }
     let mut collections = serde_json::Map::new();
-    for id in [&branded, &plain, &late_collection] {
+    for id in [&branded, &plain, &late_collection, &rules] {
         let resp = app.get(&format!("/api/collections/{id}"), &issuer).await;
         resp.assert_status(200);
         collections.insert(id.clone(), resp.body);
