@@ -64,7 +64,8 @@
 //!   histogram, requests by route and status, tokens by status (counted by
 //!   the shards), WAL fsyncs and batches, snapshots, restore; it reads the
 //!   engine through [`metrics::EngineReadings`].
-//! - [`model`]: accounts, keys, scopes, collections, tokens, metadata.
+//! - [`model`]: accounts, keys, scopes, collections, tokens, metadata, and a
+//!   token's lifecycle (holds and voided redemptions).
 //! - [`ids`]: identifiers and token → shard routing.
 //! - [`storage`]: the file I/O trait (and a fault-injecting implementation).
 //! - [`offline`]: `tokend inspect` and `tokend compact`.
