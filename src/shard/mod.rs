@@ -4,7 +4,9 @@
 //!
 //! - [`command`]: how each command applies, with its own outcome type;
 //! - [`outcome`]: the outcomes and the rejection reasons;
-//! - [`state`]: the state, its reads, and its timers;
+//! - [`state`]: the state, its reads, and its timers (token expiry, hold
+//!   expiry, purges); its `lifecycle` part decides holds, captures,
+//!   releases, voids and the dry-run redeem behind validation;
 //! - [`table`]: the compact token storage (fixed-size slots in shared chunks);
 //! - [`deadlines`]: the `(deadline, slot)` heaps behind the timers;
 //! - [`capture`]: a shard's tokens as of an LSN, for snapshots;
