@@ -50,9 +50,10 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 # behind. The same test functions run, selected by module with cargo's name
 # filters: those about tokens, redemption and idempotency, which use no data
 # dir, storage fault or WAL option (durability, upgrade and metrics do;
-# errors is about request validation and authentication).
+# errors is about request validation and authentication; lifecycle_restart
+# restarts on a data dir).
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
-	redeem:: rejected:: tokens_create:: tokens_read::
+	lifecycle:: redeem:: rejected:: tokens_create:: tokens_read::
 
 .PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-cluster clean
 

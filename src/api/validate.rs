@@ -177,7 +177,12 @@ pub fn schemas() -> &'static Schemas {
                     "ttlSecs": {"type": "integer", "minimum": 1, "maximum": HOLD_TTL_SECS_LIMIT}
                 }
             })),
-            empty: compile(json!({"type": "object", "additionalProperties": false})),
+            // `properties`, though empty, makes an unknown field an
+            // `additionalProperties` error naming it (`$.x`); without it the
+            // validator reports a false schema at the body (`$`).
+            empty: compile(json!({
+                "type": "object", "additionalProperties": false, "properties": {}
+            })),
             void: compile(json!({
                 "type": "object", "additionalProperties": false,
                 "properties": {
@@ -342,6 +347,15 @@ mod tests {
         assert!(paths.contains(&"$.collectionId"), "{paths:?}");
         assert!(paths.contains(&"$.colour"), "{paths:?}");
         assert!(paths.contains(&"$.metadata.k"), "{paths:?}");
+    }
+
+    #[test]
+    fn an_unknown_field_of_an_empty_body_is_named() {
+        let errors = violations(&schemas().empty, &json!({"a": 1, "b": 2}), "$");
+        let mut paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["$.a", "$.b"]);
+        assert!(violations(&schemas().empty, &json!({}), "$").is_empty());
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct CollectionRecord {
     pub liveness: Liveness,
     /// When it was created.
     pub created_at_ms: Millis,
+    // The fields below were added after the first on-disk formats, some of
+    // which write this record by position (format 1 snapshots, legacy log
+    // records): they stay last so such a record, which ends here, still
+    // reads, with the defaults.
     /// Longest hold on a token, in seconds (`holdTtlSecsMax`); `None`:
     /// [`HOLD_TTL_SECS_DEFAULT`]. Last and optional: records written
     /// before holds lack it, by name or by position.
@@ -136,4 +140,74 @@ pub fn compile_data_schema(schema: &serde_json::Value) -> Result<jsonschema::Val
         .should_validate_formats(true)
         .build(schema)
         .map_err(|e| format!("is not a usable JSON Schema: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> CollectionRecord {
+        CollectionRecord {
+            id: CollectionId::random(),
+            account_id: AccountId::random(),
+            name: "c".to_owned(),
+            description: None,
+            issuer: None,
+            issuer_img: None,
+            img: None,
+            issuer_website: None,
+            value: Vec::new(),
+            merchants: vec!["m-1".to_owned()],
+            token_expires_after_secs: Some(60),
+            data_schema: None,
+            liveness: Liveness::Test,
+            created_at_ms: 5,
+            hold_ttl_secs_max: Some(30),
+            void_window_secs: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_record_written_by_position_before_the_lifecycle_fields_still_reads() {
+        let old = record();
+        // What builds before holds wrote by position: every field up to
+        // `created_at_ms`, nothing after.
+        let positional = (
+            old.id,
+            old.account_id,
+            &old.name,
+            &old.description,
+            &old.issuer,
+            &old.issuer_img,
+            &old.img,
+            &old.issuer_website,
+            &old.value,
+            &old.merchants,
+            old.token_expires_after_secs,
+            &old.data_schema,
+            old.liveness,
+            old.created_at_ms,
+        );
+        let bytes = rmp_serde::to_vec(&positional).expect("encodes");
+        let back: CollectionRecord = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(
+            back,
+            CollectionRecord {
+                hold_ttl_secs_max: None,
+                void_window_secs: None,
+                ..old
+            }
+        );
+        // This build's records round-trip both ways.
+        let now = record();
+        for bytes in [
+            rmp_serde::to_vec(&now).expect("encodes"),
+            rmp_serde::to_vec_named(&now).expect("encodes"),
+        ] {
+            assert_eq!(
+                rmp_serde::from_slice::<CollectionRecord>(&bytes).expect("decodes"),
+                now
+            );
+        }
+    }
 }

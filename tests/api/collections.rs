@@ -71,6 +71,9 @@ async fn a_minimal_collection_takes_the_accounts_liveness() {
     }
     assert_eq!(created["value"], json!([]));
     assert_eq!(created["merchants"], json!([]));
+    // The redemption rules are shown with their effective defaults.
+    assert_eq!(created["holdTtlSecsMax"], json!(900));
+    assert_eq!(created["voidWindowSecs"], json!(7_776_000));
 
     // JSON Schema counts 7200.0 as an integer.
     let created = app

@@ -9,6 +9,8 @@ mod durability;
 mod errors;
 mod expiry;
 mod helpers;
+mod lifecycle;
+mod lifecycle_restart;
 mod metrics;
 // The child-process and network helpers of the NATS harness that cluster
 // mode (see `helpers`) shares with the cluster suite.

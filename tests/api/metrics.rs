@@ -445,3 +445,96 @@ async fn restore_duration_and_token_gauges_are_right_after_a_restart() {
         .assert_status(200);
     assert_eq!(tokens(&scrape(&app).await), [1.0, 3.0, 1.0, 1.0]);
 }
+
+/// Held tokens by the gauge.
+fn held(scrape: &Scrape) -> f64 {
+    scrape.value("tokend_tokens", &[("status", "held")])
+}
+
+#[actix_web::test]
+async fn held_tokens_have_a_gauge_that_follows_holds_and_survives_a_restart() {
+    let app = crate::helpers::TestApp::builder().shards(2).spawn().await;
+    assert_eq!(held(&scrape(&app).await), 0.0);
+    let tenant = app.tenant().await;
+    let mut ids = Vec::new();
+    let mut holds = Vec::new();
+    for ttl in [60, 60, 60, 600] {
+        let id = app
+            .create_token_in(&tenant.key, &tenant.collection_id)
+            .await;
+        let resp = app
+            .post(
+                &format!("/api/tokens/{id}/holds"),
+                &tenant.key,
+                &json!({"ttlSecs": ttl}),
+            )
+            .await;
+        resp.assert_status(201);
+        holds.push(resp.body["hold"]["id"].as_str().unwrap().to_owned());
+        ids.push(id);
+    }
+    let scraped = scrape(&app).await;
+    assert_eq!(held(&scraped), 4.0);
+    assert_eq!(tokens(&scraped), [0.0; 4]);
+
+    // A capture moves one to redeemed, a release one back to active.
+    let end =
+        |i: usize, action: &str| format!("/api/tokens/{}/holds/{}/{action}", ids[i], holds[i]);
+    app.post(&end(0, "capture"), &tenant.key, &json!({}))
+        .await
+        .assert_status(200);
+    app.post(&end(1, "release"), &tenant.key, &json!({}))
+        .await
+        .assert_status(200);
+    let scraped = scrape(&app).await;
+    assert_eq!(held(&scraped), 2.0);
+    assert_eq!(tokens(&scraped), [1.0, 1.0, 0.0, 0.0]);
+    // Requests are counted by route pattern: no token or hold id in a label.
+    assert_eq!(
+        requests(&scraped, "/api/tokens/{id}/holds", "POST", "201"),
+        4.0
+    );
+    for action in ["capture", "release"] {
+        let route = format!("/api/tokens/{{id}}/holds/{{holdId}}/{action}");
+        assert_eq!(requests(&scraped, &route, "POST", "200"), 1.0, "{route}");
+    }
+    for (labels, _) in scraped.series(REQUESTS) {
+        let route = &labels["route"];
+        assert!(
+            !ids.iter()
+                .chain(&holds)
+                .any(|id| route.contains(id.as_str())),
+            "{route}"
+        );
+    }
+    // A void moves the redeemed one back to active.
+    app.post(
+        &format!("/api/tokens/{}/redemption/void", ids[0]),
+        &tenant.key,
+        &json!({}),
+    )
+    .await
+    .assert_status(200);
+    let scraped = scrape(&app).await;
+    assert_eq!(held(&scraped), 2.0);
+    assert_eq!(tokens(&scraped), [2.0, 0.0, 0.0, 0.0]);
+
+    // The 60 s hold lapses: the timers move it back to active.
+    app.advance_ms(60 * SECOND);
+    app.run_timers().await;
+    let scraped = scrape(&app).await;
+    assert_eq!(held(&scraped), 1.0);
+    assert_eq!(tokens(&scraped), [3.0, 0.0, 0.0, 0.0]);
+
+    let (stopped, dir) = app.stop().await;
+    stopped.expect("a clean stop");
+    let app = crate::helpers::TestApp::builder()
+        .shards(3)
+        .data_dir(dir)
+        .spawn()
+        .await;
+    app.clock.set_ms(crate::helpers::T0 + 60 * SECOND);
+    let scraped = scrape(&app).await;
+    assert_eq!(held(&scraped), 1.0);
+    assert_eq!(tokens(&scraped), [3.0, 0.0, 0.0, 0.0]);
+}
