@@ -28,6 +28,11 @@ REDIS ?= auto
 SNAPSHOT_D ?= 6
 # Tokens of each of the two runs of `make bench-hot`.
 HOT_N ?= 400000
+# `make bench-lifecycle`: tokens of each of its three runs (enough for the
+# batch profile at several times the redeem rate for D seconds), and the
+# items of each batch redeem request.
+LIFECYCLE_N ?= 2000000
+BATCH_ITEMS ?= 100
 # `make bench-cluster`: its connections, seconds and pre-created tokens (of
 # each of its two redeem runs), the cluster's tokend nodes and shards, and
 # the seconds of each JetStream append measurement. Small, for a 2-core
@@ -55,7 +60,7 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	lifecycle:: redeem:: rejected:: tokens_create:: tokens_read::
 
-.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-cluster clean
+.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-lifecycle bench-cluster clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -104,12 +109,14 @@ fmt:
 
 ## Everything: the criterion suites, then the load profile (with the Redis
 ## comparison and the snapshot phase), hot-collection against redeem, the
-## restore profile over HTTP against a release server, and redeem through a
-## cluster beside a single node (results in $(BENCH_OUT)).
+## restore profile over HTTP against a release server, batch-redeem and
+## hold-capture against redeem, and redeem through a cluster beside a single
+## node (results in $(BENCH_OUT)).
 bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-load
 	$(MAKE) bench-hot
+	$(MAKE) bench-lifecycle
 	$(MAKE) bench-cluster
 
 ## Micro-benchmarks (criterion), short settings.
@@ -163,6 +170,38 @@ bench-hot:
 		--profile hot-collection --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
 		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot \
 		--baseline $(BENCH_OUT)/hot/results-redeem.json
+
+# One run of `make bench-lifecycle`: tokend-load with these flags, its table
+# kept in $(BENCH_OUT)/lifecycle/table-<profile>.txt and printed.
+LIFECYCLE_RUN = $(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
+	--connections $(C) --duration-secs $(D) --tokens $(LIFECYCLE_N) --fsync $(FSYNC) \
+	--ceiling-secs 0 --out $(BENCH_OUT)/lifecycle
+
+## The redemption lifecycle against redeem: redeem, then batch-redeem
+## (BATCH_ITEMS tokens per request) and hold-capture (a hold, then its
+## capture), each on its own server with LIFECYCLE_N tokens; the last two
+## report their tokens (pairs) per second as a ratio of redeem's, with the
+## target, and the three ratio lines are printed again at the end (results
+## in $(BENCH_OUT)/lifecycle).
+bench-lifecycle:
+	$(CARGO) build --release --locked --bin tokend
+	mkdir -p $(BENCH_OUT)/lifecycle
+	$(LIFECYCLE_RUN) --profile redeem > $(BENCH_OUT)/lifecycle/table-redeem.txt; \
+		status=$$?; cat $(BENCH_OUT)/lifecycle/table-redeem.txt; exit $$status
+	$(LIFECYCLE_RUN) --profile batch-redeem --batch-items $(BATCH_ITEMS) \
+		--baseline $(BENCH_OUT)/lifecycle/results-redeem.json \
+		> $(BENCH_OUT)/lifecycle/table-batch-redeem.txt; \
+		status=$$?; cat $(BENCH_OUT)/lifecycle/table-batch-redeem.txt; exit $$status
+	$(LIFECYCLE_RUN) --profile hold-capture \
+		--baseline $(BENCH_OUT)/lifecycle/results-redeem.json \
+		> $(BENCH_OUT)/lifecycle/table-hold-capture.txt; \
+		status=$$?; cat $(BENCH_OUT)/lifecycle/table-hold-capture.txt; exit $$status
+	@echo; echo "lifecycle against redeem (same machine, same settings):"
+	@grep -h -m1 '^phase' $(BENCH_OUT)/lifecycle/table-redeem.txt
+	@grep -h '^redeem  \|^batch-redeem\|^hold-capture\|^baseline' \
+		$(BENCH_OUT)/lifecycle/table-redeem.txt \
+		$(BENCH_OUT)/lifecycle/table-batch-redeem.txt \
+		$(BENCH_OUT)/lifecycle/table-hold-capture.txt
 
 ## The cluster profile: redeem on a single node, then through CLUSTER_NODES
 ## tokend nodes in cluster mode on 3 nats-servers (the pinned build, installed

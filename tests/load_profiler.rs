@@ -1,6 +1,7 @@
 //! `tokend-load` end to end with tiny settings: it spawns the real server,
-//! runs the `redeem`, `hot-collection` and `restore` profiles (with the
-//! snapshot phase, the baseline comparison and the Redis comparison), and
+//! runs the `redeem`, `hot-collection`, `batch-redeem`, `hold-capture` and
+//! `restore` profiles (with the snapshot phase, the baseline comparison and
+//! the Redis comparison, and the lifecycle profiles' read-back), and
 //! writes its results; the `cluster` profile, which needs a nats-server, only
 //! as far as its refusal without one.
 
@@ -188,6 +189,122 @@ fn hot_collection_is_compared_with_a_redeem_baseline() {
     let expected = number(&results, "/run/okThroughput") / number(b, "/okThroughput");
     assert!((number(b, "/throughputRatio") - expected).abs() < 1e-9);
     assert!(number(b, "/p99Ratio") > 0.0);
+}
+
+#[test]
+fn batch_redeem_profile_counts_tokens_and_reads_every_one_back() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = run_profiler(
+        out.path(),
+        &[
+            "--profile",
+            "batch-redeem",
+            "--batch-items",
+            "50",
+            "--connections",
+            "4",
+            "--duration-secs",
+            "1",
+            "--tokens",
+            "20000",
+            "--ceiling-secs",
+            "0",
+        ],
+    );
+    assert!(stdout.contains("spend-once: passed"), "{stdout}");
+    assert!(stdout.contains("tokens/s redeemed"), "{stdout}");
+    assert!(stdout.contains("item errors: none"), "{stdout}");
+    let results = read_json(&out.path().join("results-batch-redeem.json"));
+    assert_eq!(results["profile"], "batch-redeem");
+    assert_eq!(results["settings"]["batchItems"], 50);
+    let run = &results["run"];
+    assert!(number(run, "/kinds/batchRedeem/requests") > 0.0);
+    assert_eq!(run["errors"], 0);
+    // Every item of every batch answered 200: 50 tokens per request, each
+    // counted as a token redeemed.
+    let items = &run["items"];
+    assert_eq!(items["errors"], 0);
+    assert_eq!(items["ok"], items["answered"]);
+    assert_eq!(items["ok"], run["redeemed"]);
+    let per_request = number(items, "/perRequest");
+    assert!(per_request > 0.0 && per_request <= 50.0, "{per_request}");
+    assert!(number(run, "/redeemedPerSec") > number(run, "/okThroughput"));
+    // The audit: one win per token, a second redeem refused, every token
+    // read back as redeemed (by a redeem, not a capture).
+    let check = &results["spendOnce"];
+    assert_eq!(check["passed"], true);
+    assert_eq!(check["violations"], 0);
+    assert_eq!(check["tokensRedeemed"], run["redeemed"]);
+    assert_eq!(
+        check["probe"]["answers"]["409 TOKEN_ALREADY_REDEEMED"],
+        check["probe"]["sent"]
+    );
+    let readback = &check["readback"];
+    assert_eq!(readback["expected"], "redeemed");
+    assert_eq!(readback["tokens"], run["redeemed"]);
+    assert_eq!(readback["matched"], readback["tokens"]);
+    assert_eq!(readback["passed"], true);
+    assert!(out.path().join("latency-batch-redeem.svg").exists());
+}
+
+#[test]
+fn hold_capture_is_compared_with_a_redeem_baseline_and_read_back() {
+    let out = tempfile::tempdir().unwrap();
+    let common = [
+        "--connections",
+        "4",
+        "--duration-secs",
+        "1",
+        "--tokens",
+        "5000",
+        "--ceiling-secs",
+        "0",
+    ];
+    run_profiler(
+        out.path(),
+        &[&["--profile", "redeem"], &common[..]].concat(),
+    );
+    let baseline = out.path().join("results-redeem.json");
+    let mut args = vec!["--profile", "hold-capture", "--baseline"];
+    args.push(baseline.to_str().unwrap());
+    args.extend(common);
+    let stdout = run_profiler(out.path(), &args);
+    assert!(stdout.contains("spend-once: passed"), "{stdout}");
+    assert!(stdout.contains("pairs/s captured"), "{stdout}");
+    assert!(stdout.contains("target ≥ 0.45×"), "{stdout}");
+    let results = read_json(&out.path().join("results-hold-capture.json"));
+    let run = &results["run"];
+    assert_eq!(run["errors"], 0);
+    // One unit of work is a pair; its hold and capture are timed alone.
+    let pairs = number(run, "/kinds/holdCapture/requests");
+    assert!(pairs > 0.0);
+    assert_eq!(number(run, "/steps/hold/requests"), pairs);
+    assert_eq!(number(run, "/steps/capture/requests"), pairs);
+    assert_eq!(number(run, "/redeemed"), pairs);
+    assert!(number(run, "/steps/capture/latencyMs/p99") > 0.0);
+    // Against the redeem run: tokens redeemed per second, with the target.
+    let redeem = read_json(&baseline);
+    let b = &results["baseline"];
+    assert_eq!(b["profile"], "redeem");
+    assert_eq!(b["redeemedPerSec"], redeem["run"]["redeemedPerSec"]);
+    assert_eq!(redeem["run"]["redeemed"], redeem["run"]["ok"]);
+    let expected = number(run, "/redeemedPerSec") / number(b, "/redeemedPerSec");
+    assert!((number(b, "/redeemedRatio") - expected).abs() < 1e-9);
+    assert_eq!(b["redeemedRatioTarget"], 0.45);
+    assert!(b["targetMet"].is_boolean());
+    // The audit: every captured token reads back redeemed with its hold.
+    let check = &results["spendOnce"];
+    assert_eq!(check["passed"], true);
+    assert_eq!(number(check, "/tokensRedeemed"), pairs);
+    assert_eq!(
+        check["probe"]["answers"]["409 TOKEN_ALREADY_REDEEMED"],
+        check["probe"]["sent"]
+    );
+    let readback = &check["readback"];
+    assert_eq!(readback["expected"], "captured");
+    assert_eq!(number(readback, "/tokens"), pairs);
+    assert_eq!(readback["matched"], readback["tokens"]);
+    assert!(readback["mismatches"].as_object().unwrap().is_empty());
 }
 
 #[test]

@@ -70,6 +70,11 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch_size: u64,
+    /// `batch-redeem`: items of each `POST /api/tokens/redeem` request (the
+    /// API allows 1 to 1000), each a token of its own.
+    #[arg(long, default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch_items: u32,
     /// Collections the tokens are spread over (default 16; `hot-collection`
     /// always uses 1).
     #[arg(long, default_value_t = 16,
@@ -165,6 +170,13 @@ pub enum Profile {
     Mixed,
     /// Redeems of tokens that all belong to one collection.
     HotCollection,
+    /// Each request is a `POST /api/tokens/redeem` of `--batch-items`
+    /// distinct tokens; throughput in tokens redeemed per second.
+    BatchRedeem,
+    /// Each unit of work holds a token, then captures that hold (two
+    /// requests, one after the other on one connection); throughput in
+    /// captured pairs per second.
+    HoldCapture,
     /// Create N tokens, measure memory per token, snapshot size, and time
     /// from start to ready after a restart.
     Restore,
@@ -182,6 +194,8 @@ impl Profile {
             Self::Create => "create",
             Self::Mixed => "mixed",
             Self::HotCollection => "hot-collection",
+            Self::BatchRedeem => "batch-redeem",
+            Self::HoldCapture => "hold-capture",
             Self::Restore => "restore",
             Self::Cluster => "cluster",
         }
@@ -197,6 +211,19 @@ pub enum Fsync {
     Interval,
     /// Leave flushing to the OS.
     Never,
+}
+
+impl Profile {
+    /// The target of this profile's tokens redeemed per second as a
+    /// multiple of the `redeem` profile's on the same machine, when it has
+    /// one (read against `--baseline`).
+    pub fn redeemed_ratio_target(self) -> Option<f64> {
+        match self {
+            Self::BatchRedeem => Some(4.0),
+            Self::HoldCapture => Some(0.45),
+            _ => None,
+        }
+    }
 }
 
 impl Fsync {

@@ -9,7 +9,7 @@ use super::stats::{
     machine_cpu, merge_windows, own_cpu, process_cpu, summarize, window_of, ConnStats, CpuFigures,
     PhaseSummary, SnapshotImpact, Timeline, SNAPSHOT_DONE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING,
 };
-use super::workload::{Answer, Client, Rng, Workload};
+use super::workload::{Answer, Client, Kind, Rng, Workload};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -294,13 +294,31 @@ async fn drive<C: Client>(
                         if let (Some(i), true) = (next.token, win || replayed) {
                             shared.workload.pool.record_ok(i, replayed);
                         }
+                        stats.redeemed += u64::from(win);
                         None
                     }
-                    Answer::Error(name) => {
-                        shared.progress.errors.fetch_add(1, Ordering::Relaxed);
-                        Some(name)
+                    Answer::Error(name) => Some(name),
+                    Answer::Items { ok, errors } => {
+                        stats.redeemed += u64::from(ok);
+                        stats.items(ok, errors);
+                        None
+                    }
+                    Answer::Pair {
+                        hold,
+                        capture,
+                        error,
+                    } => {
+                        stats.step(Kind::Hold, hold, capture.is_none())?;
+                        if let Some(capture) = capture {
+                            stats.step(Kind::Capture, capture, error.is_some())?;
+                        }
+                        stats.redeemed += u64::from(error.is_none());
+                        error
                     }
                 };
+                if error.is_some() {
+                    shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
                 let latency = done.saturating_duration_since(intended.min(sent_at));
                 if shared.windowed {
                     let state_at_done = shared.snapshot_state.load(Ordering::SeqCst);

@@ -24,6 +24,7 @@ use endpoint::Endpoint;
 use error::{Context, LoadError, Result};
 use http::Conn;
 use report::{write_json, Baseline, LoadResults, Machine, Settings, SetupFigures};
+use spend_once::Expect;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -111,13 +112,15 @@ async fn main(args: Args) -> Result<Verdict> {
 }
 
 /// The mix of a load profile.
-fn mix(profile: Profile) -> Mix {
-    match profile {
+fn mix(args: &Args) -> Mix {
+    match args.profile {
         Profile::Redeem | Profile::HotCollection | Profile::Restore | Profile::Cluster => {
             Mix::Redeem
         }
         Profile::Create => Mix::Create,
         Profile::Mixed => Mix::Mixed,
+        Profile::BatchRedeem => Mix::BatchRedeem(args.batch_items),
+        Profile::HoldCapture => Mix::HoldCapture,
     }
 }
 
@@ -126,7 +129,7 @@ async fn load(args: &Args) -> Result<Verdict> {
     let profile = args.profile.name();
     let started_at = report::now_rfc3339();
     let machine = Machine::detect();
-    let mix = mix(args.profile);
+    let mix = mix(args);
     let n = if mix == Mix::Create { 0 } else { args.tokens() };
     if mix != Mix::Create && n == 0 {
         return Err(LoadError::new(format!(
@@ -209,7 +212,14 @@ async fn load(args: &Args) -> Result<Verdict> {
     let spend_once = if mix == Mix::Create {
         None
     } else {
-        Some(spend_once::check(&pool, &mut conns, args.probe).await)
+        let check = spend_once::check(&pool, &mut conns, args.probe).await;
+        Some(match mix {
+            Mix::BatchRedeem(_) => check
+                .with_readback(spend_once::read_back(&pool, &mut conns, Expect::Redeemed).await),
+            Mix::HoldCapture => check
+                .with_readback(spend_once::read_back(&pool, &mut conns, Expect::Captured).await),
+            _ => check,
+        })
     };
     drop(conns);
     let server = endpoint.close()?;
@@ -226,7 +236,7 @@ async fn load(args: &Args) -> Result<Verdict> {
         .as_ref()
         .filter(|r| r.run.ok_throughput > 0.0)
         .map(|r| run.ok_throughput / r.run.ok_throughput);
-    let baseline = baseline.map(|b| b.compare(&run));
+    let baseline = baseline.map(|b| b.compare(&run, args.profile.redeemed_ratio_target()));
     let results = LoadResults {
         tool: "tokend-load",
         version: env!("CARGO_PKG_VERSION"),
@@ -247,6 +257,7 @@ async fn load(args: &Args) -> Result<Verdict> {
             },
             rate: args.rate,
             threads: args.threads,
+            batch_items: matches!(mix, Mix::BatchRedeem(_)).then_some(args.batch_items),
         },
         setup: SetupFigures {
             tokens_created: n,

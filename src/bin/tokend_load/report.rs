@@ -103,6 +103,8 @@ pub struct Settings {
     pub rate: Option<f64>,
     /// Load generator threads.
     pub threads: u32,
+    /// `batch-redeem`: items per request.
+    pub batch_items: Option<u32>,
 }
 
 /// How long setup took.
@@ -170,6 +172,8 @@ pub struct Baseline {
     ok_throughput: f64,
     /// Its p99, ms.
     p99_ms: f64,
+    /// Its tokens redeemed per second (absent from older results files).
+    redeemed_per_sec: Option<f64>,
 }
 
 impl Baseline {
@@ -201,15 +205,27 @@ impl Baseline {
             started_at: text_at("/startedAt"),
             ok_throughput: number("/run/okThroughput")?,
             p99_ms: number("/run/latencyMs/p99")?,
+            redeemed_per_sec: v
+                .pointer("/run/redeemedPerSec")
+                .and_then(serde_json::Value::as_f64),
         })
     }
 
-    /// This run's figures as ratios of the baseline's.
-    pub fn compare(self, run: &PhaseSummary) -> BaselineComparison {
+    /// This run's figures as ratios of the baseline's; `target` is what
+    /// the ratio of tokens redeemed per second should reach, if anything.
+    pub fn compare(self, run: &PhaseSummary, target: Option<f64>) -> BaselineComparison {
+        let redeemed_ratio = self
+            .redeemed_per_sec
+            .filter(|&r| r > 0.0)
+            .map(|r| run.redeemed_per_sec / r);
         BaselineComparison {
             throughput_ratio: (self.ok_throughput > 0.0)
                 .then(|| run.ok_throughput / self.ok_throughput),
             p99_ratio: (self.p99_ms > 0.0).then(|| run.latency_ms.p99 / self.p99_ms),
+            redeemed_per_sec: self.redeemed_per_sec,
+            redeemed_ratio,
+            redeemed_ratio_target: target,
+            target_met: target.zip(redeemed_ratio).map(|(t, r)| r >= t),
             file: self.file,
             profile: self.profile,
             started_at: self.started_at,
@@ -237,6 +253,16 @@ pub struct BaselineComparison {
     pub throughput_ratio: Option<f64>,
     /// This run's p99 over the baseline's.
     pub p99_ratio: Option<f64>,
+    /// The baseline's tokens redeemed per second.
+    pub redeemed_per_sec: Option<f64>,
+    /// This run's tokens redeemed per second (tokens of a batch redeem,
+    /// captured pairs) over the baseline's.
+    pub redeemed_ratio: Option<f64>,
+    /// What `redeemedRatio` should reach (`batch-redeem`: 4,
+    /// `hold-capture`: 0.45).
+    pub redeemed_ratio_target: Option<f64>,
+    /// Whether it did.
+    pub target_met: Option<bool>,
 }
 
 /// The CPU line of a phase: load generator and server CPU per request.
@@ -358,8 +384,13 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
         );
     }
     let run = &results.run;
-    if run.kinds.len() > 1 {
-        for (kind, k) in &run.kinds {
+    if run.kinds.len() > 1 || !run.steps.is_empty() {
+        for (kind, k) in run
+            .kinds
+            .iter()
+            .filter(|_| run.kinds.len() > 1)
+            .chain(&run.steps)
+        {
             row(
                 &mut out,
                 &format!("  {}", kind.name()),
@@ -413,6 +444,27 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
         );
     }
     let _ = writeln!(out);
+    if let Some(items) = &run.items {
+        let _ = writeln!(
+            out,
+            "{}: {:.0} items per request · {:.0} requests/s · {:.0} tokens/s redeemed ({} of {} items answered 200)",
+            results.profile,
+            items.per_request,
+            run.throughput,
+            run.redeemed_per_sec,
+            grouped(items.ok),
+            grouped(items.answered)
+        );
+    }
+    if !run.steps.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}: {:.0} pairs/s captured ({:.0} requests/s: a hold, then its capture)",
+            results.profile,
+            run.redeemed_per_sec,
+            run.steps.values().map(|k| k.throughput).sum::<f64>()
+        );
+    }
     if let (Some(ratio), Some(c)) = (results.ratio_to_ceiling, &results.ceiling) {
         let _ = writeln!(
             out,
@@ -482,7 +534,40 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
                 .map_or("n/a".to_owned(), |r| format!("{r:.2}×"))
         );
     }
-    if let Some(b) = &results.baseline {
+    if let Some(b) = results
+        .baseline
+        .as_ref()
+        .filter(|b| b.redeemed_ratio_target.is_some())
+    {
+        // The lifecycle profiles: tokens (or pairs) per second against the
+        // baseline's redeems per second.
+        let unit = if run.steps.is_empty() {
+            "tokens/s"
+        } else {
+            "pairs/s"
+        };
+        let _ = writeln!(
+            out,
+            "baseline {} ({}, {}): {} tokens/s, p99 {:.2} ms · {}: {:.0} {unit} = {} its tokens/s (target ≥ {}×: {}), p99 {} of its",
+            b.file,
+            b.profile,
+            b.started_at,
+            b.redeemed_per_sec
+                .map_or("n/a".to_owned(), |r| format!("{r:.0}")),
+            b.p99_ms,
+            results.profile,
+            run.redeemed_per_sec,
+            b.redeemed_ratio
+                .map_or("n/a".to_owned(), |r| format!("{r:.2}×")),
+            b.redeemed_ratio_target.unwrap_or_default(),
+            match b.target_met {
+                Some(true) => "met",
+                Some(false) => "not met",
+                None => "n/a",
+            },
+            b.p99_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}×"))
+        );
+    } else if let Some(b) = &results.baseline {
         let _ = writeln!(
             out,
             "baseline {} ({}, {}): {:.0} ok/s, p99 {:.2} ms · {}: {} of its throughput, p99 {} of its",
@@ -548,6 +633,16 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
             }
         }
     }
+    if let Some(items) = &run.items {
+        if items.errors_by_code.is_empty() {
+            let _ = writeln!(out, "item errors: none");
+        } else {
+            let _ = writeln!(out, "item errors:");
+            for (code, n) in &items.errors_by_code {
+                let _ = writeln!(out, "  {:>10}  {code}", grouped(*n));
+            }
+        }
+    }
     if let Some(check) = &results.spend_once {
         let answers: Vec<String> = check
             .probe
@@ -568,6 +663,30 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
                 answers.join(", ")
             }
         );
+        if let Some(r) = &check.readback {
+            let found: Vec<String> = r
+                .mismatches
+                .iter()
+                .map(|(what, n)| format!("{} × {what}", grouped(*n)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  read back: {} tokens in {} requests, {} {}{}",
+                grouped(r.tokens),
+                grouped(r.requests),
+                grouped(r.matched),
+                if r.expected == "captured" {
+                    "redeemed with their hold's id"
+                } else {
+                    "redeemed"
+                },
+                if found.is_empty() {
+                    String::new()
+                } else {
+                    format!("; FAILED: {}", found.join(", "))
+                }
+            );
+        }
     }
     let _ = writeln!(
         out,

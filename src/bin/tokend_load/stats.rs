@@ -122,8 +122,29 @@ pub struct ConnStats {
     /// With a snapshot during the phase: latency before, during and after
     /// it (indexed by [`Window`]).
     pub windows: Option<[Histogram<u64>; 3]>,
+    /// Tokens redeemed: first 200s to a redeem, batch items answered 200,
+    /// captured pairs.
+    pub redeemed: u64,
+    /// Batch redeems: their items.
+    pub items: ItemStats,
+    /// The requests inside a unit of work of several (the hold and the
+    /// capture of `hold-capture`), each timed alone.
+    pub steps: BTreeMap<Kind, KindStats>,
     /// The second being filled, and its index.
     current: (usize, Second),
+}
+
+/// The items of the batch redeems of a connection or phase.
+#[derive(Debug, Clone, Default)]
+pub struct ItemStats {
+    /// Batches answered 200.
+    pub batches: u64,
+    /// Items in those batches.
+    pub answered: u64,
+    /// Items answered 200.
+    pub ok: u64,
+    /// The others by `STATUS CODE`.
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl ConnStats {
@@ -147,8 +168,38 @@ impl ConnStats {
             } else {
                 None
             },
+            redeemed: 0,
+            items: ItemStats::default(),
+            steps: BTreeMap::new(),
             current: (0, Second::new()?),
         })
+    }
+
+    /// Records the items of a batch answered 200.
+    pub fn items(&mut self, ok: u32, errors: Vec<String>) {
+        self.items.batches += 1;
+        self.items.answered += u64::from(ok) + errors.len() as u64;
+        self.items.ok += u64::from(ok);
+        for error in errors {
+            *self.items.errors.entry(error).or_default() += 1;
+        }
+    }
+
+    /// Records one step of a unit of work: its own exchange time, and
+    /// whether it failed.
+    pub fn step(&mut self, kind: Kind, latency: Duration, failed: bool) -> Result<()> {
+        let stats = match self.steps.entry(kind) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(KindStats {
+                answered: 0,
+                errors: 0,
+                latency: latency_histogram()?,
+            }),
+        };
+        stats.answered += 1;
+        stats.errors += u64::from(failed);
+        stats.latency.saturating_record(micros(latency));
+        Ok(())
     }
 
     /// Records an answered request: `latency` from its intended send time,
@@ -350,6 +401,16 @@ pub struct PhaseSummary {
     pub service_ms: Option<Percentiles>,
     /// Per request kind.
     pub kinds: BTreeMap<Kind, KindSummary>,
+    /// Tokens redeemed: first (non-replayed) 200s to a redeem, batch items
+    /// answered 200, captured pairs.
+    pub redeemed: u64,
+    /// Tokens redeemed per second.
+    pub redeemed_per_sec: f64,
+    /// Batch redeems: their items.
+    pub items: Option<ItemSummary>,
+    /// The requests inside a unit of work of several (`hold` and `capture`
+    /// of `hold-capture`), each timed alone (from its own send).
+    pub steps: BTreeMap<Kind, KindSummary>,
     /// Errors by `status CODE` (or `transport <kind>`).
     pub errors_by_code: BTreeMap<String, u64>,
     /// Per second.
@@ -366,6 +427,22 @@ pub struct PhaseSummary {
     pub snapshot: Option<SnapshotImpact>,
 }
 
+/// The items of a phase's batch redeems.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemSummary {
+    /// Items in batches answered 200.
+    pub answered: u64,
+    /// Items answered 200 (each a token redeemed).
+    pub ok: u64,
+    /// Items not answered 200.
+    pub errors: u64,
+    /// Those by `STATUS CODE`.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Items per batch request answered 200, on average.
+    pub per_request: f64,
+}
+
 /// Sums connection stats into a phase summary.
 pub fn summarize(
     name: &str,
@@ -380,7 +457,32 @@ pub fn summarize(
     let mut service: Option<Histogram<u64>> = None;
     let mut kinds: BTreeMap<Kind, KindStats> = BTreeMap::new();
     let mut errors_by_code: BTreeMap<String, u64> = BTreeMap::new();
+    let mut steps: BTreeMap<Kind, KindStats> = BTreeMap::new();
+    let mut items = ItemStats::default();
+    let mut redeemed = 0u64;
     for c in conns {
+        redeemed += c.redeemed;
+        items.batches += c.items.batches;
+        items.answered += c.items.answered;
+        items.ok += c.items.ok;
+        for (code, n) in &c.items.errors {
+            *items.errors.entry(code.clone()).or_default() += n;
+        }
+        for (kind, k) in &c.steps {
+            let into = match steps.entry(*kind) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(KindStats {
+                    answered: 0,
+                    errors: 0,
+                    latency: latency_histogram()?,
+                }),
+            };
+            into.answered += k.answered;
+            into.errors += k.errors;
+            into.latency
+                .add(&k.latency)
+                .context(|| "merging histograms".to_owned())?;
+        }
         for (kind, k) in &c.kinds {
             let into = match kinds.entry(*kind) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -417,6 +519,13 @@ pub fn summarize(
         .map(|(_, n)| n)
         .sum();
     let ok = requests.saturating_sub(errors.saturating_sub(transport));
+    let summary_of = |k: KindStats| KindSummary {
+        requests: k.answered,
+        errors: k.errors,
+        throughput: k.answered as f64 / secs,
+        latency_ms: Percentiles::of(&k.latency),
+    };
+    let batched = kinds.contains_key(&Kind::BatchRedeem);
     Ok(PhaseSummary {
         name: name.to_owned(),
         connections,
@@ -430,17 +539,20 @@ pub fn summarize(
         service_ms: service.as_ref().map(Percentiles::of),
         kinds: kinds
             .into_iter()
-            .map(|(kind, k)| {
-                (
-                    kind,
-                    KindSummary {
-                        requests: k.answered,
-                        errors: k.errors,
-                        throughput: k.answered as f64 / secs,
-                        latency_ms: Percentiles::of(&k.latency),
-                    },
-                )
-            })
+            .map(|(kind, k)| (kind, summary_of(k)))
+            .collect(),
+        redeemed,
+        redeemed_per_sec: redeemed as f64 / secs,
+        items: batched.then(|| ItemSummary {
+            answered: items.answered,
+            ok: items.ok,
+            errors: items.answered - items.ok,
+            per_request: items.answered as f64 / items.batches.max(1) as f64,
+            errors_by_code: items.errors,
+        }),
+        steps: steps
+            .into_iter()
+            .map(|(kind, k)| (kind, summary_of(k)))
             .collect(),
         errors_by_code,
         timeline: timeline.summary(),

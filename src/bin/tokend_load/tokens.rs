@@ -1,8 +1,10 @@
 //! The tokens a run redeems: handed out once each, with a count of the
 //! successful (non-replayed) redeems each one got.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Keys of the three metadata pairs every created token carries
 /// (8 characters each, as in the memory target).
@@ -35,6 +37,9 @@ pub struct TokenPool {
     wins: Vec<AtomicU8>,
     /// 200 answers with `Idempotent-Replayed: true`.
     replayed: AtomicU64,
+    /// The hold placed on each token that got one (`hold-capture`), by
+    /// token.
+    holds: Mutex<HashMap<usize, Box<str>>>,
 }
 
 impl TokenPool {
@@ -48,6 +53,7 @@ impl TokenPool {
             next: AtomicUsize::new(0),
             wins,
             replayed: AtomicU64::new(0),
+            holds: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,6 +66,7 @@ impl TokenPool {
             next: AtomicUsize::new(0),
             wins: (0..len).map(|_| AtomicU8::new(0)).collect(),
             replayed: AtomicU64::new(0),
+            holds: Mutex::new(HashMap::new()),
         }
     }
 
@@ -67,6 +74,14 @@ impl TokenPool {
     pub fn take(&self) -> Option<usize> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         (i < self.len).then_some(i)
+    }
+
+    /// Up to `n` consecutive tokens never handed out before: the first and
+    /// how many (fewer than `n` only at the end of the pool), or `None` once
+    /// all were.
+    pub fn take_many(&self, n: usize) -> Option<(usize, usize)> {
+        let i = self.next.fetch_add(n, Ordering::Relaxed);
+        (i < self.len).then(|| (i, n.min(self.len - i)))
     }
 
     /// Tokens handed out so far.
@@ -100,6 +115,18 @@ impl TokenPool {
         }
     }
 
+    /// Records the id of the hold placed on token `i`.
+    pub fn record_hold(&self, i: usize, hold_id: &str) {
+        if let Ok(mut holds) = self.holds.lock() {
+            holds.insert(i, hold_id.into());
+        }
+    }
+
+    /// The id of the hold placed on token `i`, if one was.
+    pub fn hold(&self, i: usize) -> Option<Box<str>> {
+        self.holds.lock().ok()?.get(&i).cloned()
+    }
+
     /// Non-replayed 200s of token `i`.
     pub fn wins(&self, i: usize) -> u8 {
         self.wins[i].load(Ordering::Relaxed)
@@ -108,5 +135,31 @@ impl TokenPool {
     /// Replayed 200s in total.
     pub fn replayed(&self) -> u64 {
         self.replayed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_many_hands_out_consecutive_tokens_once() {
+        let pool = TokenPool::numbered(250);
+        assert_eq!(pool.take_many(100), Some((0, 100)));
+        assert_eq!(pool.take(), Some(100));
+        assert_eq!(pool.take_many(100), Some((101, 100)));
+        // The end of the pool: what is left, then nothing.
+        assert_eq!(pool.take_many(100), Some((201, 49)));
+        assert_eq!(pool.take_many(100), None);
+        assert_eq!(pool.take(), None);
+        assert_eq!(pool.taken(), 250);
+    }
+
+    #[test]
+    fn remembers_the_hold_of_each_token() {
+        let pool = TokenPool::numbered(3);
+        pool.record_hold(1, "h-1");
+        assert_eq!(pool.hold(1).as_deref(), Some("h-1"));
+        assert_eq!(pool.hold(0), None);
     }
 }

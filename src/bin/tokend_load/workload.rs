@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A kind of request, reported separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -23,6 +24,15 @@ pub enum Kind {
     Read,
     /// Redis `GETDEL key` (the comparison).
     Getdel,
+    /// `POST /api/tokens/redeem` of several tokens.
+    BatchRedeem,
+    /// A hold, then its capture (one unit of work, two requests).
+    HoldCapture,
+    /// `POST /api/tokens/{id}/holds` (a step of [`Kind::HoldCapture`]).
+    Hold,
+    /// `POST /api/tokens/{id}/holds/{holdId}/capture` (a step of
+    /// [`Kind::HoldCapture`]).
+    Capture,
 }
 
 impl Kind {
@@ -34,6 +44,10 @@ impl Kind {
             Self::Create => "create",
             Self::Read => "read",
             Self::Getdel => "redis GETDEL",
+            Self::BatchRedeem => "batch redeem",
+            Self::HoldCapture => "hold+capture",
+            Self::Hold => "hold",
+            Self::Capture => "capture",
         }
     }
 }
@@ -51,6 +65,10 @@ pub enum Mix {
     Mixed,
     /// Only Redis `GETDEL` of distinct existing keys.
     Getdel,
+    /// Only batch redeems of this many distinct tokens each.
+    BatchRedeem(u32),
+    /// Only hold-then-capture pairs, each on a distinct token.
+    HoldCapture,
 }
 
 /// Everything the requests of a phase draw from.
@@ -73,8 +91,11 @@ pub struct Workload {
 pub struct Next {
     /// Its kind.
     pub kind: Kind,
-    /// The pool token (or Redis key) it redeems or reads, if any.
+    /// The pool token (or Redis key) it redeems or reads, if any; the
+    /// first of `count` consecutive ones for a batch redeem.
     pub token: Option<usize>,
+    /// Tokens it redeems: the items of a batch redeem, else 1.
+    pub count: u32,
     /// Create: the number of the token created (its metadata and
     /// collection follow from it).
     pub created: u64,
@@ -121,6 +142,16 @@ impl Workload {
             Mix::Live => Some(Self::plain(Kind::Live)),
             Mix::Redeem => self.take(Kind::Redeem),
             Mix::Getdel => self.take(Kind::Getdel),
+            Mix::BatchRedeem(n) => {
+                let (first, count) = self.pool.take_many(n as usize)?;
+                Some(Next {
+                    kind: Kind::BatchRedeem,
+                    token: Some(first),
+                    count: count as u32,
+                    created: 0,
+                })
+            }
+            Mix::HoldCapture => self.take(Kind::HoldCapture),
             Mix::Create => Some(self.create()),
             Mix::Mixed => match rng.below(100) {
                 0..80 => self.take(Kind::Redeem),
@@ -135,6 +166,7 @@ impl Workload {
         Next {
             kind,
             token: None,
+            count: 1,
             created: 0,
         }
     }
@@ -145,6 +177,7 @@ impl Workload {
         Some(Next {
             kind,
             token: Some(i),
+            count: 1,
             created: 0,
         })
     }
@@ -154,6 +187,7 @@ impl Workload {
         Next {
             kind: Kind::Create,
             token: None,
+            count: 1,
             created: self.created.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -167,6 +201,7 @@ impl Workload {
         Next {
             kind: Kind::Read,
             token: Some(rng.below(self.pool.len() as u64) as usize),
+            count: 1,
             created: 0,
         }
     }
@@ -185,6 +220,25 @@ pub enum Answer {
     },
     /// Not a success, named `STATUS CODE` (HTTP) or by the Redis reply.
     Error(String),
+    /// A batch redeem answered 200: how its items fared (the tokens that
+    /// got a 200 are already recorded in the pool).
+    Items {
+        /// Items answered 200.
+        ok: u32,
+        /// The others, named `STATUS CODE`.
+        errors: Vec<String>,
+    },
+    /// A hold and then its capture (the capture's 200 is already recorded
+    /// in the pool).
+    Pair {
+        /// Time of the hold's exchange.
+        hold: Duration,
+        /// Time of the capture's exchange, when the hold succeeded.
+        capture: Option<Duration>,
+        /// Why the pair failed (`hold STATUS CODE` or `capture STATUS
+        /// CODE`), if it did.
+        error: Option<String>,
+    },
 }
 
 /// A connection the driver can send a workload's requests over.
@@ -248,6 +302,10 @@ impl Client for Conn {
                 self.exchange(Method::Post, &path, Some(scratch.as_bytes()))
                     .await?
             }
+            (Kind::BatchRedeem, Some(first)) => {
+                return batch_redeem(self, pool, first, next.count as usize, scratch).await
+            }
+            (Kind::HoldCapture, Some(i)) => return hold_capture(self, pool, i, scratch).await,
             (Kind::Read, Some(i)) => {
                 self.exchange(Method::Get, &["/api/tokens/", pool.id(i)], None)
                     .await?
@@ -272,4 +330,171 @@ impl Client for Conn {
         };
         Ok(classify(self, next.kind, &head))
     }
+}
+
+/// The part of a batch redeem's answer the profiler reads.
+#[derive(serde::Deserialize)]
+struct BatchAnswer<'a> {
+    /// One per item, in request order.
+    #[serde(borrow)]
+    data: Vec<BatchItem<'a>>,
+}
+
+/// One item of a batch redeem's answer (its token is skipped).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchItem<'a> {
+    /// As sent.
+    #[serde(borrow)]
+    token_id: std::borrow::Cow<'a, str>,
+    /// The status a single redeem would have got.
+    status: u16,
+    /// Why not, when not 200.
+    #[serde(borrow)]
+    error: Option<ItemError<'a>>,
+}
+
+/// The error of a batch item.
+#[derive(serde::Deserialize)]
+struct ItemError<'a> {
+    /// `TOKEN_ALREADY_REDEEMED`, …
+    #[serde(borrow)]
+    code: std::borrow::Cow<'a, str>,
+}
+
+/// Sends one `POST /api/tokens/redeem` of pool tokens `first..first +
+/// count` (each with a merchant and an idempotency key, as the redeem
+/// profile sends them) and tallies its items, recording each 200 in the
+/// pool.
+async fn batch_redeem(
+    conn: &mut Conn,
+    pool: &TokenPool,
+    first: usize,
+    count: usize,
+    scratch: &mut String,
+) -> Result<Answer, TransportError> {
+    scratch.push_str(r#"{"redemptions":["#);
+    for i in first..first + count {
+        if i > first {
+            scratch.push(',');
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(
+            scratch,
+            r#"{{"tokenId":"{}","merchantId":"m-load","idempotencyKey":"load-{i}"}}"#,
+            pool.id(i)
+        );
+    }
+    scratch.push_str("]}");
+    let head = conn
+        .exchange(
+            Method::Post,
+            &["/api/tokens/redeem"],
+            Some(scratch.as_bytes()),
+        )
+        .await?;
+    let body = conn.body(&head);
+    if head.status != 200 {
+        return Ok(Answer::Error(error_name(head.status, body)));
+    }
+    let Ok(answer) = serde_json::from_slice::<BatchAnswer<'_>>(body) else {
+        return Ok(Answer::Error("200 unreadable batch answer".to_owned()));
+    };
+    if answer.data.len() != count {
+        return Ok(Answer::Error(
+            "200 with the wrong number of items".to_owned(),
+        ));
+    }
+    let (mut ok, mut errors) = (0u32, Vec::new());
+    for (i, item) in (first..).zip(&answer.data) {
+        if item.token_id != pool.id(i) {
+            errors.push("item out of request order".to_owned());
+        } else if item.status == 200 {
+            pool.record_ok(i, false);
+            ok += 1;
+        } else {
+            errors.push(match &item.error {
+                Some(e) => format!("{} {}", item.status, e.code),
+                None => item.status.to_string(),
+            });
+        }
+    }
+    Ok(Answer::Items { ok, errors })
+}
+
+/// The part of a hold's answer the profiler reads.
+#[derive(serde::Deserialize)]
+struct Held<'a> {
+    /// The hold.
+    #[serde(borrow)]
+    hold: Option<HoldRef<'a>>,
+}
+
+/// The hold of a held token.
+#[derive(serde::Deserialize)]
+struct HoldRef<'a> {
+    /// Its id, which the capture names.
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+/// Holds pool token `i` (with a merchant and an idempotency key, as the
+/// redeem profile sends them), then captures that hold on the same
+/// connection; records the hold's id, and the capture's 200, in the pool.
+async fn hold_capture(
+    conn: &mut Conn,
+    pool: &TokenPool,
+    i: usize,
+    scratch: &mut String,
+) -> Result<Answer, TransportError> {
+    // Writing into a String cannot fail.
+    let _ = write!(
+        scratch,
+        r#"{{"merchantId":"m-load","idempotencyKey":"load-{i}"}}"#
+    );
+    let started = Instant::now();
+    let path = ["/api/tokens/", pool.id(i), "/holds"];
+    let head = conn
+        .exchange(Method::Post, &path, Some(scratch.as_bytes()))
+        .await?;
+    let hold = started.elapsed();
+    let body = conn.body(&head);
+    if !(200..300).contains(&head.status) {
+        return Ok(Answer::Pair {
+            hold,
+            capture: None,
+            error: Some(format!("hold {}", error_name(head.status, body))),
+        });
+    }
+    let held = serde_json::from_slice::<Held<'_>>(body);
+    let Some(hold_ref) = held.as_ref().ok().and_then(|h| h.hold.as_ref()) else {
+        return Ok(Answer::Pair {
+            hold,
+            capture: None,
+            error: Some(format!("hold {} without hold.id", head.status)),
+        });
+    };
+    scratch.clear();
+    scratch.push_str(&hold_ref.id);
+    pool.record_hold(i, scratch);
+    let started = Instant::now();
+    let path = ["/api/tokens/", pool.id(i), "/holds/", scratch, "/capture"];
+    let head = conn.exchange(Method::Post, &path, Some(b"{}")).await?;
+    let capture = Some(started.elapsed());
+    if head.status == 200 {
+        pool.record_ok(i, head.replayed);
+        return Ok(Answer::Pair {
+            hold,
+            capture,
+            error: None,
+        });
+    }
+    Ok(Answer::Pair {
+        hold,
+        capture,
+        error: Some(format!(
+            "capture {}",
+            error_name(head.status, conn.body(&head))
+        )),
+    })
 }
