@@ -19,7 +19,24 @@ struct At(Millis);
 
 impl Serialize for At {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&timestamp::format(self.0))
+        let mut buf = [0u8; timestamp::RENDERED_BYTES];
+        s.serialize_str(timestamp::write(self.0, &mut buf))
+    }
+}
+
+/// An API key's CRN (`crn:<accountId>:api-key:<keyName>`), written
+/// straight into the output rather than built as a string first.
+struct Crn<'a>(crate::ids::AccountId, &'a str);
+
+impl std::fmt::Display for Crn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "crn:{}:api-key:{}", self.0, self.1)
+    }
+}
+
+impl Serialize for Crn<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -80,10 +97,7 @@ impl Serialize for TokenJson<'_> {
         map.serialize_entry("status", status.as_str())?;
         map.serialize_entry("liveness", collection.liveness.as_str())?;
         map.serialize_entry("createdAt", &At(token.created_at_ms))?;
-        map.serialize_entry(
-            "createdBy",
-            &ApiKey::crn(collection.account_id, &token.created_by),
-        )?;
+        map.serialize_entry("createdBy", &Crn(collection.account_id, &token.created_by))?;
         map.serialize_entry("activeFrom", &At(token.active_from_ms))?;
         map.serialize_entry(
             "expiresAt",
@@ -119,7 +133,7 @@ impl Serialize for TokenJson<'_> {
                     merchant_id: redemption.merchant_id.as_deref(),
                     idempotency_key: redemption.idempotency_key.as_deref(),
                     redeemed_at: At(redemption.redeemed_at_ms),
-                    redeemed_by: ApiKey::crn(collection.account_id, &redemption.redeemed_by),
+                    redeemed_by: Crn(collection.account_id, &redemption.redeemed_by),
                     hold_id: lifecycle.and_then(|l| l.captured),
                 },
             )?;
@@ -133,7 +147,7 @@ impl Serialize for TokenJson<'_> {
                     idempotency_key: hold.idempotency_key.as_deref(),
                     held_at: At(hold.held_at_ms),
                     expires_at: At(hold.expires_at_ms),
-                    held_by: ApiKey::crn(collection.account_id, &hold.held_by),
+                    held_by: Crn(collection.account_id, &hold.held_by),
                 },
             )?;
         }
@@ -144,10 +158,10 @@ impl Serialize for TokenJson<'_> {
                     merchant_id: v.merchant_id.as_deref(),
                     idempotency_key: v.idempotency_key.as_deref(),
                     redeemed_at: At(v.redeemed_at_ms),
-                    redeemed_by: ApiKey::crn(collection.account_id, &v.redeemed_by),
+                    redeemed_by: Crn(collection.account_id, &v.redeemed_by),
                     hold_id: v.hold_id,
                     voided_at: At(v.voided_at_ms),
-                    voided_by: ApiKey::crn(collection.account_id, &v.voided_by),
+                    voided_by: Crn(collection.account_id, &v.voided_by),
                     void_reason: v.reason.as_deref(),
                     void_idempotency_key: v.void_idempotency_key.as_deref(),
                 })
@@ -167,7 +181,7 @@ struct RedemptionJson<'a> {
     merchant_id: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     redeemed_at: At,
-    redeemed_by: String,
+    redeemed_by: Crn<'a>,
     /// Only on a capture.
     #[serde(skip_serializing_if = "Option::is_none")]
     hold_id: Option<HoldId>,
@@ -181,7 +195,7 @@ struct HoldJson<'a> {
     idempotency_key: Option<&'a str>,
     held_at: At,
     expires_at: At,
-    held_by: String,
+    held_by: Crn<'a>,
 }
 
 #[derive(Serialize)]
@@ -190,12 +204,12 @@ struct VoidedJson<'a> {
     merchant_id: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     redeemed_at: At,
-    redeemed_by: String,
+    redeemed_by: Crn<'a>,
     /// Only when the voided redemption was a capture.
     #[serde(skip_serializing_if = "Option::is_none")]
     hold_id: Option<HoldId>,
     voided_at: At,
-    voided_by: String,
+    voided_by: Crn<'a>,
     void_reason: Option<&'a str>,
     void_idempotency_key: Option<&'a str>,
 }
