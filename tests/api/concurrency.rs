@@ -245,8 +245,8 @@ async fn racing_holds_captures_releases_redeems_and_voids_keep_one_hold_and_one_
     });
     let answers: Vec<Raced> = join_all(racers).await.into_iter().flatten().collect();
 
-    let mut holds = vec![0usize; RACED_TOKENS];
-    let mut ends = vec![0usize; RACED_TOKENS];
+    let mut holds = [0usize; RACED_TOKENS];
+    let mut ends = [0usize; RACED_TOKENS];
     let mut spends: Vec<Vec<String>> = vec![Vec::new(); RACED_TOKENS];
     let mut voids: Vec<Vec<String>> = vec![Vec::new(); RACED_TOKENS];
     let mut hold_keys: Vec<std::collections::HashMap<String, String>> =
