@@ -39,6 +39,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use error::{ApiError, ErrorCode};
 
 /// Registers every route.
+///
+/// The router tries routes in this order, and each route with a `{param}`
+/// costs a regular-expression match when tried: static paths come first
+/// (cheap string compares), then the token routes that carry traffic
+/// (redeem first), then the rest. No two patterns match the same path,
+/// except that `/api/tokens/batch` and `/api/tokens/redeem` must come before
+/// `/api/tokens/{id}`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
@@ -46,20 +53,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/admin/snapshot").route(web::post().to(admin::snapshot)))
         .service(resource("/api/accounts").route(web::post().to(accounts::create_account)))
         .service(
-            resource("/api/accounts/{accountId}/api-keys")
-                .route(web::post().to(accounts::create_api_key))
-                .route(web::get().to(accounts::list_api_keys)),
-        )
-        .service(
-            resource("/api/accounts/{accountId}/api-keys/{keyId}")
-                .route(web::delete().to(accounts::delete_api_key)),
-        )
-        .service(
             resource("/api/collections")
                 .route(web::post().to(collections::create))
                 .route(web::get().to(collections::list)),
         )
-        .service(resource("/api/collections/{id}").route(web::get().to(collections::get)))
         .service(resource("/api/tokens/batch").route(web::post().to(tokens::create_batch)))
         .service(resource("/api/tokens/redeem").route(web::post().to(lifecycle::redeem_batch)))
         .service(
@@ -67,14 +64,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(tokens::create))
                 .route(web::get().to(tokens::list)),
         )
-        .service(
-            resource("/api/tokens/{id}")
-                .route(web::get().to(tokens::get))
-                .route(web::head().to(tokens::head))
-                .route(web::delete().to(tokens::delete)),
-        )
         .service(resource("/api/tokens/{id}/redeem").route(web::post().to(tokens::redeem)))
-        .service(resource("/api/tokens/{id}/validate").route(web::post().to(lifecycle::validate)))
         .service(resource("/api/tokens/{id}/holds").route(web::post().to(lifecycle::hold)))
         .service(
             resource("/api/tokens/{id}/holds/{holdId}/capture")
@@ -85,8 +75,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(lifecycle::release)),
         )
         .service(
+            resource("/api/tokens/{id}")
+                .route(web::get().to(tokens::get))
+                .route(web::head().to(tokens::head))
+                .route(web::delete().to(tokens::delete)),
+        )
+        .service(resource("/api/tokens/{id}/validate").route(web::post().to(lifecycle::validate)))
+        .service(
             resource("/api/tokens/{id}/redemption/void").route(web::post().to(lifecycle::void)),
         )
+        .service(
+            resource("/api/accounts/{accountId}/api-keys")
+                .route(web::post().to(accounts::create_api_key))
+                .route(web::get().to(accounts::list_api_keys)),
+        )
+        .service(
+            resource("/api/accounts/{accountId}/api-keys/{keyId}")
+                .route(web::delete().to(accounts::delete_api_key)),
+        )
+        .service(resource("/api/collections/{id}").route(web::get().to(collections::get)))
         .default_service(web::to(not_found));
 }
 
