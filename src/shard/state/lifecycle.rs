@@ -5,13 +5,32 @@
 use super::{RedeemPlan, ShardState};
 use crate::clock::Millis;
 use crate::command::{Capture, Hold, Redeem, Release, Void};
+use crate::ids::{AccountId, TokenId};
 use crate::model::lifecycle::{HoldState, VOIDS_MAX};
 use crate::model::token::NEVER;
 use crate::model::{self, HoldEnd, Redemption, Status, VoidedRedemption};
 use crate::shard::outcome::{Changed, Checked, Rejection};
-use crate::shard::table::SlotId;
+use crate::shard::table::{Slot, SlotId};
 
 impl ShardState {
+    /// The token `id` as `account` sees it at `now`, with its status, unless
+    /// it is unknown (404) or deleted (410): what capture, release and void
+    /// check first.
+    fn undeleted(
+        &self,
+        account: AccountId,
+        id: TokenId,
+        now: Millis,
+    ) -> Result<(SlotId, &Slot, Status), Rejection> {
+        let (at, token) = self
+            .visible(account, id, now)
+            .ok_or(Rejection::TokenNotFound)?;
+        match token.status_at(now) {
+            Status::Deleted => Err(Rejection::Deleted),
+            status => Ok((at, token, status)),
+        }
+    }
+
     /// The token in `at` as readers see it, as a replay (nothing changed).
     fn replay(&self, at: SlotId) -> Result<Changed, Rejection> {
         self.changed(at, true)
@@ -108,13 +127,7 @@ impl ShardState {
         command: &Capture,
         now: Millis,
     ) -> Result<Changed, Rejection> {
-        let (at, token) = self
-            .visible(command.account_id, command.id, now)
-            .ok_or(Rejection::TokenNotFound)?;
-        let status = token.status_at(now);
-        if status == Status::Deleted {
-            return Err(Rejection::Deleted);
-        }
+        let (at, token, status) = self.undeleted(command.account_id, command.id, now)?;
         let lifecycle = token.extra().lifecycle();
         match lifecycle.hold_state(command.hold_id, now) {
             HoldState::Unknown => return Err(Rejection::HoldNotFound),
@@ -158,12 +171,7 @@ impl ShardState {
         command: &Release,
         now: Millis,
     ) -> Result<Changed, Rejection> {
-        let (at, token) = self
-            .visible(command.account_id, command.id, now)
-            .ok_or(Rejection::TokenNotFound)?;
-        if token.status_at(now) == Status::Deleted {
-            return Err(Rejection::Deleted);
-        }
+        let (at, token, _) = self.undeleted(command.account_id, command.id, now)?;
         match token.extra().lifecycle().hold_state(command.hold_id, now) {
             HoldState::Unknown => return Err(Rejection::HoldNotFound),
             HoldState::Ended(HoldEnd::Captured) => return Err(Rejection::HoldNotActive),
@@ -192,13 +200,7 @@ impl ShardState {
         command: &Void,
         now: Millis,
     ) -> Result<Changed, Rejection> {
-        let (at, token) = self
-            .visible(command.account_id, command.id, now)
-            .ok_or(Rejection::TokenNotFound)?;
-        let status = token.status_at(now);
-        if status == Status::Deleted {
-            return Err(Rejection::Deleted);
-        }
+        let (at, token, status) = self.undeleted(command.account_id, command.id, now)?;
         let lifecycle = token.extra().lifecycle();
         if let Some(key) = command.idempotency_key.as_deref() {
             let repeated = lifecycle
