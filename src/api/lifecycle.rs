@@ -16,7 +16,7 @@ use crate::clock::Millis;
 use crate::command::{Capture, Hold, Redeem, Release, Void};
 use crate::engine::{Changed, EngineError, Redeemed, Rejection};
 use crate::ids::{HoldId, TokenId};
-use crate::model::{Scope, Status, Token};
+use crate::model::{Scope, Status};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
@@ -380,7 +380,7 @@ fn item_json<'a>(
         Ok(redeemed) => RedeemedItemJson {
             token_id,
             status: StatusCode::OK.as_u16(),
-            token: Some(render(token_of(redeemed), now)),
+            token: Some(render(&redeemed.token, now)),
             error: None,
         },
         Err(error) => RedeemedItemJson {
@@ -393,8 +393,4 @@ fn item_json<'a>(
             }),
         },
     }
-}
-
-fn token_of(redeemed: &Redeemed) -> &Token {
-    &redeemed.token
 }

@@ -173,6 +173,30 @@ impl Actor for Shard {
     }
 }
 
+impl Shard {
+    /// Applies `command` decided at `now` and, when it changed the state,
+    /// appends it to the log in the same turn (so log order is decision
+    /// order); whether it changed anything. On a log error the change stays
+    /// in memory but is never acknowledged: the log is poisoned and every
+    /// later answer that depends on it fails too.
+    fn decide<C: TokenCommand>(
+        &mut self,
+        command: C,
+        now: Millis,
+    ) -> Result<(Result<C::Outcome, Rejection>, bool), LogError> {
+        let result = self.state.execute(&command, now, &self.catalog);
+        let changed = result.as_ref().is_ok_and(C::changed);
+        if changed {
+            let record = LogRecord::Shard {
+                now_ms: now,
+                command: command.into(),
+            };
+            self.last_lsn = self.log.append(&record)?;
+        }
+        Ok((result, changed))
+    }
+}
+
 impl<C: TokenCommand> Handler<Execute<C>> for Shard {
     type Result = Result<Decided<Result<C::Outcome, Rejection>>, LogError>;
 
@@ -180,17 +204,9 @@ impl<C: TokenCommand> Handler<Execute<C>> for Shard {
         // A poisoned log acknowledges nothing; stop changing state too.
         self.log.check_writable()?;
         let now = self.now();
-        let result = self.state.execute(&command, now, &self.catalog);
-        if result.as_ref().is_ok_and(C::changed) {
+        let (result, changed) = self.decide(command, now)?;
+        if changed {
             self.token_gauges.publish(self.state.counts());
-            let record = LogRecord::Shard {
-                now_ms: now,
-                command: command.into(),
-            };
-            // On error the change stays in memory but is never acknowledged:
-            // the log is poisoned and every later answer that depends on it
-            // fails too.
-            self.last_lsn = self.log.append(&record)?;
         }
         Ok(Decided {
             value: result,
@@ -208,19 +224,13 @@ impl<C: TokenCommand> Handler<ExecuteEach<C>> for Shard {
         _: &mut Self::Context,
     ) -> Self::Result {
         self.log.check_writable()?;
+        // One decision time for the whole part, as for one command.
         let now = self.now();
         let mut outcomes = Vec::with_capacity(commands.len());
         let mut changed = false;
         for command in commands {
-            let result = self.state.execute(&command, now, &self.catalog);
-            if result.as_ref().is_ok_and(C::changed) {
-                changed = true;
-                let record = LogRecord::Shard {
-                    now_ms: now,
-                    command: command.into(),
-                };
-                self.last_lsn = self.log.append(&record)?;
-            }
+            let (result, one_changed) = self.decide(command, now)?;
+            changed |= one_changed;
             outcomes.push(result);
         }
         if changed {
