@@ -443,6 +443,24 @@ pub struct ItemSummary {
     pub per_request: f64,
 }
 
+/// Adds one connection's stats of `kind` into the merged `map`.
+fn add_kind(map: &mut BTreeMap<Kind, KindStats>, kind: Kind, k: &KindStats) -> Result<()> {
+    let into = match map.entry(kind) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => e.insert(KindStats {
+            answered: 0,
+            errors: 0,
+            latency: latency_histogram()?,
+        }),
+    };
+    into.answered += k.answered;
+    into.errors += k.errors;
+    into.latency
+        .add(&k.latency)
+        .context(|| "merging histograms".to_owned())?;
+    Ok(())
+}
+
 /// Sums connection stats into a phase summary.
 pub fn summarize(
     name: &str,
@@ -469,34 +487,10 @@ pub fn summarize(
             *items.errors.entry(code.clone()).or_default() += n;
         }
         for (kind, k) in &c.steps {
-            let into = match steps.entry(*kind) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(KindStats {
-                    answered: 0,
-                    errors: 0,
-                    latency: latency_histogram()?,
-                }),
-            };
-            into.answered += k.answered;
-            into.errors += k.errors;
-            into.latency
-                .add(&k.latency)
-                .context(|| "merging histograms".to_owned())?;
+            add_kind(&mut steps, *kind, k)?;
         }
         for (kind, k) in &c.kinds {
-            let into = match kinds.entry(*kind) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(KindStats {
-                    answered: 0,
-                    errors: 0,
-                    latency: latency_histogram()?,
-                }),
-            };
-            into.answered += k.answered;
-            into.errors += k.errors;
-            into.latency
-                .add(&k.latency)
-                .context(|| "merging histograms".to_owned())?;
+            add_kind(&mut kinds, *kind, k)?;
             all.add(&k.latency)
                 .context(|| "merging histograms".to_owned())?;
         }
