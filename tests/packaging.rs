@@ -20,7 +20,10 @@ fn the_license_file_is_the_license_cargo_toml_names() {
         .trim_matches('"');
     assert_eq!(license, "MIT");
     let text = read("LICENSE");
-    assert!(text.starts_with("MIT License\n"), "LICENSE is not the MIT text");
+    assert!(
+        text.starts_with("MIT License\n"),
+        "LICENSE is not the MIT text"
+    );
     assert!(text.contains("Permission is hereby granted, free of charge"));
 }
 
@@ -41,7 +44,10 @@ fn the_systemd_unit_runs_tokend_serve_with_flags_it_has() {
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
     let flags: Vec<&str> = words.filter(|w| w.starts_with("--")).collect();
-    assert!(!flags.is_empty(), "the unit sets its listen address and data dir");
+    assert!(
+        !flags.is_empty(),
+        "the unit sets its listen address and data dir"
+    );
     for flag in flags {
         let name = flag.split('=').next().unwrap_or(flag);
         assert!(
@@ -49,7 +55,12 @@ fn the_systemd_unit_runs_tokend_serve_with_flags_it_has() {
             "`tokend serve --help` has no {name}"
         );
     }
-    for setting in ["User=tokend", "UMask=0077", "StateDirectoryMode=0700", "EnvironmentFile="] {
+    for setting in [
+        "User=tokend",
+        "UMask=0077",
+        "StateDirectoryMode=0700",
+        "EnvironmentFile=",
+    ] {
         assert!(unit.contains(setting), "the unit lacks {setting}");
     }
 }
