@@ -60,7 +60,7 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	lifecycle:: redeem:: rejected:: tokens_create:: tokens_read::
 
-.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-lifecycle bench-cluster clean
+.PHONY: run build test test-api chromium test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-lifecycle bench-cluster clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -69,9 +69,10 @@ run:
 build:
 	$(CARGO) build --release --locked
 
-## Every test: unit, property, HTTP integration, the load profiler's, then
-## the cluster suite; benches are compiled too.
-test:
+## Every test: unit, property, HTTP integration (its /docs test drives a
+## headless Chromium, installed first), the load profiler's, then the
+## cluster suite; benches are compiled too.
+test: chromium
 	$(CARGO) test --locked --features load
 	$(MAKE) test-cluster
 	$(CARGO) build --locked --benches
@@ -85,6 +86,19 @@ test-cluster:
 		$(CARGO) test --locked --features cluster-tests --test cluster -- --test-threads 1 && \
 		TOKEND_TEST_CLUSTER=auto $(CARGO) test --locked --features cluster-tests --test api -- \
 			$(API_CLUSTER_TESTS)
+
+## Debian's chromium, which the HTTP suite's /docs test runs headless:
+## installed with apt-get when /usr/bin/chromium is missing.
+chromium:
+	@[ -x /usr/bin/chromium ] || apt-get install -y chromium || \
+		{ apt-get update && apt-get install -y chromium; } || \
+		sudo -n apt-get install -y chromium
+
+## schemathesis (pinned, tools/schemathesis) against a live debug server on
+## a free port: no 5xx, every answer as /openapi.json documents it.
+## EXAMPLES sets the examples per operation.
+test-api:
+	tools/schemathesis/run
 
 ## The pinned nats-server (2.15.1) in target/tools/nats/venv; prints its path.
 nats-server:

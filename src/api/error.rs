@@ -82,6 +82,42 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order: the OpenAPI document derives each
+    /// route's error answers from this list, so a new code is documented
+    /// once it is listed here (a test checks that every variant is).
+    pub const ALL: [ErrorCode; 30] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::ValidationFailed,
+        ErrorCode::AccountNotFound,
+        ErrorCode::ApiKeyNotFound,
+        ErrorCode::CollectionNotFound,
+        ErrorCode::TokenNotFound,
+        ErrorCode::AccountLivenessMismatch,
+        ErrorCode::TokenAlreadyCreated,
+        ErrorCode::TokenAlreadyRedeemed,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenDeleted,
+        ErrorCode::TokenNotYetActive,
+        ErrorCode::MerchantNotAllowed,
+        ErrorCode::TokenHeld,
+        ErrorCode::HoldNotFound,
+        ErrorCode::HoldNotActive,
+        ErrorCode::TokenNotRedeemed,
+        ErrorCode::VoidWindowClosed,
+        ErrorCode::VoidLimitReached,
+        ErrorCode::LimitReached,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::ShardMoved,
+        ErrorCode::NotReady,
+        ErrorCode::Internal,
+    ];
+
     /// The HTTP status of this code.
     pub fn status(self) -> StatusCode {
         match self {
@@ -389,5 +425,58 @@ impl From<EngineError> for ApiError {
             } => ApiError::new(ErrorCode::NotReady, format!("Not available yet: {reason}."))
                 .retry_after(retry_after_secs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The position of `code` in the declaration; the match is exhaustive,
+    /// so a new variant does not compile until it is given one.
+    fn position(code: ErrorCode) -> usize {
+        match code {
+            ErrorCode::BadRequest => 0,
+            ErrorCode::Unauthenticated => 1,
+            ErrorCode::PermissionDenied => 2,
+            ErrorCode::NotFound => 3,
+            ErrorCode::MethodNotAllowed => 4,
+            ErrorCode::PayloadTooLarge => 5,
+            ErrorCode::ValidationFailed => 6,
+            ErrorCode::AccountNotFound => 7,
+            ErrorCode::ApiKeyNotFound => 8,
+            ErrorCode::CollectionNotFound => 9,
+            ErrorCode::TokenNotFound => 10,
+            ErrorCode::AccountLivenessMismatch => 11,
+            ErrorCode::TokenAlreadyCreated => 12,
+            ErrorCode::TokenAlreadyRedeemed => 13,
+            ErrorCode::TokenExpired => 14,
+            ErrorCode::TokenDeleted => 15,
+            ErrorCode::TokenNotYetActive => 16,
+            ErrorCode::MerchantNotAllowed => 17,
+            ErrorCode::TokenHeld => 18,
+            ErrorCode::HoldNotFound => 19,
+            ErrorCode::HoldNotActive => 20,
+            ErrorCode::TokenNotRedeemed => 21,
+            ErrorCode::VoidWindowClosed => 22,
+            ErrorCode::VoidLimitReached => 23,
+            ErrorCode::LimitReached => 24,
+            ErrorCode::ServiceUnavailable => 25,
+            ErrorCode::StorageUnavailable => 26,
+            ErrorCode::ShardMoved => 27,
+            ErrorCode::NotReady => 28,
+            ErrorCode::Internal => 29,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_code_once_in_order() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(position(*code), i, "{} is out of place", code.as_str());
+        }
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
     }
 }

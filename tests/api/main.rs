@@ -5,6 +5,7 @@ mod accounts;
 mod collections;
 mod concurrency;
 mod cross_account;
+mod docs_page;
 mod durability;
 mod errors;
 mod expiry;
@@ -17,6 +18,7 @@ mod metrics;
 #[allow(dead_code)]
 #[path = "../common/net.rs"]
 mod net;
+mod openapi;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
