@@ -23,6 +23,7 @@ fn short_limits() -> EdgeLimits {
         head_timeout: Duration::from_millis(500),
         body_timeout: Duration::from_millis(1_000),
         keep_alive: Duration::from_millis(500),
+        connections_per_client_max: 1_000,
         ..EdgeLimits::default()
     }
 }
@@ -272,6 +273,10 @@ async fn a_client_over_its_connection_cap_is_refused_with_a_503() {
         parse_response(&exchange(&app, b"GET /health/live HTTP/1.1\r\nHost: a\r\n\r\n").await);
     refused.assert_error(503, "CONNECTION_LIMIT_REACHED");
     assert_eq!(refused.header("retry-after"), Some("1"));
+    // An HTTP client reads it as the answer to its request.
+    app.get("/health/live", "")
+        .await
+        .assert_error(503, "CONNECTION_LIMIT_REACHED");
 
     // Closing one gives its place back (once the server has seen it close).
     drop(held.pop());

@@ -469,7 +469,13 @@ impl TestApp {
             data_dir: None,
             storage: None,
             wal: None,
-            edge: EdgeLimits::default(),
+            // Every test client connects from 127.0.0.1, and some tests
+            // open thousands of connections at once: one client may use
+            // them all.
+            edge: EdgeLimits {
+                connections_per_client_max: EdgeLimits::default().connections_max,
+                ..EdgeLimits::default()
+            },
         }
     }
 

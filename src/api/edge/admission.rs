@@ -4,11 +4,19 @@
 //!
 //! The counts are shared by every HTTP worker, so the caps hold for the
 //! server as a whole, not per worker thread.
+//!
+//! A refused connection is answered 503 once its request head arrives (an
+//! HTTP client cannot use an answer sent before its request), so refused
+//! connections are open for a moment too: they are counted apart, up to
+//! [`REFUSING_MAX`]; past that a refused connection is closed at once.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+/// Refused connections being answered at once; more are closed unanswered.
+pub const REFUSING_MAX: u32 = 1024;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +49,8 @@ struct Counts {
     /// Connections open per client address; an address leaves the map when
     /// its last connection closes, so the map never outgrows `total`.
     per_client: HashMap<IpAddr, u32>,
+    /// Refused connections still open to be answered.
+    refusing: u32,
 }
 
 impl Admission {
@@ -54,22 +64,34 @@ impl Admission {
         })
     }
 
-    /// A place for one more connection from `client`, or why not.
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Permit, Refusal> {
+    /// A place for one more connection from `client`, or why not, with a
+    /// place to stay open while it is told so (none when [`REFUSING_MAX`]
+    /// refused connections are open already).
+    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Permit, (Refusal, Option<Permit>)> {
         let mut counts = self.counts.lock();
-        if counts.total >= self.connections_max {
-            return Err(Refusal::Total(self.connections_max));
+        let refusal = if counts.total >= self.connections_max {
+            Refusal::Total(self.connections_max)
+        } else {
+            let held = counts.per_client.get(&client).copied().unwrap_or(0);
+            if held < self.connections_per_client_max {
+                counts.total += 1;
+                counts.per_client.insert(client, held + 1);
+                return Ok(Permit {
+                    admission: Arc::clone(self),
+                    place: Place::Open(client),
+                });
+            }
+            Refusal::PerClient(self.connections_per_client_max)
+        };
+        if counts.refusing >= REFUSING_MAX {
+            return Err((refusal, None));
         }
-        let held = counts.per_client.get(&client).copied().unwrap_or(0);
-        if held >= self.connections_per_client_max {
-            return Err(Refusal::PerClient(self.connections_per_client_max));
-        }
-        counts.total += 1;
-        counts.per_client.insert(client, held + 1);
-        Ok(Permit {
+        counts.refusing += 1;
+        let place = Permit {
             admission: Arc::clone(self),
-            client,
-        })
+            place: Place::Refusing,
+        };
+        Err((refusal, Some(place)))
     }
 
     /// Connections open now.
@@ -77,9 +99,17 @@ impl Admission {
         self.counts.lock().total
     }
 
-    /// Gives back the place `client` held.
-    fn release(&self, client: IpAddr) {
+    /// Gives back a place.
+    fn release(&self, place: Place) {
         let mut counts = self.counts.lock();
+        let client = match place {
+            Place::Open(client) => client,
+            Place::Refusing => {
+                assert!(counts.refusing >= 1, "a refusal was counted");
+                counts.refusing -= 1;
+                return;
+            }
+        };
         let held = counts.per_client.get(&client).copied().unwrap_or(0);
         assert!(held >= 1 && counts.total >= 1, "a permit was counted");
         counts.total -= 1;
@@ -91,18 +121,27 @@ impl Admission {
     }
 }
 
-/// One admitted connection's place; dropped when the connection closes.
+/// One connection's place; dropped when the connection closes.
 #[derive(Debug)]
 pub struct Permit {
     /// Where the place is given back.
     admission: Arc<Admission>,
-    /// Whose place it is.
-    client: IpAddr,
+    /// Which place it is.
+    place: Place,
+}
+
+/// The kinds of place.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// An admitted connection from this address.
+    Open(IpAddr),
+    /// A refused connection, open until it is answered.
+    Refusing,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.release(self.client);
+        self.admission.release(self.place);
     }
 }
 
@@ -119,7 +158,7 @@ mod tests {
         let admission = Admission::new(10, 2);
         let a1 = admission.admit(ip(1)).unwrap();
         let _a2 = admission.admit(ip(1)).unwrap();
-        assert_eq!(admission.admit(ip(1)).unwrap_err(), Refusal::PerClient(2));
+        assert_eq!(admission.admit(ip(1)).unwrap_err().0, Refusal::PerClient(2));
         let _b1 = admission.admit(ip(2)).unwrap();
         drop(a1);
         assert!(
@@ -132,10 +171,29 @@ mod tests {
     fn the_total_cap_holds_across_clients_and_places_come_back() {
         let admission = Admission::new(3, 3);
         let permits: Vec<_> = (1..=3).map(|i| admission.admit(ip(i)).unwrap()).collect();
-        assert_eq!(admission.admit(ip(9)).unwrap_err(), Refusal::Total(3));
+        assert_eq!(admission.admit(ip(9)).unwrap_err().0, Refusal::Total(3));
         assert_eq!(admission.open(), 3);
         drop(permits);
         assert_eq!(admission.open(), 0);
         assert!(admission.counts.lock().per_client.is_empty());
+    }
+
+    #[test]
+    fn refused_connections_are_counted_apart_and_capped() {
+        let admission = Admission::new(1, 1);
+        let _open = admission.admit(ip(1)).unwrap();
+        let refusing: Vec<_> = (0..REFUSING_MAX)
+            .map(|_| {
+                admission
+                    .admit(ip(2))
+                    .unwrap_err()
+                    .1
+                    .expect("a place to refuse")
+            })
+            .collect();
+        assert!(admission.admit(ip(2)).unwrap_err().1.is_none());
+        drop(refusing);
+        assert_eq!(admission.counts.lock().refusing, 0);
+        assert_eq!(admission.open(), 1);
     }
 }

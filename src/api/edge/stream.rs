@@ -11,6 +11,11 @@
 //! | head  | head timeout (from the connection's start, or from the head's first byte) | 408 in the API's shape, connection closed |
 //! | body  | body timeout and a grace (from the end of the head) | connection closed (the handler answered 408 at the body timeout) |
 //! | idle  | keep-alive (from the last byte either way) | connection closed |
+//! | refused | the head timeout, at most [`REFUSAL_HEAD_WAIT`] | 503 in the API's shape, connection closed |
+//!
+//! A refused connection (over a connection cap) is answered 503 as soon as
+//! its request head is complete, so that the client reads it as the answer
+//! to its request.
 //!
 //! When the edge answers a request itself it writes the whole response,
 //! ends its side of the connection, and reads and discards what the client
@@ -18,7 +23,7 @@
 //! does not reset the connection before the client has read the answer.
 //! actix-http is then told the connection failed, which it handles silently.
 
-use super::admission::{Admission, Permit};
+use super::admission::{Admission, Permit, Refusal};
 use super::chunked::ChunkedBody;
 use super::head::{self, Framing};
 use super::{reply, EdgeError, EdgeLimits};
@@ -44,12 +49,17 @@ pub const BODY_GRACE: Duration = Duration::from_secs(1);
 pub const LINGER: Duration = Duration::from_secs(1);
 /// The most bytes dropped while lingering.
 pub const LINGER_BYTES_MAX: usize = 256 << 10;
+/// The longest a refused connection waits for its request head before it
+/// is answered 503 anyway.
+pub const REFUSAL_HEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the connection is.
 #[derive(Debug)]
 enum Phase {
     /// Waiting for a request head, or receiving one.
     Head,
+    /// Refused: waiting for the request head, to answer it 503.
+    Refusing(Refusal),
     /// Passing a body through.
     Body(Body),
     /// Between requests.
@@ -85,8 +95,8 @@ pub struct EdgeStream<T> {
     io: T,
     /// The limits.
     limits: EdgeLimits,
-    /// This connection's place among the open ones (none when it was
-    /// refused); given back when the stream is dropped.
+    /// This connection's place among the open or the refused ones (none
+    /// when it is closed unanswered); given back when the stream is dropped.
     _permit: Option<Permit>,
     /// Where the connection is.
     phase: Phase,
@@ -100,8 +110,9 @@ pub struct EdgeStream<T> {
 }
 
 impl<T> EdgeStream<T> {
-    /// A new connection from `peer`: admitted, or set to answer 503 and
-    /// close.
+    /// A new connection from `peer`: admitted, or set to answer its
+    /// request 503 and close (or to close at once, when too many refused
+    /// connections are open already).
     pub fn admit(
         io: T,
         peer: Option<SocketAddr>,
@@ -109,14 +120,19 @@ impl<T> EdgeStream<T> {
         limits: EdgeLimits,
     ) -> Self {
         let client = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-        let (permit, phase) = match admission.admit(client) {
-            Ok(permit) => (Some(permit), Phase::Head),
-            Err(refusal) => (None, Phase::Replying(reply::render(refusal.into()))),
+        let (permit, phase, wait) = match admission.admit(client) {
+            Ok(permit) => (Some(permit), Phase::Head, limits.head_timeout),
+            Err((refusal, Some(place))) => (
+                Some(place),
+                Phase::Refusing(refusal),
+                limits.head_timeout.min(REFUSAL_HEAD_WAIT),
+            ),
+            Err((refusal, None)) => {
+                tracing::debug!(%refusal, "closing a connection unanswered");
+                (None, Phase::Finished { eof: false }, Duration::ZERO)
+            }
         };
-        let deadline = Box::pin(tokio::time::sleep(match phase {
-            Phase::Replying(_) => LINGER,
-            _ => limits.head_timeout,
-        }));
+        let deadline = Box::pin(tokio::time::sleep(wait));
         Self {
             io,
             limits,
@@ -148,6 +164,16 @@ impl<T> EdgeStream<T> {
                 Phase::Idle => {
                     self.phase = Phase::Head;
                     self.deadline_in(self.limits.head_timeout);
+                }
+                Phase::Refusing(refusal) => {
+                    let refusal = *refusal;
+                    match head::check(&self.inbox, self.limits.head_bytes_max) {
+                        Ok(None) => return Ok(()),
+                        Ok(Some(_)) | Err(_) => {
+                            self.answer(refusal.into());
+                            return Ok(());
+                        }
+                    }
                 }
                 Phase::Head => match head::check(&self.inbox, self.limits.head_bytes_max) {
                     Ok(None) => return Ok(()),
@@ -212,6 +238,7 @@ impl<T> EdgeStream<T> {
             Phase::Head => self.answer(EdgeError::HeadTimeout {
                 after_ms: self.limits.head_timeout.as_millis(),
             }),
+            Phase::Refusing(refusal) => self.answer(refusal.into()),
             Phase::Idle => self.phase = Phase::Finished { eof: true },
             Phase::Body(_) => {
                 tracing::debug!("request body stalled past its timeout; closing the connection");
@@ -305,7 +332,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for EdgeStream<T> {
                     }
                     continue;
                 }
-                Phase::Head | Phase::Body(_) | Phase::Idle => {}
+                Phase::Head | Phase::Refusing(_) | Phase::Body(_) | Phase::Idle => {}
             }
             if let Err(e) = this.sort() {
                 return Poll::Ready(Err(e));
@@ -340,9 +367,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EdgeStream<T> {
         let this = self.get_mut();
         match this.phase {
             // The edge is answering on this connection itself.
-            Phase::Replying(_) | Phase::Lingering { .. } | Phase::Finished { eof: false } => {
-                Poll::Ready(Err(finished()))
-            }
+            Phase::Refusing(_)
+            | Phase::Replying(_)
+            | Phase::Lingering { .. }
+            | Phase::Finished { eof: false } => Poll::Ready(Err(finished())),
             Phase::Idle => {
                 let written = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
                 this.deadline_in(this.limits.keep_alive);
