@@ -24,7 +24,10 @@ pub const BATCH_BODY_BYTES_MAX: usize = 16 << 20;
 /// How long a client has to send a whole body (`--http-body-timeout-ms`),
 /// from when its handler starts reading it; in the application's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyTimeout(pub Duration);
+pub struct BodyTimeout(
+    /// The time from the first read to the last byte.
+    pub Duration,
+);
 
 impl Default for BodyTimeout {
     fn default() -> Self {

@@ -38,8 +38,17 @@ enum State {
 
 /// A chunked body whose framing is not what actix-http accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed chunked body: {0}")]
-pub struct ChunkError(&'static str);
+#[error("malformed chunked body: {what}")]
+pub struct ChunkError {
+    /// What is wrong with it.
+    what: &'static str,
+}
+
+impl ChunkError {
+    fn new(what: &'static str) -> Self {
+        Self { what }
+    }
+}
 
 /// A chunked body being followed.
 #[derive(Debug, Clone)]
@@ -89,46 +98,46 @@ impl ChunkedBody {
         use State::*;
         self.state = match (self.state, byte) {
             (SizeFirst, b) => {
-                self.size = u64::from(hex(b).ok_or(ChunkError("invalid chunk size"))?);
+                self.size = u64::from(hex(b).ok_or(ChunkError::new("invalid chunk size"))?);
                 SizeRest
             }
             (SizeRest, b' ' | b'\t') => SizeLws,
             (SizeRest | SizeLws, b';') => Extension,
             (SizeRest | SizeLws, b'\r') => SizeLf,
             (SizeRest, b) => {
-                let digit = hex(b).ok_or(ChunkError("invalid chunk size"))?;
+                let digit = hex(b).ok_or(ChunkError::new("invalid chunk size"))?;
                 self.size = self
                     .size
                     .checked_mul(16)
-                    .ok_or(ChunkError("chunk size too large"))?
+                    .ok_or(ChunkError::new("chunk size too large"))?
                     + u64::from(digit);
                 SizeRest
             }
             (SizeLws, b' ' | b'\t') => SizeLws,
-            (SizeLws, _) => return Err(ChunkError("invalid blank after the chunk size")),
+            (SizeLws, _) => return Err(ChunkError::new("invalid blank after the chunk size")),
             (Extension, b'\r') => SizeLf,
             (Extension, 0x00..=0x08 | 0x0a..=0x1f | 0x7f) => {
-                return Err(ChunkError("invalid byte in a chunk extension"))
+                return Err(ChunkError::new("invalid byte in a chunk extension"))
             }
             (Extension, _) => Extension,
             (SizeLf, b'\n') if self.size > 0 => Data,
             (SizeLf, b'\n') => EndCr,
-            (SizeLf, _) => return Err(ChunkError("no LF after the chunk size")),
+            (SizeLf, _) => return Err(ChunkError::new("no LF after the chunk size")),
             (DataCr, b'\r') => DataLf,
-            (DataCr, _) => return Err(ChunkError("no CR after chunk data")),
+            (DataCr, _) => return Err(ChunkError::new("no CR after chunk data")),
             (DataLf, b'\n') => SizeFirst,
-            (DataLf, _) => return Err(ChunkError("no LF after chunk data")),
+            (DataLf, _) => return Err(ChunkError::new("no LF after chunk data")),
             (Trailer, b'\r') => TrailerLf,
             (Trailer, _) => Trailer,
             (TrailerLf, b'\n') => EndCr,
-            (TrailerLf, _) => return Err(ChunkError("no LF after a trailer")),
+            (TrailerLf, _) => return Err(ChunkError::new("no LF after a trailer")),
             (EndCr, b'\r') => EndLf,
             (EndCr, _) => Trailer,
             (EndLf, b'\n') => {
                 *self = Self::default();
                 return Ok(true);
             }
-            (EndLf, _) => return Err(ChunkError("no LF at the end of the body")),
+            (EndLf, _) => return Err(ChunkError::new("no LF at the end of the body")),
             (Data, _) => unreachable!("chunk data is skipped in feed"),
         };
         Ok(false)
