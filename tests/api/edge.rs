@@ -392,3 +392,33 @@ async fn slow_loris_clients_get_408s_while_normal_requests_are_served() {
         assert_eq!(app.token(&tenant.key, id).await["status"], "redeemed");
     }
 }
+
+#[actix_web::test]
+async fn a_connection_over_the_total_cap_is_refused_with_a_503() {
+    let app = TestApp::builder()
+        .edge(EdgeLimits {
+            connections_max: 2,
+            ..EdgeLimits::default()
+        })
+        .spawn()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let refused =
+        parse_response(&exchange(&app, b"GET /health/live HTTP/1.1\r\nHost: a\r\n\r\n").await);
+    let body = refused.assert_error(503, "CONNECTION_LIMIT_REACHED");
+    assert!(
+        body["message"].as_str().unwrap().contains("server"),
+        "{body}"
+    );
+}
