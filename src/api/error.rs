@@ -4,6 +4,7 @@
 //! `{"status", "code", "message", "requestId", "validationErrors"?}` — and
 //! every code has exactly one status, decided in [`ErrorCode::status`].
 
+use super::edge::{EdgeError, Refusal};
 use super::request_id;
 use crate::catalog::CatalogError;
 use crate::engine::{EngineError, Rejection};
@@ -28,6 +29,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Body over the limit.
     PayloadTooLarge,
+    /// The request head or body was not received in time.
+    RequestTimeout,
+    /// The request head (request line and headers) is over the limit.
+    HeadersTooLarge,
     /// Unknown fields, wrong types, broken limits.
     ValidationFailed,
     /// Unknown account (admin routes).
@@ -68,6 +73,8 @@ pub enum ErrorCode {
     LimitReached,
     /// Restore has not finished, or the engine is stopping.
     ServiceUnavailable,
+    /// The server, or this client, holds its maximum of open connections.
+    ConnectionLimitReached,
     /// The log failed; writes are refused until a restart.
     StorageUnavailable,
     /// Cluster: the token's shard moved to another node while the request
@@ -134,6 +141,8 @@ impl ErrorCode {
             | ErrorCode::HoldNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::ValidationFailed | ErrorCode::TokenNotYetActive => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -147,6 +156,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
             ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable
+            | ErrorCode::ConnectionLimitReached
             | ErrorCode::StorageUnavailable
             | ErrorCode::ShardMoved
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -163,6 +173,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::ValidationFailed => "VALIDATION_FAILED",
             ErrorCode::AccountNotFound => "ACCOUNT_NOT_FOUND",
             ErrorCode::ApiKeyNotFound => "API_KEY_NOT_FOUND",
@@ -183,6 +195,7 @@ impl ErrorCode {
             ErrorCode::VoidLimitReached => "VOID_LIMIT_REACHED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::ConnectionLimitReached => "CONNECTION_LIMIT_REACHED",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::ShardMoved => "SHARD_MOVED",
             ErrorCode::NotReady => "NOT_READY",
@@ -296,19 +309,68 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let request_id = request_id::current();
-        let body = ErrorBody {
-            status: self.code.status().as_u16(),
-            code: self.code.as_str(),
-            message: &self.message,
-            request_id: &request_id,
-            validation_errors: (self.code == ErrorCode::ValidationFailed)
-                .then_some(self.validation_errors.as_slice()),
-        };
         let mut response = HttpResponse::build(self.code.status());
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
-        response.json(body)
+        if self.code == ErrorCode::RequestTimeout {
+            // The rest of the body may never come: the connection cannot
+            // carry another request.
+            response.insert_header((
+                actix_web::http::header::CONNECTION,
+                actix_web::http::header::HeaderValue::from_static("close"),
+            ));
+        }
+        response.json(self.body_of(&request_id))
+    }
+}
+
+impl ApiError {
+    /// The JSON error body, for a response rendered outside actix-web (the
+    /// connection edge's).
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
+        // Plain strings and numbers always serialize.
+        serde_json::to_vec(&self.body_of(request_id)).unwrap_or_default()
+    }
+
+    fn body_of<'a>(&'a self, request_id: &'a str) -> ErrorBody<'a> {
+        ErrorBody {
+            status: self.code.status().as_u16(),
+            code: self.code.as_str(),
+            message: &self.message,
+            request_id,
+            validation_errors: (self.code == ErrorCode::ValidationFailed)
+                .then_some(self.validation_errors.as_slice()),
+        }
+    }
+}
+
+impl From<EdgeError> for ApiError {
+    fn from(error: EdgeError) -> Self {
+        match error {
+            EdgeError::Malformed(why) => {
+                ApiError::bad_request(format!("The request is malformed: {why}."))
+            }
+            EdgeError::HeadTooLarge { limit } => ApiError::new(
+                ErrorCode::HeadersTooLarge,
+                format!("The request line and headers are larger than {limit} bytes."),
+            ),
+            EdgeError::HeadTimeout { after_ms } => ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!("The request line and headers were not received within {after_ms} ms."),
+            ),
+            EdgeError::Refused(refusal) => {
+                let message = match refusal {
+                    Refusal::Total(max) => {
+                        format!("The server holds its maximum of {max} connections.")
+                    }
+                    Refusal::PerClient(max) => {
+                        format!("This client address holds its maximum of {max} connections.")
+                    }
+                };
+                ApiError::new(ErrorCode::ConnectionLimitReached, message).retry_after(1)
+            }
+        }
     }
 }
 

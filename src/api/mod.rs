@@ -10,6 +10,8 @@
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
+//! - [`edge`]: the connection edge below actix-http: timeouts, connection
+//!   caps, the head cap, and its errors in the API's shape;
 //! - [`metrics`]: `GET /metrics` and the middleware recording every request;
 //! - [`accounts`], [`collections`], [`tokens`], [`lifecycle`] (holds,
 //!   voids, validation, batch redeem), [`admin`], [`health`]: the
@@ -26,6 +28,7 @@ pub mod body;
 pub mod checked;
 pub mod collections;
 pub mod docs_page;
+pub mod edge;
 pub mod error;
 pub mod health;
 pub mod lifecycle;

@@ -7,6 +7,7 @@ mod concurrency;
 mod cross_account;
 mod docs_page;
 mod durability;
+mod edge;
 mod errors;
 mod expiry;
 mod helpers;
