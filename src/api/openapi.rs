@@ -192,7 +192,7 @@ struct ErrorAnswers;
 impl Modify for ErrorAnswers {
     fn modify(&self, openapi: &mut Document) {
         let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             by_status
                 .entry(code.status().as_u16())
                 .or_default()
