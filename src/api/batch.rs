@@ -14,6 +14,7 @@
 
 use super::body::not_json;
 use super::error::{ApiError, FieldError};
+use super::quote::{self, QUOTE_CHARS_MAX};
 use super::validate::{missing_field, unknown_field, BATCH_TOKENS_MAX};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -23,9 +24,6 @@ use std::collections::BTreeMap;
 const TOKENS: &str = "tokens";
 /// The path of that field.
 const TOKENS_PATH: &str = "$.tokens";
-/// Longest quote of a rejected value in a message, in characters (then `…`).
-/// A batch body may be 16 MiB; a 422 should not echo it back whole.
-pub const QUOTE_CHARS_MAX: usize = 200;
 
 /// A batch body, split at its top level.
 pub struct BatchBody<'a> {
@@ -43,8 +41,8 @@ impl<'a> BatchBody<'a> {
     /// top level.
     pub fn split(body: &'a [u8]) -> Result<Self, ApiError> {
         let top: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
-        // Keys in sorted order, the last of duplicates winning, as in a
-        // `Value` object: problems are listed in the same order.
+        // Keys in sorted order, as in a `Value` object: problems are listed
+        // in the same order. (`json_text` refused a repeated key already.)
         let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(top.get()) else {
             // Well-formed JSON that does not split into fields is not an object.
             return Ok(Self {
@@ -111,7 +109,7 @@ fn not_of_type(path: &str, raw: &RawValue, expected: &str) -> Result<FieldError,
 fn quote(raw: &RawValue) -> Result<String, ApiError> {
     match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
         Ok(items) => quote_items(&items),
-        Err(_) => Ok(cut(value(raw)?.to_string())),
+        Err(_) => Ok(quote::value(&value(raw)?)),
     }
 }
 
@@ -126,23 +124,15 @@ fn quote_items(items: &[&RawValue]) -> Result<String, ApiError> {
         if i > 0 {
             text.push(',');
         }
-        text.push_str(&value(item)?.to_string());
+        text.push_str(&quote::value(&value(item)?));
     }
     text.push(']');
-    Ok(cut(text))
-}
-
-/// `text`, or its first [`QUOTE_CHARS_MAX`] characters and `…`.
-fn cut(mut text: String) -> String {
-    if let Some((end, _)) = text.char_indices().nth(QUOTE_CHARS_MAX) {
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+    Ok(quote::cut(text, QUOTE_CHARS_MAX))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::problems::Problems;
     use super::super::validate::violations;
     use super::*;
     use serde_json::json;
@@ -157,6 +147,13 @@ mod tests {
             }}
         });
         jsonschema::validator_for(&schema).expect("the shape schema compiles")
+    }
+
+    /// All the problems of `value` against `schema`.
+    fn violations_of(schema: &jsonschema::Validator, value: &Value) -> Vec<FieldError> {
+        let mut problems = Problems::new();
+        violations(schema, value, "$", &mut problems);
+        problems.into_parts().0
     }
 
     fn errors_of(body: &str) -> Vec<FieldError> {
@@ -191,7 +188,7 @@ mod tests {
             let value: Value = serde_json::from_str(&body).expect("the body is JSON");
             assert_eq!(
                 errors_of(&body),
-                violations(&schema, &value, "$"),
+                violations_of(&schema, &value),
                 "{}",
                 &body[..body.len().min(80)]
             );

@@ -1,6 +1,8 @@
 //! Query strings: repeatable parameters, `limit`, and opaque cursors.
 
 use super::error::{ApiError, FieldError};
+use super::problems::Problems;
+use super::validate::push_key;
 use crate::clock::Millis;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -20,16 +22,23 @@ pub struct Query {
 }
 
 impl Query {
-    /// Parses `text`; names outside `allowed` are validation errors.
+    /// Parses `text`; names outside `allowed` are validation errors (the
+    /// name quoted cut, as every key in a path).
     pub fn parse(text: &str, allowed: &[&str]) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let unknown: Vec<FieldError> = pairs
+        let mut unknown = Problems::new();
+        for (name, _) in pairs
             .iter()
             .filter(|(name, _)| !allowed.contains(&name.as_str()))
-            .map(|(name, _)| FieldError::new(format!("$.{name}"), "is not a known query parameter"))
-            .collect();
+        {
+            unknown.push_with(|| {
+                let mut path = String::from("$");
+                push_key(&mut path, name);
+                FieldError::new(path, "is not a known query parameter")
+            });
+        }
         if !unknown.is_empty() {
             return Err(ApiError::validation(unknown));
         }
