@@ -420,7 +420,10 @@ mod tests {
         let shown = "x".repeat(quote::QUOTE_CHARS_MAX - 1);
         assert_eq!(
             errors[0].message,
-            format!("\"{shown}{} is longer than 1000 characters", quote::CUT_MARK)
+            format!(
+                "\"{shown}{} is longer than 1000 characters",
+                quote::CUT_MARK
+            )
         );
     }
 
@@ -430,7 +433,12 @@ mod tests {
             (0..250).map(|i| (format!("f{i}"), json!(i))).collect();
         let mut problems = Problems::new();
         for _ in 0..3 {
-            violations(&schemas().empty, &Value::Object(fields.clone()), "$", &mut problems);
+            violations(
+                &schemas().empty,
+                &Value::Object(fields.clone()),
+                "$",
+                &mut problems,
+            );
         }
         assert_eq!(problems.len(), 750);
         let (listed, omitted) = problems.into_parts();

@@ -435,6 +435,8 @@ pub struct Resp {
     pub headers: HeaderMap,
     /// The body as JSON (`Null` when empty).
     pub body: Value,
+    /// The body as received, for checks of exact text and of size.
+    pub bytes: bytes::Bytes,
 }
 
 /// An account with a key granting every scope and one collection.
@@ -608,6 +610,7 @@ impl TestApp {
             status,
             headers,
             body,
+            bytes,
         };
         self.check_request_id(&resp);
         resp
