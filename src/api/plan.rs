@@ -22,7 +22,7 @@ use super::batch::{self, BatchBody};
 use super::collections::liveness_mismatch;
 use super::error::{ApiError, ErrorCode, FieldError};
 use super::problems::Problems;
-use super::validate::{schemas, violations, whole_number, DATA_BYTES_MAX};
+use super::validate::{schemas, violations, whole_number, BATCH_TOKENS_MAX, DATA_BYTES_MAX};
 use crate::clock::Millis;
 use crate::command::{Expiry, NewToken};
 use crate::engine::Engine;
@@ -34,6 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// The body of `POST /api/tokens` (and each item of a batch), after its
@@ -417,16 +418,34 @@ impl<'a> Planner<'a> {
 /// find, as for a single token, so planning stops at the first of them.
 pub fn plan_batch(planner: &mut Planner<'_>, batch: BatchBody<'_>) -> Result<Vec<usize>, ApiError> {
     let mut problems = Problems::new();
-    let mut tops = Vec::with_capacity(batch.items.len());
-    for (i, raw) in batch.items.iter().enumerate() {
-        let path = format!("$.tokens[{i}]");
-        let item = batch::value(raw)?;
+    // Only a batch within the limit is planned.
+    let mut tops = Vec::with_capacity(batch.item_count.min(BATCH_TOKENS_MAX));
+    let mut failed = None;
+    batch.for_each_item(|i, raw| {
+        // Once the 422 lists all it may, problems are only counted: no
+        // path is written for them.
+        let path = if problems.is_full() {
+            String::new()
+        } else {
+            format!("$.tokens[{i}]")
+        };
+        let item = match batch::value(raw) {
+            Ok(item) => item,
+            Err(e) => {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
+        };
         violations(&schemas().token, &item, &path, &mut problems);
         if problems.is_empty() && batch.errors.is_empty() {
             tops.push(planner.plan_top(&item, raw.get().as_bytes(), &path));
         }
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    problems.extend(batch.errors);
+    problems.append(batch.errors);
     if problems.is_empty() {
         Ok(tops)
     } else {

@@ -56,6 +56,13 @@ impl Problems {
         }
     }
 
+    /// Notes the problems of `other` after these, in order.
+    pub fn append(&mut self, other: Problems) {
+        let (listed, omitted) = other.into_parts();
+        self.extend(listed);
+        self.omitted += omitted;
+    }
+
     /// Counts `n` more problems that cannot be listed any more: only valid
     /// once [`is_full`](Self::is_full).
     pub fn count(&mut self, n: usize) {
@@ -116,6 +123,25 @@ mod tests {
         assert_eq!(listed.len(), VALIDATION_ERRORS_MAX);
         assert_eq!(listed[0].path, "$.p0");
         assert_eq!(omitted, 16);
+    }
+
+    #[test]
+    fn appended_problems_keep_their_order_and_count() {
+        let mut first = Problems::new();
+        for i in 0..60 {
+            first.push(FieldError::new(format!("$.a{i}"), "bad"));
+        }
+        let mut second = Problems::new();
+        for i in 0..VALIDATION_ERRORS_MAX + 7 {
+            second.push(FieldError::new(format!("$.b{i}"), "bad"));
+        }
+        first.append(second);
+        assert_eq!(first.len(), 60 + VALIDATION_ERRORS_MAX + 7);
+        let (listed, omitted) = first.into_parts();
+        assert_eq!(listed[59].path, "$.a59");
+        assert_eq!(listed[60].path, "$.b0");
+        assert_eq!(listed[99].path, "$.b39");
+        assert_eq!(omitted, 67);
     }
 
     #[test]

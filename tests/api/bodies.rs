@@ -474,3 +474,17 @@ async fn long_values_and_keys_are_quoted_in_part() {
     assert!(resp.bytes.len() < 2048, "{}", resp.bytes.len());
     assert!(app.all_token_ids(&tenant.key, "").await.is_empty());
 }
+
+#[actix_web::test]
+async fn a_batch_with_many_unknown_fields_lists_the_first_in_order() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let names: Vec<String> = (0..150).rev().map(|i| format!("f{i:03}")).collect();
+    let fields: Vec<String> = names.iter().map(|n| format!("\"{n}\": 1")).collect();
+    let body = format!("{{{}}}", fields.join(", "));
+    let resp = post_text(&app, "/api/tokens/batch", &tenant.key, body).await;
+    // 150 unknown fields, then the missing list.
+    assert_capped(&resp, 151, 8 * 1024);
+    let expected: Vec<String> = (0..100).map(|i| format!("$.f{i:03}")).collect();
+    assert_eq!(resp.validation_paths(), expected);
+}
