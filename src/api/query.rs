@@ -59,7 +59,7 @@ impl Query {
     }
 
     /// A boolean flag (`true`/`false`), default false.
-    pub fn flag(&self, name: &str, errors: &mut Vec<FieldError>) -> bool {
+    pub fn flag(&self, name: &str, errors: &mut Problems) -> bool {
         match self.last(name) {
             None | Some("false") => false,
             Some("true") => true,
@@ -79,16 +79,15 @@ impl Query {
         name: &str,
         parse: impl Fn(&str) -> Option<T>,
         expected: &str,
-        errors: &mut Vec<FieldError>,
+        errors: &mut Problems,
     ) -> Vec<T> {
         let mut out = Vec::new();
         for value in self.all(name) {
             match parse(value) {
                 Some(v) => out.push(v),
-                None => errors.push(FieldError::new(
-                    format!("$.{name}"),
-                    format!("must be {expected}"),
-                )),
+                None => errors.push_with(|| {
+                    FieldError::new(format!("$.{name}"), format!("must be {expected}"))
+                }),
             }
         }
         if out.len() > VALUES_MAX {
@@ -101,7 +100,7 @@ impl Query {
     }
 
     /// `?limit=`, 1..=1000, default 100.
-    pub fn limit(&self, errors: &mut Vec<FieldError>) -> usize {
+    pub fn limit(&self, errors: &mut Problems) -> usize {
         match self.last("limit") {
             None => LIMIT_DEFAULT,
             Some(text) => match text.parse::<usize>() {
@@ -118,7 +117,7 @@ impl Query {
     }
 
     /// `?cursor=`: the position after which the page starts.
-    pub fn cursor(&self, errors: &mut Vec<FieldError>) -> Option<(Millis, Uuid)> {
+    pub fn cursor(&self, errors: &mut Problems) -> Option<(Millis, Uuid)> {
         let text = self.last("cursor")?;
         let decoded = decode_cursor(text);
         if decoded.is_none() {
@@ -134,7 +133,7 @@ impl Query {
 /// `?limit=` and `?cursor=` of a list that takes no other parameter.
 pub fn page_params(query_string: &str) -> Result<(usize, Option<(Millis, Uuid)>), ApiError> {
     let query = Query::parse(query_string, &["limit", "cursor"])?;
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let limit = query.limit(&mut errors);
     let after = query.cursor(&mut errors);
     if !errors.is_empty() {
@@ -179,7 +178,7 @@ mod tests {
         let id = Uuid::new_v4();
         let cursor = encode_cursor(1234, id);
         let q = Query::parse(&format!("cursor={cursor}"), &["cursor"]).unwrap();
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         assert_eq!(q.cursor(&mut errors), Some((1234, id)));
         let q = Query::parse("cursor=nope", &["cursor"]).unwrap();
         q.cursor(&mut errors);
@@ -188,7 +187,7 @@ mod tests {
 
     #[test]
     fn limits_are_bounded_and_unknown_names_rejected() {
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         assert_eq!(
             Query::parse("limit=0", &["limit"])
                 .unwrap()

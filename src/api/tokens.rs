@@ -7,6 +7,7 @@ use super::body::{json_text, parse_json, BATCH_BODY_BYTES_MAX};
 use super::checked::{decode_json, Checked, CheckedBody};
 use super::error::{ApiError, ErrorCode};
 use super::plan::{plan_batch, Planner};
+use super::problems::Problems;
 use super::query::Query;
 use super::render::{DataJson, ListJson, TokenJson};
 use super::respond::json;
@@ -244,7 +245,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenRead)?;
     let query = Query::parse(req.query_string(), &["children"])?;
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let expand = query.flag("children", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -339,7 +340,7 @@ fn list_query(account: AccountId, text: &str) -> Result<(ListQuery, bool), ApiEr
             "cursor",
         ],
     )?;
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let collection_ids = query.parsed(
         "collectionId",
         CollectionId::parse,

@@ -382,6 +382,11 @@ async fn thirty_thousand_unknown_query_parameters_answer_a_small_422() {
     let resp = app.list_tokens(&tenant.key, &query).await;
     assert_capped(&resp, 30_000, 8 * 1024);
     assert_eq!(resp.body["validationErrors"][99]["path"], "$.x");
+    // As many bad values of a known parameter.
+    let query = vec!["id=x"; 12_000].join("&");
+    let resp = app.list_tokens(&tenant.key, &query).await;
+    assert_capped(&resp, 12_000, 10 * 1024);
+    assert_eq!(resp.body["validationErrors"][0]["path"], "$.id");
     // A long name is quoted in part.
     let long = "n".repeat(10_000);
     let resp = app.list_tokens(&tenant.key, &format!("{long}=1")).await;
