@@ -27,12 +27,14 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 
 /// Why a body is not JSON the API accepts.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum JsonRefusal {
     /// Not JSON: a syntax error, a number out of range, nesting deeper than
     /// serde_json's limit (128), a bad escape.
+    #[error("not JSON: {0}")]
     Malformed(serde_json::Error),
     /// An object has a key twice.
+    #[error("the key {path} is given twice (line {line}, column {column})")]
     DuplicateKey {
         /// JSONPath of the second occurrence (`$.metadata.colour`), cut to
         /// [`PATH_CHARS_MAX`] characters.
@@ -113,6 +115,7 @@ struct Keys {
 const DUPLICATE: &str = "duplicate key";
 
 impl Keys {
+    /// Nothing read yet.
     fn new() -> Self {
         Self {
             text: String::new(),
@@ -135,6 +138,7 @@ impl Keys {
         }
     }
 
+    /// Enters an object: its keys are collected from here.
     fn open_object(&mut self) {
         self.objects.push(Object {
             start: self.text.len(),
@@ -142,6 +146,7 @@ impl Keys {
         });
     }
 
+    /// Leaves the innermost object, forgetting its keys.
     fn close_object(&mut self) {
         let object = self.objects.pop();
         debug_assert!(object.is_some(), "an object closes after it opens");
