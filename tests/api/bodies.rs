@@ -493,3 +493,20 @@ async fn a_batch_with_many_unknown_fields_lists_the_first_in_order() {
     let expected: Vec<String> = (0..100).map(|i| format!("$.f{i:03}")).collect();
     assert_eq!(resp.validation_paths(), expected);
 }
+
+#[actix_web::test]
+async fn the_data_limit_counts_the_bytes_sent() {
+    let app = spawn_app().await;
+    let tenant = app.tenant().await;
+    let c = &tenant.collection_id;
+    // 16 KiB with its whitespace: kept as it is.
+    let fits = format!("[{}1]", " ".repeat(16 * 1024 - 3));
+    let resp = post_text(&app, "/api/tokens", &tenant.key, token_text(c, "", &fits)).await;
+    resp.assert_status(201);
+    assert_eq!(data_of(&resp), fits);
+    // One space more is over, though `[1]` is three bytes.
+    let over = format!("[{}1]", " ".repeat(16 * 1024 - 2));
+    let resp = post_text(&app, "/api/tokens", &tenant.key, token_text(c, "", &over)).await;
+    resp.assert_invalid(&["$.data"]);
+    assert_eq!(app.all_token_ids(&tenant.key, "").await.len(), 1);
+}
