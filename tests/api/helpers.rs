@@ -873,6 +873,11 @@ impl Resp {
                 assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
             }
         }
+        // Problems beyond the listed 100 are counted, only when there are any.
+        if let Some(omitted) = body.get("validationErrorsOmitted") {
+            assert!(omitted.as_u64().is_some_and(|n| n > 0), "body: {body}");
+            assert_eq!(body["validationErrors"].as_array().map(Vec::len), Some(100));
+        }
         self
     }
 
