@@ -1,6 +1,7 @@
 //! Engine micro-benchmarks: shard `apply` (create, redeem) in process,
 //! token → shard routing, the JSON of the token routes (request bodies
-//! decoded as the handlers do, a token rendered as its response body),
+//! decoded as the handlers do, a batch body checked, a token rendered as
+//! its response body),
 //! snapshot image encode and decode, and restore (image → running shard
 //! states) in tokens per second.
 
@@ -9,8 +10,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use tokend::api::plan::TokenBody;
 use tokend::api::render::TokenJson;
+use tokend::api::strict_json;
 use tokend::api::tokens::RedeemBody;
-use tokend::api::validate::{decode, schemas};
+use tokend::api::validate::{check, decode, schemas};
 use tokend::catalog::Catalog;
 use tokend::command::{CatalogCommand, Create, Expiry, NewToken, Redeem};
 use tokend::ids::{AccountId, CollectionId, TokenId};
@@ -177,7 +179,8 @@ fn json(c: &mut Criterion) {
     let mut group = c.benchmark_group("json");
     group.throughput(Throughput::Elements(1));
     let redeem = br#"{"merchantId": "m-1", "idempotencyKey": "pos-42-txn-9"}"#;
-    let parse = |bytes: &[u8]| serde_json::from_slice(bytes).expect("the body is JSON");
+    // As the handlers parse: one pass that also refuses a key given twice.
+    let parse = |bytes: &[u8]| strict_json::parse(bytes).expect("the body is JSON");
     assert!(decode::<RedeemBody>(&schemas.redeem, parse(redeem)).is_ok());
     group.bench_function("decode_redeem_body", |b| {
         // Parse, schema check and typed decode, as the redeem handler does.
@@ -188,10 +191,36 @@ fn json(c: &mut Criterion) {
     // The body of the token `new_token` makes.
     let create = br#"{"collectionId": "4d9f5c3e-1b2a-4c8d-9e7f-0a1b2c3d4e5f",
         "metadata": {"order-id": "A1234567", "store-no": "00000042", "campaign": "summer26"}}"#;
-    assert!(decode::<TokenBody>(&schemas.token, parse(create)).is_ok());
+    // Parse, schema check on the `Value`, typed decode from the text (which
+    // keeps `data` as sent), as the create handler does.
+    let decode_create = |bytes: &[u8]| {
+        check(&schemas.token, &parse(bytes)).is_ok()
+            && serde_json::from_slice::<TokenBody>(bytes).is_ok()
+    };
+    assert!(decode_create(create));
     group.bench_function("decode_create_body", |b| {
-        b.iter(|| black_box(decode::<TokenBody>(&schemas.token, parse(black_box(create))).is_ok()))
+        b.iter(|| black_box(decode_create(black_box(create))))
     });
+    // A batch of 2 000 such tokens: checked without building anything, as
+    // the batch route checks its body, and parsed into a `Value` by this
+    // service's reader and by serde_json's (which lets a key repeat).
+    let create_text = std::str::from_utf8(create).expect("the body is text");
+    let batch = format!("{{\"tokens\": [{}]}}", vec![create_text; 2_000].join(","));
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    group.bench_function("check_batch_body", |b| {
+        b.iter(|| black_box(strict_json::check(black_box(batch.as_bytes())).is_ok()))
+    });
+    group.bench_function("parse_batch_body_strict", |b| {
+        b.iter(|| black_box(strict_json::parse(black_box(batch.as_bytes())).is_ok()))
+    });
+    group.bench_function("parse_batch_body_serde", |b| {
+        b.iter(|| {
+            black_box(
+                serde_json::from_slice::<serde_json::Value>(black_box(batch.as_bytes())).is_ok(),
+            )
+        })
+    });
+    group.throughput(Throughput::Elements(1));
     let f = fixture();
     let mut state = ShardState::new(RETENTION_MS);
     let command = Create {

@@ -5,7 +5,9 @@
 //! item's `Value` tree would stay alive until the last item is planned, and
 //! with batches in flight that working set stays resident after the burst.
 //! So the items are kept here as JSON text, and the handler turns each into a
-//! `Value` only when its turn comes.
+//! `Value` only when its turn comes. Nor are the items listed: they are
+//! walked in the `tokens` text whenever needed, so a 16 MiB body of eight
+//! million tiny items (every one a problem to count) costs no list of them.
 //!
 //! The top level is checked by hand: an object whose one field, `tokens`, is
 //! required and is an array of 1 to [`BATCH_TOKENS_MAX`] items. Its problems
@@ -14,19 +16,21 @@
 
 use super::body::not_json;
 use super::error::{ApiError, FieldError};
+use super::problems::{Problems, VALIDATION_ERRORS_MAX};
+use super::quote::{self, QUOTE_CHARS_MAX};
 use super::validate::{missing_field, unknown_field, BATCH_TOKENS_MAX};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::ControlFlow;
 use utoipa::ToSchema;
 
 /// The one field of a batch body.
 const TOKENS: &str = "tokens";
 /// The path of that field.
 const TOKENS_PATH: &str = "$.tokens";
-/// Longest quote of a rejected value in a message, in characters (then `…`).
-/// A batch body may be 16 MiB; a 422 should not echo it back whole.
-pub const QUOTE_CHARS_MAX: usize = 200;
 
 /// The shape of a batch body, for the document: what [`BatchBody::split`]
 /// checks by hand, each item then checked against the token schema.
@@ -40,12 +44,69 @@ pub struct BatchCreate {
 
 /// A batch body, split at its top level.
 pub struct BatchBody<'a> {
-    /// The `tokens` items as JSON text, in request order; none when `tokens`
-    /// is missing or not an array.
-    pub items: Vec<&'a RawValue>,
+    /// The `tokens` array as JSON text; `None` when `tokens` is missing or
+    /// not an array.
+    tokens: Option<&'a RawValue>,
+    /// How many items `tokens` has (0 when it is `None`).
+    pub item_count: usize,
     /// What is wrong with the top level, in the order a schema check lists
     /// it; such a check lists these after the items' own problems.
-    pub errors: Vec<FieldError>,
+    pub errors: Problems,
+}
+
+/// The top-level fields of a batch body, read without keeping every name:
+/// a body of 16 MiB may have a million unknown fields, and a 422 lists
+/// only the first of them in sorted order.
+struct TopFields<'a> {
+    /// The `tokens` field's value as text, if there is one.
+    tokens: Option<&'a RawValue>,
+    /// The smallest names other than `tokens`, sorted; at most
+    /// [`VALIDATION_ERRORS_MAX`], as many as a 422 lists.
+    unknown: BTreeSet<String>,
+    /// How many names other than `tokens` there are.
+    unknown_count: usize,
+}
+
+impl<'de> Deserialize<'de> for TopFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TopFieldsVisitor)
+    }
+}
+
+/// Reads [`TopFields`]; anything but an object is an error.
+struct TopFieldsVisitor;
+
+impl<'de> Visitor<'de> for TopFieldsVisitor {
+    type Value = TopFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<TopFields<'de>, A::Error> {
+        let mut fields = TopFields {
+            tokens: None,
+            unknown: BTreeSet::new(),
+            unknown_count: 0,
+        };
+        while let Some(name) = entries.next_key::<String>()? {
+            if name == TOKENS {
+                fields.tokens = Some(entries.next_value()?);
+                continue;
+            }
+            entries.next_value::<IgnoredAny>()?;
+            fields.unknown_count += 1;
+            let listed = fields.unknown.len() < VALIDATION_ERRORS_MAX
+                || fields.unknown.last().is_some_and(|last| name < *last);
+            if listed {
+                fields.unknown.insert(name);
+                if fields.unknown.len() > VALIDATION_ERRORS_MAX {
+                    fields.unknown.pop_last();
+                }
+            }
+        }
+        Ok(fields)
+    }
 }
 
 impl<'a> BatchBody<'a> {
@@ -54,50 +115,126 @@ impl<'a> BatchBody<'a> {
     /// top level.
     pub fn split(body: &'a [u8]) -> Result<Self, ApiError> {
         let top: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
-        // Keys in sorted order, the last of duplicates winning, as in a
-        // `Value` object: problems are listed in the same order.
-        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(top.get()) else {
-            // Well-formed JSON that does not split into fields is not an object.
-            return Ok(Self {
-                items: Vec::new(),
-                errors: vec![not_of_type("$", top, "object")?],
-            });
-        };
         let mut batch = Self {
-            items: Vec::new(),
-            errors: Vec::new(),
+            tokens: None,
+            item_count: 0,
+            errors: Problems::new(),
         };
-        if let Some(tokens) = fields.get(TOKENS) {
+        // (`json_text` refused a repeated key already.)
+        let Ok(fields) = serde_json::from_str::<TopFields<'_>>(top.get()) else {
+            // Well-formed JSON that does not split into fields is not an object.
+            batch.errors.push(not_of_type("$", top, "object")?);
+            return Ok(batch);
+        };
+        if let Some(tokens) = fields.tokens {
             batch.take_items(tokens)?;
         }
-        let unknown = fields.keys().filter(|name| *name != TOKENS);
-        batch
-            .errors
-            .extend(unknown.map(|name| unknown_field("$", name)));
-        if !fields.contains_key(TOKENS) {
+        // Unknown names in sorted order, as a schema check on a `Value`
+        // object lists them; those past what a 422 lists are counted.
+        for name in &fields.unknown {
+            batch.errors.push(unknown_field("$", name));
+        }
+        let unlisted = fields.unknown_count - fields.unknown.len();
+        if unlisted > 0 {
+            batch.errors.count(unlisted);
+        }
+        if fields.tokens.is_none() {
             batch.errors.push(missing_field("$", TOKENS));
         }
         Ok(batch)
     }
 
-    /// Takes the items of `tokens`, noting when it is not an array or has
-    /// too few or too many items.
+    /// Takes `tokens` and counts its items, noting when it is not an array
+    /// or has too few or too many items.
     fn take_items(&mut self, tokens: &'a RawValue) -> Result<(), ApiError> {
-        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(tokens.get()) else {
+        let mut count = 0;
+        let walk = each_item(tokens, |_, _| {
+            count += 1;
+            ControlFlow::Continue(())
+        });
+        if walk == Walk::NotAnArray {
             self.errors.push(not_of_type(TOKENS_PATH, tokens, "array")?);
             return Ok(());
-        };
-        if items.is_empty() {
+        }
+        if count == 0 {
             self.errors
                 .push(FieldError::new(TOKENS_PATH, "[] has less than 1 item"));
-        } else if items.len() > BATCH_TOKENS_MAX {
-            let message = format!(
-                "{} has more than {BATCH_TOKENS_MAX} items",
-                quote_items(&items)?
-            );
+        } else if count > BATCH_TOKENS_MAX {
+            let quoted = quote_array(tokens)?.unwrap_or_default();
+            let message = format!("{quoted} has more than {BATCH_TOKENS_MAX} items");
             self.errors.push(FieldError::new(TOKENS_PATH, message));
         }
-        self.items = items;
+        self.tokens = Some(tokens);
+        self.item_count = count;
+        Ok(())
+    }
+
+    /// Calls `each` with the index and text of every item, in request
+    /// order, until it breaks.
+    pub fn for_each_item(&self, each: impl FnMut(usize, &'a RawValue) -> ControlFlow<()>) {
+        if let Some(tokens) = self.tokens {
+            let walk = each_item(tokens, each);
+            debug_assert!(walk != Walk::NotAnArray, "tokens is an array");
+        }
+    }
+}
+
+/// How a walk over an array's items ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Walk {
+    /// Every item was seen.
+    Done,
+    /// The callback stopped it.
+    Stopped,
+    /// The text is not an array.
+    NotAnArray,
+}
+
+/// Calls `each` with the index and text of every item of `array`, JSON
+/// text known to be well-formed, in order, holding none of them after its
+/// call; `each` may stop the walk.
+fn each_item<'a>(
+    array: &'a RawValue,
+    mut each: impl FnMut(usize, &'a RawValue) -> ControlFlow<()>,
+) -> Walk {
+    let mut stopped = false;
+    let visitor = ItemsVisitor {
+        each: &mut each,
+        stopped: &mut stopped,
+    };
+    let mut reader = serde_json::Deserializer::from_str(array.get());
+    match reader.deserialize_seq(visitor) {
+        Ok(()) => Walk::Done,
+        Err(_) if stopped => Walk::Stopped,
+        // The text is well-formed: the only other failure is its type.
+        Err(_) => Walk::NotAnArray,
+    }
+}
+
+/// Walks an array for [`each_item`].
+struct ItemsVisitor<'f, F> {
+    /// Called with each item.
+    each: &'f mut F,
+    /// Set when `each` stopped the walk (which then fails to end it).
+    stopped: &'f mut bool,
+}
+
+impl<'de, F: FnMut(usize, &'de RawValue) -> ControlFlow<()>> Visitor<'de> for ItemsVisitor<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(item) = items.next_element::<&'de RawValue>()? {
+            if (self.each)(index, item).is_break() {
+                *self.stopped = true;
+                return Err(de::Error::custom("stopped"));
+            }
+            index += 1;
+        }
         Ok(())
     }
 }
@@ -120,36 +257,41 @@ fn not_of_type(path: &str, raw: &RawValue, expected: &str) -> Result<FieldError,
 /// `raw` written as `Value`'s `Display` writes it, which is how schema
 /// messages quote the value they reject, cut to [`QUOTE_CHARS_MAX`].
 fn quote(raw: &RawValue) -> Result<String, ApiError> {
-    match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
-        Ok(items) => quote_items(&items),
-        Err(_) => Ok(cut(value(raw)?.to_string())),
+    match quote_array(raw)? {
+        Some(quoted) => Ok(quoted),
+        None => Ok(quote::value(&value(raw)?)),
     }
 }
 
 /// An array quoted as [`quote`] does, one item at a time, and only as many
-/// items as the cut keeps.
-fn quote_items(items: &[&RawValue]) -> Result<String, ApiError> {
+/// items as the cut keeps; `None` when `raw` is not an array.
+fn quote_array(raw: &RawValue) -> Result<Option<String>, ApiError> {
     let mut text = String::from("[");
-    for (i, item) in items.iter().enumerate() {
+    let mut failed = None;
+    let walk = each_item(raw, |i, item| {
         if text.chars().count() > QUOTE_CHARS_MAX {
-            break;
+            return ControlFlow::Break(());
         }
         if i > 0 {
             text.push(',');
         }
-        text.push_str(&value(item)?.to_string());
+        match value(item) {
+            Ok(item) => text.push_str(&quote::value(&item)),
+            Err(e) => {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if walk == Walk::NotAnArray {
+        return Ok(None);
     }
     text.push(']');
-    Ok(cut(text))
-}
-
-/// `text`, or its first [`QUOTE_CHARS_MAX`] characters and `…`.
-fn cut(mut text: String) -> String {
-    if let Some((end, _)) = text.char_indices().nth(QUOTE_CHARS_MAX) {
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+    Ok(Some(quote::cut(text, QUOTE_CHARS_MAX)))
 }
 
 #[cfg(test)]
@@ -170,10 +312,19 @@ mod tests {
         jsonschema::validator_for(&schema).expect("the shape schema compiles")
     }
 
+    /// All the problems of `value` against `schema`.
+    fn violations_of(schema: &jsonschema::Validator, value: &Value) -> Vec<FieldError> {
+        let mut problems = Problems::new();
+        violations(schema, value, "$", &mut problems);
+        problems.into_parts().0
+    }
+
     fn errors_of(body: &str) -> Vec<FieldError> {
         BatchBody::split(body.as_bytes())
             .expect("the body splits")
             .errors
+            .into_parts()
+            .0
     }
 
     #[test]
@@ -202,7 +353,7 @@ mod tests {
             let value: Value = serde_json::from_str(&body).expect("the body is JSON");
             assert_eq!(
                 errors_of(&body),
-                violations(&schema, &value, "$"),
+                violations_of(&schema, &value),
                 "{}",
                 &body[..body.len().min(80)]
             );
@@ -213,13 +364,20 @@ mod tests {
     fn items_are_kept_as_their_text() {
         let body = "{\"tokens\": [ {\"collectionId\": \"c\"} ,2]}";
         let batch = BatchBody::split(body.as_bytes()).expect("the body splits");
-        let items: Vec<&str> = batch.items.iter().map(|raw| raw.get()).collect();
-        assert_eq!(items, ["{\"collectionId\": \"c\"}", "2"]);
+        let mut items: Vec<(usize, &str)> = Vec::new();
+        batch.for_each_item(|i, raw| {
+            items.push((i, raw.get()));
+            ControlFlow::Continue(())
+        });
+        assert_eq!(items, [(0, "{\"collectionId\": \"c\"}"), (1, "2")]);
+        assert_eq!(batch.item_count, 2);
         assert!(batch.errors.is_empty());
-        assert_eq!(
-            value(batch.items[0]).expect("the item parses"),
-            json!({"collectionId": "c"})
-        );
+        let mut first = Vec::new();
+        batch.for_each_item(|_, raw| {
+            first.push(raw.get());
+            ControlFlow::Break(())
+        });
+        assert_eq!(first, ["{\"collectionId\": \"c\"}"]);
     }
 
     #[test]

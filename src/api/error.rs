@@ -1,11 +1,15 @@
 //! The API's one error type and its one mapping to HTTP.
 //!
 //! Every error body has the same shape —
-//! `{"status", "code", "message", "requestId", "validationErrors"?}` — and
-//! every code has exactly one status, decided in [`ErrorCode::status`].
+//! `{"status", "code", "message", "requestId", "validationErrors"?,
+//! "validationErrorsOmitted"?}` — and every code has exactly one status,
+//! decided in [`ErrorCode::status`].
 
 use super::edge::{EdgeError, Refusal};
+use super::problems::Problems;
+use super::quote::{self, MESSAGE_CHARS_MAX, PATH_CHARS_MAX};
 use super::request_id;
+use super::strict_json::JsonRefusal;
 use crate::catalog::CatalogError;
 use crate::engine::{EngineError, Rejection};
 use crate::timestamp;
@@ -194,11 +198,13 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    /// A problem at `path`.
+    /// A problem at `path`; the path and message are cut to
+    /// [`PATH_CHARS_MAX`] and [`MESSAGE_CHARS_MAX`] characters, which bounds
+    /// every entry of a 422 whatever the request quoted.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            path: path.into(),
-            message: message.into(),
+            path: quote::cut(path.into(), PATH_CHARS_MAX),
+            message: quote::cut(message.into(), MESSAGE_CHARS_MAX),
         }
     }
 }
@@ -210,8 +216,11 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// For people.
     pub message: String,
-    /// One entry per problem, on 422 only.
+    /// One entry per problem, on 422 only; at most
+    /// [`VALIDATION_ERRORS_MAX`](super::problems::VALIDATION_ERRORS_MAX).
     pub validation_errors: Vec<FieldError>,
+    /// Problems found beyond those listed in `validation_errors`.
+    pub validation_errors_omitted: usize,
     /// Seconds for a `Retry-After` header (503s a retry will cure).
     pub retry_after_secs: Option<u32>,
 }
@@ -223,6 +232,7 @@ impl ApiError {
             code,
             message: message.into(),
             validation_errors: Vec::new(),
+            validation_errors_omitted: 0,
             retry_after_secs: None,
         }
     }
@@ -233,17 +243,22 @@ impl ApiError {
         self
     }
 
-    /// A 422 listing every problem.
-    pub fn validation(errors: Vec<FieldError>) -> Self {
-        debug_assert!(!errors.is_empty());
-        let message = match errors.len() {
+    /// A 422 listing the problems (the first
+    /// [`VALIDATION_ERRORS_MAX`](super::problems::VALIDATION_ERRORS_MAX) of
+    /// them; the message counts them all).
+    pub fn validation(problems: impl Into<Problems>) -> Self {
+        let problems = problems.into();
+        debug_assert!(!problems.is_empty());
+        let message = match problems.len() {
             1 => "The request has 1 invalid field.".to_owned(),
             n => format!("The request has {n} invalid fields."),
         };
+        let (listed, omitted) = problems.into_parts();
         Self {
             code: ErrorCode::ValidationFailed,
             message,
-            validation_errors: errors,
+            validation_errors: listed,
+            validation_errors_omitted: omitted,
             retry_after_secs: None,
         }
     }
@@ -279,6 +294,10 @@ struct ErrorBody<'a> {
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     validation_errors: Option<&'a [FieldError]>,
+    /// How many problems a 422 found beyond those it lists; absent when it
+    /// lists them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation_errors_omitted: Option<usize>,
 }
 
 impl ResponseError for ApiError {
@@ -320,6 +339,9 @@ impl ApiError {
             request_id,
             validation_errors: (self.code == ErrorCode::ValidationFailed)
                 .then_some(self.validation_errors.as_slice()),
+            validation_errors_omitted: (self.code == ErrorCode::ValidationFailed
+                && self.validation_errors_omitted > 0)
+                .then_some(self.validation_errors_omitted),
         }
     }
 }
@@ -349,6 +371,20 @@ impl From<EdgeError> for ApiError {
                 };
                 ApiError::new(ErrorCode::ConnectionLimitReached, message).retry_after(1)
             }
+        }
+    }
+}
+
+impl From<JsonRefusal> for ApiError {
+    fn from(refusal: JsonRefusal) -> Self {
+        match refusal {
+            JsonRefusal::Malformed(error) => {
+                ApiError::bad_request(format!("The body is not valid JSON: {error}"))
+            }
+            JsonRefusal::DuplicateKey { path, line, column } => ApiError::bad_request(format!(
+                "The body has the key {path} twice (line {line}, column {column}); \
+                 every key of an object must be unique."
+            )),
         }
     }
 }

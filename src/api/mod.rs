@@ -4,8 +4,10 @@
 //! - [`auth`]: API keys and scopes;
 //! - [`checked`]: the extractor every route with a body starts with (key,
 //!   scope, body, schema, decode);
-//! - [`body`], [`batch`], [`query`], [`validate`]: reading and checking
-//!   requests;
+//! - [`body`], [`strict_json`], [`batch`], [`query`], [`validate`]:
+//!   reading and checking requests;
+//! - [`problems`], [`quote`]: the bounds of a 422 (entries listed, text
+//!   quoted);
 //! - [`plan`]: token create bodies turned into engine commands;
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
@@ -35,13 +37,16 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod plan;
+pub mod problems;
 pub mod query;
+pub mod quote;
 pub mod render;
 pub mod request_id;
 pub mod respond;
 pub mod schema;
 pub mod shapes;
 pub mod state;
+pub mod strict_json;
 pub mod tokens;
 pub mod validate;
 

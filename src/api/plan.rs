@@ -8,13 +8,22 @@
 //! are not reused within the request. It also picks each token's id (random,
 //! or derived from its idempotency key so that a retry lands on the same
 //! shard) and the fingerprint that tells a retry from a reuse of a key.
+//!
+//! A token's `data` is stored exactly as sent (numbers, key order,
+//! whitespace): the typed body is decoded from the body's text, where `data`
+//! stays that text, while the schema checks (the token schema, the
+//! collection's `dataSchema`) read the parsed `Value`. A number a `Value`
+//! cannot hold exactly (`1e-999999`, 30 digits) is checked as the nearest
+//! double; one beyond the double range (`1e400`) does not parse, and the
+//! body is refused as malformed JSON before any of this.
 
 use super::auth::AccountCaller;
 use super::batch::{self, BatchBody};
 use super::collections::liveness_mismatch;
 use super::error::{ApiError, ErrorCode, FieldError};
+use super::problems::Problems;
 use super::schema::{self, reference};
-use super::validate::{schemas, violations, whole_number, DATA_BYTES_MAX};
+use super::validate::{schemas, violations, whole_number, BATCH_TOKENS_MAX, DATA_BYTES_MAX};
 use crate::clock::Millis;
 use crate::command::{Expiry, NewToken};
 use crate::engine::Engine;
@@ -22,14 +31,17 @@ use crate::ids::{CollectionId, TokenId};
 use crate::model::{Collection, Encryption, EncryptionKey, Liveness, Metadata, TokenType};
 use crate::timestamp;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// The body of `POST /api/tokens` (and each item of a batch), after its
-/// schema check: field presence and shapes are already known good. Its
+/// schema check: field presence and shapes are already known good. Decoded
+/// from the body's text, so that `data` is exactly what was sent. Its
 /// derived schema is the token schema requests are checked against.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -50,10 +62,10 @@ pub struct TokenBody {
     /// Free text shown with the token.
     #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
-    /// The tokenized data (any JSON, at most 16 KiB serialized), checked
-    /// against the collection's `dataSchema`.
+    /// The tokenized data as sent (any JSON, at most 16 KiB), checked
+    /// against the collection's `dataSchema`; `null` is no data.
     #[schema(schema_with = schema::any)]
-    pub data: Option<Value>,
+    pub data: Option<Box<RawValue>>,
     /// String pairs, searchable in lists.
     #[schema(schema_with = schema::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -98,7 +110,7 @@ pub struct ChildBody {
     pub description: Option<String>,
     /// As for the parent.
     #[schema(schema_with = schema::any)]
-    pub data: Option<Value>,
+    pub data: Option<Box<RawValue>>,
     /// As for the parent.
     #[schema(schema_with = schema::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -204,7 +216,7 @@ pub struct Planner<'a> {
     /// The tokens planned so far, parents before their children.
     tokens: Vec<NewToken>,
     /// Every problem found so far, for one 422.
-    errors: Vec<FieldError>,
+    errors: Problems,
     /// Some token names an unknown or foreign collection (404).
     collection_missing: bool,
     /// Some token asks for another liveness than the account's (403).
@@ -213,14 +225,66 @@ pub struct Planner<'a> {
     idempotency_keys: HashSet<String>,
 }
 
-/// SHA-256 (truncated) of a body's canonical JSON: serde_json's map keeps keys
-/// sorted, so the same fields in another order give the same fingerprint.
-fn fingerprint(body: &Value) -> [u8; 16] {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+/// SHA-256 (truncated) of a token body: its canonical JSON (serde_json's map
+/// keeps keys sorted, so the same fields in another order give the same
+/// fingerprint), except that `data` is written as sent, so a retry replays
+/// only with the very same `data` text. `value` is the body parsed, `body`
+/// the same body decoded from its text.
+fn fingerprint(value: &Value, body: &TokenBody) -> [u8; 16] {
+    let mut bytes = Vec::new();
+    let children = body.children.as_deref().unwrap_or_default();
+    write_canonical(&mut bytes, value, body.data.as_deref(), children);
     let digest = Sha256::digest(&bytes);
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     out
+}
+
+/// Writes `value` as compact JSON with its keys sorted, but its `data` as
+/// the text `data`, and its children's as theirs in `children`. (Data sent
+/// compact with sorted keys thus prints as before `data` was kept as text.)
+fn write_canonical(
+    out: &mut Vec<u8>,
+    value: &Value,
+    data: Option<&RawValue>,
+    children: &[ChildBody],
+) {
+    let Value::Object(fields) = value else {
+        write_value(out, value);
+        return;
+    };
+    out.push(b'{');
+    for (i, (name, field)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(out, &Value::String(name.clone()));
+        out.push(b':');
+        match (name.as_str(), field) {
+            ("data", _) => match data {
+                Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            },
+            ("children", Value::Array(items)) if items.len() == children.len() => {
+                out.push(b'[');
+                for (j, (item, child)) in items.iter().zip(children).enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    write_canonical(out, item, child.data.as_deref(), &[]);
+                }
+                out.push(b']');
+            }
+            _ => write_value(out, field),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Writes `value` as compact JSON (into memory: it cannot fail).
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    let written = serde_json::to_writer(&mut *out, value);
+    debug_assert!(written.is_ok(), "a Value serializes into memory");
 }
 
 impl<'a> Planner<'a> {
@@ -231,34 +295,34 @@ impl<'a> Planner<'a> {
             engine,
             now: engine.now(),
             tokens: Vec::new(),
-            errors: Vec::new(),
+            errors: Problems::new(),
             collection_missing: false,
             liveness_differs: false,
             idempotency_keys: HashSet::new(),
         }
     }
 
-    /// Plans a top-level token and its children; returns its index in
-    /// `self.tokens`.
-    pub fn plan_top(&mut self, value: Value, path: &str) -> usize {
-        let print = fingerprint(&value);
-        let child_prints: Vec<[u8; 16]> = value
-            .get("children")
-            .and_then(Value::as_array)
-            .map(|children| children.iter().map(fingerprint).collect())
-            .unwrap_or_default();
-        let mut body: TokenBody = match serde_json::from_value(value) {
+    /// Plans a top-level token and its children from its body, `value`
+    /// parsed and schema-checked, and `text` the same body as sent; returns
+    /// its index in `self.tokens`.
+    pub fn plan_top(&mut self, value: &Value, text: &[u8], path: &str) -> usize {
+        let mut body: TokenBody = match serde_json::from_slice(text) {
             Ok(body) => body,
             Err(e) => {
                 self.errors.push(FieldError::new(path, e.to_string()));
                 return usize::MAX;
             }
         };
+        let print = fingerprint(value, &body);
+        let child_values: &[Value] = value
+            .get("children")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice);
         let collection_text = body.collection_id.clone().unwrap_or_default();
         let collection_id = CollectionId::parse(&collection_text);
         let top = self.tokens.len();
         let mut child_ids = Vec::new();
-        let parent_id = self.plan_one(&body, collection_id, print, path, None);
+        let parent_id = self.plan_one(&body, value, collection_id, print, path, None);
         // Children of an idempotent parent get ids derived from the parent's,
         // so a replayed create names the same children instead of new ones.
         let idempotent_parent = parent_id.filter(|_| body.idempotency_key.is_some());
@@ -275,9 +339,25 @@ impl<'a> Planner<'a> {
                     "must be the parent's collection",
                 ));
             }
-            let print = child_prints.get(j).copied().unwrap_or_default();
+            let Some(child_value) = child_values.get(j) else {
+                debug_assert!(
+                    false,
+                    "the parsed and decoded bodies have the same children"
+                );
+                self.errors
+                    .push(FieldError::new(&child_path, "could not be read"));
+                continue;
+            };
+            let print = fingerprint(child_value, &child);
             let derived = idempotent_parent.map(|parent| TokenId::child_of(parent, j));
-            if let Some(id) = self.plan_one(&child, collection_id, print, &child_path, derived) {
+            if let Some(id) = self.plan_one(
+                &child,
+                child_value,
+                collection_id,
+                print,
+                &child_path,
+                derived,
+            ) {
                 child_ids.push(id);
             }
         }
@@ -287,11 +367,13 @@ impl<'a> Planner<'a> {
         top
     }
 
-    /// Plans one token; `None` when it has errors. `derived` is the id of a
-    /// child of an idempotent parent, used unless it has its own key.
+    /// Plans one token, `body` decoded and `value` parsed; `None` when it
+    /// has errors. `derived` is the id of a child of an idempotent parent,
+    /// used unless it has its own key.
     fn plan_one(
         &mut self,
         body: &TokenBody,
+        value: &Value,
         collection_id: Option<CollectionId>,
         print: [u8; 16],
         path: &str,
@@ -300,7 +382,7 @@ impl<'a> Planner<'a> {
         let errors_before = self.errors.len();
         let collection = self.check_owner(body, collection_id, path);
         let (active_from, expiry) = self.validity(body, path);
-        let data = self.data(body, collection.as_deref(), path);
+        let data = self.data(body, value.get("data"), collection.as_deref(), path);
         if self.errors.len() > errors_before {
             return None;
         }
@@ -417,33 +499,31 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The token's `data` as JSON text: within the size limit and valid
-    /// against the collection's `dataSchema` (an absent `data` is checked as
-    /// `null`).
+    /// The token's `data` as the JSON text sent: at most
+    /// [`DATA_BYTES_MAX`] bytes, and valid against the collection's
+    /// `dataSchema`, checked on `parsed`, the same data parsed (an absent
+    /// `data` is checked as `null`).
     fn data(
         &mut self,
         body: &TokenBody,
+        parsed: Option<&Value>,
         collection: Option<&Collection>,
         path: &str,
     ) -> Option<String> {
         let data_path = format!("{path}.data");
-        let data = match &body.data {
-            None | Some(Value::Null) => None,
-            Some(value) => {
-                let text = value.to_string();
-                if text.len() > DATA_BYTES_MAX {
-                    self.errors.push(FieldError::new(
-                        &data_path,
-                        format!("must serialize to at most {DATA_BYTES_MAX} bytes"),
-                    ));
-                }
-                Some(text)
-            }
-        };
+        let data = body.data.as_ref().map(|raw| raw.get().to_owned());
+        if data
+            .as_ref()
+            .is_some_and(|text| text.len() > DATA_BYTES_MAX)
+        {
+            self.errors.push(FieldError::new(
+                &data_path,
+                format!("must be at most {DATA_BYTES_MAX} bytes of JSON"),
+            ));
+        }
         if let Some(validator) = collection.and_then(|c| c.data_validator.as_ref()) {
-            let instance = body.data.clone().unwrap_or(Value::Null);
-            self.errors
-                .extend(violations(validator, &instance, &data_path));
+            let instance = parsed.unwrap_or(&Value::Null);
+            violations(validator, instance, &data_path, &mut self.errors);
         }
         data
     }
@@ -472,22 +552,39 @@ impl<'a> Planner<'a> {
 /// only for its own check and plan, so one item's tree is alive at a time.
 ///
 /// Every item is checked, so that one 422 lists the problems of all of them
-/// (and of the top level, after theirs). Those problems are answered instead
-/// of anything planning would find, as for a single token, so planning stops
-/// at the first of them.
+/// (and of the top level, after theirs), up to the cap of a 422, and counts
+/// the rest. Those problems are answered instead of anything planning would
+/// find, as for a single token, so planning stops at the first of them.
 pub fn plan_batch(planner: &mut Planner<'_>, batch: BatchBody<'_>) -> Result<Vec<usize>, ApiError> {
-    let mut problems = Vec::new();
-    let mut tops = Vec::with_capacity(batch.items.len());
-    for (i, raw) in batch.items.iter().enumerate() {
-        let path = format!("$.tokens[{i}]");
-        let item = batch::value(raw)?;
-        let item_problems = violations(&schemas().token, &item, &path);
-        if item_problems.is_empty() && problems.is_empty() && batch.errors.is_empty() {
-            tops.push(planner.plan_top(item, &path));
+    let mut problems = Problems::new();
+    // Only a batch within the limit is planned.
+    let mut tops = Vec::with_capacity(batch.item_count.min(BATCH_TOKENS_MAX));
+    let mut failed = None;
+    batch.for_each_item(|i, raw| {
+        // Once the 422 lists all it may, problems are only counted: no
+        // path is written for them.
+        let path = if problems.is_full() {
+            String::new()
+        } else {
+            format!("$.tokens[{i}]")
+        };
+        let item = match batch::value(raw) {
+            Ok(item) => item,
+            Err(e) => {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
+        };
+        violations(&schemas().token, &item, &path, &mut problems);
+        if problems.is_empty() && batch.errors.is_empty() {
+            tops.push(planner.plan_top(&item, raw.get().as_bytes(), &path));
         }
-        problems.extend(item_problems);
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    problems.extend(batch.errors);
+    problems.append(batch.errors);
     if problems.is_empty() {
         Ok(tops)
     } else {

@@ -1,6 +1,8 @@
 //! Query strings: repeatable parameters, `limit`, and opaque cursors.
 
 use super::error::{ApiError, FieldError};
+use super::problems::Problems;
+use super::validate::push_key;
 use crate::clock::Millis;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -20,16 +22,23 @@ pub struct Query {
 }
 
 impl Query {
-    /// Parses `text`; names outside `allowed` are validation errors.
+    /// Parses `text`; names outside `allowed` are validation errors (the
+    /// name quoted cut, as every key in a path).
     pub fn parse(text: &str, allowed: &[&str]) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let unknown: Vec<FieldError> = pairs
+        let mut unknown = Problems::new();
+        for (name, _) in pairs
             .iter()
             .filter(|(name, _)| !allowed.contains(&name.as_str()))
-            .map(|(name, _)| FieldError::new(format!("$.{name}"), "is not a known query parameter"))
-            .collect();
+        {
+            unknown.push_with(|| {
+                let mut path = String::from("$");
+                push_key(&mut path, name);
+                FieldError::new(path, "is not a known query parameter")
+            });
+        }
         if !unknown.is_empty() {
             return Err(ApiError::validation(unknown));
         }
@@ -50,7 +59,7 @@ impl Query {
     }
 
     /// A boolean flag (`true`/`false`), default false.
-    pub fn flag(&self, name: &str, errors: &mut Vec<FieldError>) -> bool {
+    pub fn flag(&self, name: &str, errors: &mut Problems) -> bool {
         match self.last(name) {
             None | Some("false") => false,
             Some("true") => true,
@@ -70,16 +79,15 @@ impl Query {
         name: &str,
         parse: impl Fn(&str) -> Option<T>,
         expected: &str,
-        errors: &mut Vec<FieldError>,
+        errors: &mut Problems,
     ) -> Vec<T> {
         let mut out = Vec::new();
         for value in self.all(name) {
             match parse(value) {
                 Some(v) => out.push(v),
-                None => errors.push(FieldError::new(
-                    format!("$.{name}"),
-                    format!("must be {expected}"),
-                )),
+                None => errors.push_with(|| {
+                    FieldError::new(format!("$.{name}"), format!("must be {expected}"))
+                }),
             }
         }
         if out.len() > VALUES_MAX {
@@ -92,7 +100,7 @@ impl Query {
     }
 
     /// `?limit=`, 1..=1000, default 100.
-    pub fn limit(&self, errors: &mut Vec<FieldError>) -> usize {
+    pub fn limit(&self, errors: &mut Problems) -> usize {
         match self.last("limit") {
             None => LIMIT_DEFAULT,
             Some(text) => match text.parse::<usize>() {
@@ -109,7 +117,7 @@ impl Query {
     }
 
     /// `?cursor=`: the position after which the page starts.
-    pub fn cursor(&self, errors: &mut Vec<FieldError>) -> Option<(Millis, Uuid)> {
+    pub fn cursor(&self, errors: &mut Problems) -> Option<(Millis, Uuid)> {
         let text = self.last("cursor")?;
         let decoded = decode_cursor(text);
         if decoded.is_none() {
@@ -125,7 +133,7 @@ impl Query {
 /// `?limit=` and `?cursor=` of a list that takes no other parameter.
 pub fn page_params(query_string: &str) -> Result<(usize, Option<(Millis, Uuid)>), ApiError> {
     let query = Query::parse(query_string, &["limit", "cursor"])?;
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let limit = query.limit(&mut errors);
     let after = query.cursor(&mut errors);
     if !errors.is_empty() {
@@ -170,7 +178,7 @@ mod tests {
         let id = Uuid::new_v4();
         let cursor = encode_cursor(1234, id);
         let q = Query::parse(&format!("cursor={cursor}"), &["cursor"]).unwrap();
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         assert_eq!(q.cursor(&mut errors), Some((1234, id)));
         let q = Query::parse("cursor=nope", &["cursor"]).unwrap();
         q.cursor(&mut errors);
@@ -179,7 +187,7 @@ mod tests {
 
     #[test]
     fn limits_are_bounded_and_unknown_names_rejected() {
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         assert_eq!(
             Query::parse("limit=0", &["limit"])
                 .unwrap()

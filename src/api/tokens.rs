@@ -7,12 +7,13 @@ use super::body::{json_text, parse_json, BATCH_BODY_BYTES_MAX};
 use super::checked::{decode_json, Checked, CheckedBody};
 use super::error::{ApiError, ErrorCode};
 use super::plan::{plan_batch, Planner, TokenBody};
+use super::problems::Problems;
 use super::query::Query;
 use super::render::{DataJson, ListJson, TokenJson};
 use super::respond::json;
 use super::shapes;
 use super::state::AppState;
-use super::validate::{schemas, violations};
+use super::validate::{check, schemas};
 use crate::clock::Millis;
 use crate::command::Redeem;
 use crate::engine::{Created, ListQuery};
@@ -32,9 +33,15 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Header of HEAD responses giving the token's status.
 const STATUS_HEADER: &str = "X-Token-Status";
 
-/// The body of `POST /api/tokens`, checked against the token schema and
-/// kept as JSON: the planner fingerprints it (and its children) as sent.
-pub struct CreateBody(Value);
+/// The body of `POST /api/tokens`, checked against the token schema: the
+/// parsed JSON, which the planner checks and fingerprints, and the text, from
+/// which it takes `data` exactly as sent.
+pub struct CreateBody {
+    /// The body parsed.
+    value: Value,
+    /// The body as sent.
+    text: Bytes,
+}
 
 impl CheckedBody for CreateBody {
     type Grant = AccountCaller;
@@ -45,11 +52,11 @@ impl CheckedBody for CreateBody {
 
     fn decode(req: &HttpRequest, body: BytesMut) -> Result<Self, ApiError> {
         let value = parse_json(req, &body, false)?;
-        let errors = violations(&schemas().token, &value, "$");
-        if !errors.is_empty() {
-            return Err(ApiError::validation(errors));
-        }
-        Ok(CreateBody(value))
+        check(&schemas().token, &value)?;
+        Ok(CreateBody {
+            value,
+            text: body.freeze(),
+        })
     }
 }
 
@@ -123,25 +130,21 @@ pub async fn create(
     state: web::Data<AppState>,
     request: Checked<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let Checked {
-        caller,
-        body: CreateBody(body),
-    } = request;
+    let Checked { caller, body } = request;
     let engine = state.engine()?;
-    let plan = |body| {
+    let plan = || {
         let mut planner = Planner::new(&caller, engine);
-        let top = planner.plan_top(body, "$");
+        let top = planner.plan_top(&body.value, &body.text, "$");
         planner.finish().map(|tokens| (top, tokens))
     };
     // In a cluster, a collection created through another node a moment ago
     // may not be in this node's replica yet: catch up before a 404.
-    let retry = engine.catalog_replicated().then(|| body.clone());
-    let (top, tokens) = match (plan(body), retry) {
-        (Err(e), Some(body)) if e.code == ErrorCode::CollectionNotFound => {
+    let (top, tokens) = match plan() {
+        Err(e) if e.code == ErrorCode::CollectionNotFound && engine.catalog_replicated() => {
             engine.catalog_catch_up().await?;
-            plan(body)?
+            plan()?
         }
-        (planned, _) => planned?,
+        planned => planned?,
     };
     let created = engine.create(caller.account.id, tokens).await?;
     let parent = created.get(top).ok_or_else(|| {
@@ -263,7 +266,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.require(Scope::TokenRead)?;
     let query = Query::parse(req.query_string(), &["children"])?;
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let expand = query.flag("children", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -378,7 +381,7 @@ fn list_query(account: AccountId, text: &str) -> Result<(ListQuery, bool), ApiEr
             "cursor",
         ],
     )?;
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let collection_ids = query.parsed(
         "collectionId",
         CollectionId::parse,

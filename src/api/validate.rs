@@ -17,6 +17,8 @@ use super::error::{ApiError, FieldError};
 use super::lifecycle::{EmptyBody, HoldBody, RedeemBatchBody, VoidBody};
 use super::openapi;
 use super::plan::TokenBody;
+use super::problems::Problems;
+use super::quote::{self, QUOTE_CHARS_MAX};
 use super::tokens::RedeemBody;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
@@ -154,8 +156,10 @@ pub fn json_path(prefix: &str, instance: &Value, pointer: &str) -> String {
     path
 }
 
-/// Appends `.key`, or `['key']` when the key is not a plain identifier.
+/// Appends `.key`, or `['key']` when the key is not a plain identifier; a
+/// key longer than [`QUOTE_CHARS_MAX`] characters is cut.
 pub fn push_key(path: &mut String, key: &str) {
+    let key = &quote::cut_str(key, QUOTE_CHARS_MAX);
     let plain = !key.is_empty()
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !key.starts_with(|c: char| c.is_ascii_digit());
@@ -183,31 +187,45 @@ pub fn missing_field(at: &str, name: &str) -> FieldError {
     FieldError::new(path, "is required")
 }
 
-/// Every violation of `validator` by `instance`, as field errors under `prefix`.
-pub fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<FieldError> {
+/// Every violation of `validator` by `instance`, as field errors under
+/// `prefix`, noted in `problems`. A rejected value is quoted cut to
+/// [`QUOTE_CHARS_MAX`] characters; once `problems` lists all it may, the
+/// rest are counted without writing their messages.
+pub fn violations(validator: &Validator, instance: &Value, prefix: &str, problems: &mut Problems) {
     if validator.is_valid(instance) {
-        return Vec::new();
+        return;
     }
-    let mut errors = Vec::new();
     for error in validator.iter_errors(instance) {
+        if problems.is_full() {
+            problems.count(match error.kind() {
+                ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.len(),
+                _ => 1,
+            });
+            continue;
+        }
         let at = json_path(prefix, instance, error.instance_path().as_str());
         match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                errors.extend(unexpected.iter().map(|name| unknown_field(&at, name)));
+                for name in unexpected {
+                    problems.push_with(|| unknown_field(&at, name));
+                }
             }
             ValidationErrorKind::Required { property } => {
-                errors.push(missing_field(&at, property.as_str().unwrap_or_default()));
+                problems.push(missing_field(&at, property.as_str().unwrap_or_default()));
             }
             // A bad key is reported at the key itself (`$.metadata.<key>`).
             ValidationErrorKind::PropertyNames { error: inner } => {
                 let mut path = at;
                 push_key(&mut path, inner.instance().as_str().unwrap_or_default());
-                errors.push(FieldError::new(path, format!("key: {inner}")));
+                let shown = inner.masked_with(quote::value(inner.instance()));
+                problems.push(FieldError::new(path, format!("key: {shown}")));
             }
-            _ => errors.push(FieldError::new(at, error.to_string())),
+            _ => {
+                let shown = error.masked_with(quote::value(error.instance()));
+                problems.push(FieldError::new(at, shown.to_string()));
+            }
         }
     }
-    errors
 }
 
 /// Decodes an optional `integer` field of a schema-checked body. JSON Schema
@@ -229,12 +247,21 @@ pub fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::E
         .ok_or_else(|| de::Error::custom("expected a whole number"))
 }
 
+/// Validates `value`, a whole body, against `validator`: a 422 listing its
+/// problems when it has any.
+pub fn check(validator: &Validator, value: &Value) -> Result<(), ApiError> {
+    let mut problems = Problems::new();
+    violations(validator, value, "$", &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(problems))
+    }
+}
+
 /// Validates `value` against `validator`, then decodes it into `T`.
 pub fn decode<T: DeserializeOwned>(validator: &Validator, value: Value) -> Result<T, ApiError> {
-    let errors = violations(validator, &value, "$");
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    check(validator, &value)?;
     // The schema admits exactly what `T` accepts; a mismatch is still
     // reported as a validation error rather than a crash.
     serde_json::from_value(value).map_err(|e| ApiError::invalid("$", e.to_string()))
@@ -243,6 +270,15 @@ pub fn decode<T: DeserializeOwned>(validator: &Validator, value: Value) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The problems `instance` has against `validator`, all listed.
+    fn violations_of(validator: &Validator, instance: &Value) -> Vec<FieldError> {
+        let mut problems = Problems::new();
+        violations(validator, instance, "$", &mut problems);
+        let (listed, omitted) = problems.into_parts();
+        assert_eq!(omitted, 0);
+        listed
+    }
 
     #[test]
     fn json_paths_follow_the_instance() {
@@ -261,7 +297,7 @@ mod tests {
     #[test]
     fn every_problem_is_listed() {
         let body = json!({"collectionId": 5, "colour": "red", "metadata": {"k": 1}});
-        let errors = violations(&schemas().token, &body, "$");
+        let errors = violations_of(&schemas().token, &body);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.contains(&"$.collectionId"), "{paths:?}");
         assert!(paths.contains(&"$.colour"), "{paths:?}");
@@ -270,16 +306,16 @@ mod tests {
 
     #[test]
     fn an_unknown_field_of_an_empty_body_is_named() {
-        let errors = violations(&schemas().empty, &json!({"a": 1, "b": 2}), "$");
+        let errors = violations_of(&schemas().empty, &json!({"a": 1, "b": 2}));
         let mut paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         paths.sort_unstable();
         assert_eq!(paths, ["$.a", "$.b"]);
-        assert!(violations(&schemas().empty, &json!({}), "$").is_empty());
+        assert!(violations_of(&schemas().empty, &json!({})).is_empty());
     }
 
     #[test]
     fn missing_required_field_names_the_field() {
-        let errors = violations(&schemas().token, &json!({}), "$");
+        let errors = violations_of(&schemas().token, &json!({}));
         assert_eq!(
             errors,
             vec![FieldError::new("$.collectionId", "is required")]
@@ -289,8 +325,43 @@ mod tests {
     #[test]
     fn bare_dates_are_rejected() {
         let body = json!({"collectionId": "c", "expiresAt": "2026-01-17"});
-        let errors = violations(&schemas().token, &body, "$");
+        let errors = violations_of(&schemas().token, &body);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "$.expiresAt");
+    }
+
+    #[test]
+    fn a_long_rejected_value_is_quoted_cut() {
+        let long = "x".repeat(10_000);
+        let body = json!({"collectionId": "c", "description": long});
+        let errors = violations_of(&schemas().token, &body);
+        assert_eq!(errors.len(), 1);
+        let shown = "x".repeat(quote::QUOTE_CHARS_MAX - 1);
+        assert_eq!(
+            errors[0].message,
+            format!(
+                "\"{shown}{} is longer than 1000 characters",
+                quote::CUT_MARK
+            )
+        );
+    }
+
+    #[test]
+    fn problems_past_the_cap_are_counted_exactly() {
+        let fields: serde_json::Map<String, Value> =
+            (0..250).map(|i| (format!("f{i}"), json!(i))).collect();
+        let mut problems = Problems::new();
+        for _ in 0..3 {
+            violations(
+                &schemas().empty,
+                &Value::Object(fields.clone()),
+                "$",
+                &mut problems,
+            );
+        }
+        assert_eq!(problems.len(), 750);
+        let (listed, omitted) = problems.into_parts();
+        assert_eq!(listed.len(), crate::api::problems::VALIDATION_ERRORS_MAX);
+        assert_eq!(omitted, 650);
     }
 }

@@ -450,3 +450,103 @@ impl ShardReply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{CatalogCommand, Expiry, NewToken};
+    use crate::model::collection::CollectionRecord;
+    use crate::model::{Account, Liveness};
+    use crate::shard::state::ShardState;
+
+    const NOW_MS: Millis = 1_768_672_800_000;
+
+    /// A catalog with one account and one collection.
+    fn catalog() -> (Catalog, AccountId, CollectionId) {
+        let catalog = Catalog::new();
+        let account = AccountId::random();
+        let collection = CollectionId::random();
+        let commands = [
+            CatalogCommand::CreateAccount(Account {
+                id: account,
+                name: "a".into(),
+                liveness: Liveness::Test,
+                created_at_ms: NOW_MS,
+            }),
+            CatalogCommand::CreateCollection(Box::new(CollectionRecord {
+                id: collection,
+                account_id: account,
+                name: "c".into(),
+                description: None,
+                issuer: None,
+                issuer_img: None,
+                img: None,
+                issuer_website: None,
+                value: vec![],
+                merchants: vec![],
+                token_expires_after_secs: None,
+                data_schema: None,
+                hold_ttl_secs_max: None,
+                void_window_secs: None,
+                liveness: Liveness::Test,
+                created_at_ms: NOW_MS,
+            })),
+        ];
+        for command in commands {
+            catalog
+                .execute(command, |_| ())
+                .expect("the catalog accepts");
+        }
+        (catalog, account, collection)
+    }
+
+    #[test]
+    fn data_crosses_the_wire_byte_for_byte() {
+        let (catalog, account, collection) = catalog();
+        let mut state = ShardState::new(0);
+        for text in [
+            "123456789012345678901234567890",
+            "1e-999999",
+            "-0",
+            "{ \"b\" : [1.50, 2e0] ,\n\"a\": \"\\u00e9  x\" }",
+        ] {
+            let new = NewToken {
+                id: TokenId::random(),
+                account_id: account,
+                collection_id: collection,
+                created_by: "k".into(),
+                kind: TokenType::Token,
+                description: None,
+                data: Some(text.to_owned()),
+                encryption: None,
+                metadata: Metadata::default(),
+                active_from_ms: None,
+                expiry: Expiry::CollectionDefault,
+                children: vec![],
+                fingerprint: None,
+            };
+            // The request to the owner, and its reply, as bytes.
+            let request = ShardRequest::Create(Create { tokens: vec![new] });
+            let bytes = rmp_serde::to_vec_named(&request).expect("the request encodes");
+            let ShardRequest::Create(create) =
+                rmp_serde::from_slice(&bytes).expect("the request decodes")
+            else {
+                panic!("a create request");
+            };
+            let created = state
+                .execute(&create, NOW_MS, &catalog)
+                .expect("the create applies");
+            let reply = ShardReply::created(&created);
+            let bytes = rmp_serde::to_vec_named(&reply).expect("the reply encodes");
+            let ShardReply::Created(mut tokens) =
+                rmp_serde::from_slice(&bytes).expect("the reply decodes")
+            else {
+                panic!("a created reply");
+            };
+            let (_, wire) = tokens.pop().expect("one token");
+            let token = wire.into_token(&catalog).expect("the token is known");
+            let data = token.extra().data.as_deref().map(RawValue::get);
+            assert_eq!(data, Some(text));
+        }
+    }
+}

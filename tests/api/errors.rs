@@ -702,8 +702,8 @@ async fn list_limits_are_validated() {
 
 /// Every route with a body refuses a request for the first thing wrong with
 /// it, in one order: no key (401), no right to the route (403, or 404 for an
-/// admin route's unknown account), a body over the limit (413), not JSON
-/// (400), against the schema (422).
+/// admin route's unknown account), a body over the limit (413), not JSON or
+/// a key given twice (400), against the schema (422).
 #[actix_web::test]
 async fn routes_with_a_body_refuse_in_one_order() {
     let app = spawn_app().await;
@@ -726,6 +726,7 @@ async fn routes_with_a_body_refuse_in_one_order() {
     ];
     let invalid = padded(&json!({"unknownField": 1}), 64);
     let malformed = "{\"unknownField\": ".to_owned();
+    let repeated = "{\"unknownField\": 1, \"unknownField\": 2}".to_owned();
     let too_large = padded(&json!({"unknownField": 1}), 16 * MIB + 1);
     for (path, allowed, denied, limit) in routes {
         let over = if limit == MIB {
@@ -747,6 +748,15 @@ async fn routes_with_a_body_refuse_in_one_order() {
         resp.assert_error(413, "PAYLOAD_TOO_LARGE");
         let resp = post_raw(&app, path, allowed, malformed.clone()).await;
         resp.assert_error(400, "BAD_REQUEST");
+        // A key given twice is refused before the schema check, in the
+        // same words on every route.
+        let resp = post_raw(&app, path, allowed, repeated.clone()).await;
+        resp.assert_error(400, "BAD_REQUEST");
+        assert_eq!(
+            resp.body["message"],
+            "The body has the key $.unknownField twice (line 1, column 34); \
+             every key of an object must be unique."
+        );
         let resp = post_raw(&app, path, allowed, invalid.clone()).await;
         resp.assert_error(422, "VALIDATION_FAILED");
     }

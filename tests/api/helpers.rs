@@ -444,6 +444,8 @@ pub struct Resp {
     pub headers: HeaderMap,
     /// The body as JSON (`Null` when empty).
     pub body: Value,
+    /// The body as received, for checks of exact text and of size.
+    pub bytes: bytes::Bytes,
 }
 
 /// An account with a key granting every scope and one collection.
@@ -624,6 +626,7 @@ impl TestApp {
             status,
             headers,
             body,
+            bytes,
         };
         self.check_request_id(&resp);
         resp
@@ -885,6 +888,11 @@ impl Resp {
                 assert!(error["path"].as_str().is_some_and(|p| p.starts_with('$')));
                 assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
             }
+        }
+        // Problems beyond the listed 100 are counted, only when there are any.
+        if let Some(omitted) = body.get("validationErrorsOmitted") {
+            assert!(omitted.as_u64().is_some_and(|n| n > 0), "body: {body}");
+            assert_eq!(body["validationErrors"].as_array().map(Vec::len), Some(100));
         }
         self
     }

@@ -2,6 +2,7 @@
 //! free port with a manual clock and talks to it over HTTP.
 
 mod accounts;
+mod bodies;
 mod collections;
 mod concurrency;
 mod cross_account;
