@@ -3,6 +3,7 @@
 
 use crate::admin_key::AdminKey;
 use crate::api;
+use crate::api::rate_limit::{RateLimit, RateLimitSettings};
 use crate::api::state::AppState;
 use crate::clock::Clock;
 use crate::cluster::{ClusterConfig, ClusterError, ClusterNode};
@@ -35,6 +36,8 @@ pub struct AppConfig {
     pub snapshot_interval: Duration,
     /// A snapshot is also taken once the log grows by this many bytes.
     pub snapshot_wal_bytes: u64,
+    /// Per-API-key rate limits (`RateLimitSettings::OFF`: none).
+    pub rate_limit: RateLimitSettings,
 }
 
 /// Why the application could not start.
@@ -117,6 +120,7 @@ impl Application {
             threads: config.engine.shards,
             tombstone_retention_ms: config.engine.tombstone_retention_ms,
             timer_period: config.engine.timer_period,
+            shard_mailbox_max: config.engine.shard_mailbox_max,
         };
         let node = match ClusterNode::join(cluster, engine_config, config.clock).await {
             Ok(node) => Arc::new(node),
@@ -153,6 +157,7 @@ impl Application {
             admin_key: config.admin_key.clone(),
             metrics: Metrics::new(Arc::clone(&slot)),
             cluster: OnceLock::new(),
+            rate_limit: RateLimit::new(config.rate_limit, Arc::clone(&config.clock)),
         });
         let listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
@@ -161,6 +166,7 @@ impl Application {
             App::new()
                 .app_data(server_state.clone())
                 .wrap(middleware::from_fn(api::request_id::middleware))
+                .wrap(api::access_log::AccessLog)
                 // Outermost: it sees the status and the time the client gets.
                 .wrap(api::metrics::RecordRequests::new(
                     server_state.metrics.http(),

@@ -2,6 +2,9 @@
 //! variable; the admin key is only ever an environment variable (flags show
 //! in `ps`).
 
+use crate::api::rate_limit::RATE_PER_SEC_MAX;
+use crate::engine::mailbox::{SHARD_MAILBOX_MAX_DEFAULT, SHARD_MAILBOX_MAX_LIMIT};
+use crate::logging::LogFormat;
 use crate::wal::FsyncMode;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -112,6 +115,31 @@ pub struct ServeArgs {
     /// 2.15). For development only.
     #[arg(long, env = "TOKEND_CLUSTER_ALLOW_UNSAFE")]
     pub cluster_allow_unsafe: bool,
+    /// Log lines on stderr: `text` for people (coloured only on a terminal)
+    /// or `json`, one object per line. Which events: `RUST_LOG` (default
+    /// `info`; e.g. `info,tokend::access=warn` drops the per-request lines
+    /// below 5xx).
+    #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Rate limit of each account API key, in requests per second; over it,
+    /// 429 RATE_LIMITED with Retry-After. 0 (the default) turns limits off.
+    /// The admin key is never limited.
+    #[arg(long, env = "TOKEND_RATE_LIMIT_PER_SEC", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(RATE_PER_SEC_MAX)))]
+    pub rate_limit_per_sec: u32,
+    /// Requests an account API key may send at once after being idle (the
+    /// bucket's size); default: the per-second rate. Needs
+    /// --rate-limit-per-sec.
+    #[arg(long, env = "TOKEND_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(RATE_PER_SEC_MAX)))]
+    pub rate_limit_burst: Option<u32>,
+    /// Requests one shard may hold at once (queued for it, being decided, or
+    /// waiting for their log records to be durable); past it, 503
+    /// OVERLOADED with Retry-After: 1, and the request changes nothing.
+    #[arg(long, env = "TOKEND_SHARD_MAILBOX_MAX",
+          default_value_t = SHARD_MAILBOX_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=SHARD_MAILBOX_MAX_LIMIT as i64))]
+    pub shard_mailbox_max: u32,
 }
 
 impl Cli {
@@ -152,6 +180,40 @@ mod tests {
         assert_eq!(args.cluster_shards, 64);
         assert_eq!(args.cluster_replicas, 3);
         assert!(!args.cluster_allow_unsafe);
+        assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.rate_limit_per_sec, 0, "no rate limit unless asked");
+        assert_eq!(args.rate_limit_burst, None);
+        assert_eq!(args.shard_mailbox_max as usize, SHARD_MAILBOX_MAX_DEFAULT);
+    }
+
+    #[test]
+    fn limit_and_log_flags_parse() {
+        let args = Cli::try_parse_from([
+            "tokend",
+            "--log-format",
+            "json",
+            "--rate-limit-per-sec",
+            "50",
+            "--rate-limit-burst",
+            "100",
+            "--shard-mailbox-max",
+            "128",
+        ])
+        .unwrap()
+        .serve_args()
+        .unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.rate_limit_per_sec, 50);
+        assert_eq!(args.rate_limit_burst, Some(100));
+        assert_eq!(args.shard_mailbox_max, 128);
+        for bad in [
+            &["tokend", "--log-format", "xml"][..],
+            &["tokend", "--shard-mailbox-max", "0"],
+            &["tokend", "--rate-limit-burst", "0"],
+            &["tokend", "--rate-limit-per-sec", "1000001"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,17 +5,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokend::admin_key::{AdminKey, Bootstrap};
+use tokend::api::rate_limit::RateLimitSettings;
 use tokend::app::{AppConfig, Application};
 use tokend::clock::SystemClock;
 use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
 use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
+use tokend::logging::{self, LogFormat};
 use tokend::offline;
 use tokend::storage::FsStorage;
 use tokend::store::StoreConfig;
 use tokend::wal::WalOptions;
-use tracing_subscriber::EnvFilter;
 
 /// How often shard timers run (expiry, purges).
 const TIMER_PERIOD: Duration = Duration::from_millis(100);
@@ -24,15 +25,13 @@ const TIMER_PERIOD: Duration = Duration::from_millis(100);
 const SNAPSHOT_WAL_BYTES: u64 = 256 << 20;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let command = Cli::parse().command();
+    logging::init(match &command {
+        Command::Serve(args) => args.log_format,
+        Command::Inspect(_) | Command::Compact(_) => LogFormat::Text,
+    });
     tokend::malloc::tune_for_server();
-    let result = match Cli::parse().command() {
+    let result = match command {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
         Command::Inspect(args) if !args.cluster.is_empty() => actix_web::rt::System::new()
             .block_on(tokend::cluster::inspect::inspect(
@@ -78,6 +77,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         }
     };
+    if args.rate_limit_burst.is_some() && args.rate_limit_per_sec == 0 {
+        return Err("--rate-limit-burst needs --rate-limit-per-sec (limits are off)".into());
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.map_or(cpus, usize::from);
     let config = AppConfig {
@@ -97,12 +99,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 },
                 storage: Arc::new(FsStorage),
             },
+            shard_mailbox_max: args.shard_mailbox_max as usize,
         },
         admin_key,
         clock: Arc::new(SystemClock),
         http_workers: args.http_workers.map_or(cpus, usize::from),
         snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
+        rate_limit: RateLimitSettings {
+            per_sec: args.rate_limit_per_sec,
+            burst: args.rate_limit_burst.unwrap_or(0),
+        },
     };
     let app = match cluster {
         Some(cluster) => {

@@ -64,8 +64,15 @@ pub enum ErrorCode {
     VoidWindowClosed,
     /// The token was voided as often as it may be.
     VoidLimitReached,
-    /// A limit of the service was reached.
+    /// A catalog limit (keys or collections per account) was reached: a
+    /// permanent quota, not something a retry cures.
     LimitReached,
+    /// The API key sent more requests than its rate limit allows; retry
+    /// after `Retry-After` seconds.
+    RateLimited,
+    /// The token's shard holds as many requests as it may; retry after
+    /// `Retry-After` seconds.
+    Overloaded,
     /// Restore has not finished, or the engine is stopping.
     ServiceUnavailable,
     /// The log failed; writes are refused until a restart.
@@ -107,10 +114,12 @@ impl ErrorCode {
             | ErrorCode::HoldNotActive
             | ErrorCode::TokenNotRedeemed
             | ErrorCode::VoidWindowClosed
-            | ErrorCode::VoidLimitReached => StatusCode::CONFLICT,
+            | ErrorCode::VoidLimitReached
+            | ErrorCode::LimitReached => StatusCode::CONFLICT,
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
-            ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable
+            | ErrorCode::Overloaded
             | ErrorCode::StorageUnavailable
             | ErrorCode::ShardMoved
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +155,8 @@ impl ErrorCode {
             ErrorCode::VoidWindowClosed => "VOID_WINDOW_CLOSED",
             ErrorCode::VoidLimitReached => "VOID_LIMIT_REACHED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::ShardMoved => "SHARD_MOVED",
@@ -376,6 +387,12 @@ impl From<EngineError> for ApiError {
                     "Storage is unavailable; the change was not made durable.",
                 )
             }
+            EngineError::Overloaded => ApiError::new(
+                ErrorCode::Overloaded,
+                "The token's shard is busy with as many requests as it may hold; \
+                 nothing was done, retry shortly.",
+            )
+            .retry_after(1),
             EngineError::Entropy => ApiError::new(ErrorCode::Internal, "No randomness available."),
             EngineError::ShardMoved => ApiError::new(
                 ErrorCode::ShardMoved,
@@ -389,5 +406,29 @@ impl From<EngineError> for ApiError {
             } => ApiError::new(ErrorCode::NotReady, format!("Not available yet: {reason}."))
                 .retry_after(retry_after_secs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_conflict_and_limits_ask_for_a_retry() {
+        let quota: ApiError = EngineError::Catalog(CatalogError::LimitReached("API keys")).into();
+        assert_eq!(quota.code, ErrorCode::LimitReached);
+        assert_eq!(quota.code.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            quota.retry_after_secs, None,
+            "a quota is not cured by waiting"
+        );
+        assert_eq!(
+            ErrorCode::RateLimited.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let overloaded: ApiError = EngineError::Overloaded.into();
+        assert_eq!(overloaded.code.as_str(), "OVERLOADED");
+        assert_eq!(overloaded.code.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(overloaded.retry_after_secs, Some(1));
     }
 }

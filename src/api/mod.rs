@@ -10,11 +10,14 @@
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
+//! - [`access_log`]: one log event per request;
+//! - [`rate_limit`]: per-API-key rate limits;
 //! - [`metrics`]: `GET /metrics` and the middleware recording every request;
 //! - [`accounts`], [`collections`], [`tokens`], [`lifecycle`] (holds,
 //!   voids, validation, batch redeem), [`admin`], [`health`]: the
 //!   handlers.
 
+pub mod access_log;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
@@ -28,6 +31,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod plan;
 pub mod query;
+pub mod rate_limit;
 pub mod render;
 pub mod request_id;
 pub mod respond;

@@ -27,11 +27,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokend::admin_key::AdminKey;
+use tokend::api::rate_limit::RateLimitSettings;
 use tokend::app::{AppConfig, Application, StartError};
 use tokend::clock::ManualClock;
 use tokend::cluster::names::Names;
 use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
+use tokend::engine::mailbox::SHARD_MAILBOX_MAX_DEFAULT;
 use tokend::engine::{Engine, EngineConfig};
 use tokend::storage::{FsStorage, Storage};
 use tokend::store::StoreConfig;
@@ -57,6 +59,8 @@ pub struct TestAppBuilder {
     data_dir: Option<Arc<tempfile::TempDir>>,
     storage: Option<Arc<dyn Storage>>,
     wal: Option<WalOptions>,
+    shard_mailbox_max: usize,
+    rate_limit: RateLimitSettings,
 }
 
 impl TestAppBuilder {
@@ -87,6 +91,18 @@ impl TestAppBuilder {
     /// WAL options (limits); fsync stays `always` unless changed here.
     pub fn wal(mut self, wal: WalOptions) -> Self {
         self.wal = Some(wal);
+        self
+    }
+
+    /// Requests one shard may hold at once (`--shard-mailbox-max`).
+    pub fn shard_mailbox_max(mut self, max: usize) -> Self {
+        self.shard_mailbox_max = max;
+        self
+    }
+
+    /// Per-API-key rate limits (`--rate-limit-per-sec`, `--rate-limit-burst`).
+    pub fn rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.rate_limit = RateLimitSettings { per_sec, burst };
         self
     }
 
@@ -135,6 +151,7 @@ impl TestAppBuilder {
                 // Only explicit `run_timers()` calls run the timers.
                 timer_period: Duration::from_secs(3600),
                 store,
+                shard_mailbox_max: self.shard_mailbox_max,
             },
             admin_key: AdminKey::from_key(ADMIN),
             clock: clock.clone(),
@@ -142,6 +159,7 @@ impl TestAppBuilder {
             // Snapshots only when a test asks for one.
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_wal_bytes: u64::MAX,
+            rate_limit: self.rate_limit,
         }
     }
 
@@ -460,6 +478,8 @@ impl TestApp {
             data_dir: None,
             storage: None,
             wal: None,
+            shard_mailbox_max: SHARD_MAILBOX_MAX_DEFAULT,
+            rate_limit: RateLimitSettings::OFF,
         }
     }
 
