@@ -2,13 +2,23 @@
 //! variable; the admin key is only ever an environment variable (flags show
 //! in `ps`).
 
-use crate::api::rate_limit::RATE_PER_SEC_MAX;
-use crate::engine::mailbox::{SHARD_MAILBOX_MAX_DEFAULT, SHARD_MAILBOX_MAX_LIMIT};
 use crate::logging::LogFormat;
 use crate::wal::FsyncMode;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Largest `--rate-limit-per-sec` and `--rate-limit-burst`.
+pub const RATE_PER_SEC_MAX: u32 = 1_000_000;
+
+/// Default of `--shard-mailbox-max`: deep enough for a burst from many
+/// connections with fsyncs in flight, small enough that a stalled shard
+/// answers 503 within a few thousand requests rather than never.
+pub const SHARD_MAILBOX_MAX_DEFAULT: usize = 4_096;
+
+/// Largest accepted `--shard-mailbox-max`: beyond this the bound no longer
+/// bounds anything useful (and the actor's own mailbox must stay above it).
+pub const SHARD_MAILBOX_MAX_LIMIT: usize = 1 << 20;
 
 /// Default tombstone retention: 30 days.
 pub const TOMBSTONE_RETENTION_SECS_DEFAULT: u64 = 30 * 24 * 3600;

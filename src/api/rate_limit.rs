@@ -20,6 +20,7 @@
 
 use super::error::{ApiError, ErrorCode};
 use crate::clock::Clock;
+use crate::config::RATE_PER_SEC_MAX;
 use crate::ids::KeyId;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
@@ -34,9 +35,6 @@ pub const KEYS_TRACKED_MAX: usize = 100_000;
 
 /// How often (in checks) the number of tracked keys is looked at.
 const TRACKED_CHECK_EVERY: u64 = 4_096;
-
-/// Largest `--rate-limit-per-sec` and `--rate-limit-burst`.
-pub const RATE_PER_SEC_MAX: u32 = 1_000_000;
 
 /// The limit of every account key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

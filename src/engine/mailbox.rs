@@ -17,17 +17,9 @@
 //! refused whole or not at all.
 
 use super::EngineError;
+use crate::config::SHARD_MAILBOX_MAX_LIMIT;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// Default of `--shard-mailbox-max`: deep enough for a burst from many
-/// connections with fsyncs in flight, small enough that a stalled shard
-/// answers 503 within a few thousand requests rather than never.
-pub const SHARD_MAILBOX_MAX_DEFAULT: usize = 4_096;
-
-/// Largest accepted `--shard-mailbox-max`: beyond this the bound no longer
-/// bounds anything useful (and actix's own mailbox must stay above it).
-pub const SHARD_MAILBOX_MAX_LIMIT: usize = 1 << 20;
 
 /// Messages a shard may receive beyond its counted requests: snapshot
 /// captures and timer runs, which take no slot.

@@ -33,7 +33,7 @@ use tokend::clock::ManualClock;
 use tokend::cluster::names::Names;
 use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
-use tokend::engine::mailbox::SHARD_MAILBOX_MAX_DEFAULT;
+use tokend::config::SHARD_MAILBOX_MAX_DEFAULT;
 use tokend::engine::{Engine, EngineConfig};
 use tokend::storage::{FsStorage, Storage};
 use tokend::store::StoreConfig;
