@@ -55,6 +55,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    if args.rate_limit_burst.is_some() && args.rate_limit_per_sec == 0 {
+        return Err("--rate-limit-burst needs --rate-limit-per-sec (limits are off)".into());
+    }
     let from_env = std::env::var("TOKEND_ADMIN_KEY").ok();
     let cluster = cluster_config(&args)?;
     let admin_key = if cluster.is_some() {
@@ -77,9 +80,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         }
     };
-    if args.rate_limit_burst.is_some() && args.rate_limit_per_sec == 0 {
-        return Err("--rate-limit-burst needs --rate-limit-per-sec (limits are off)".into());
-    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.map_or(cpus, usize::from);
     let config = AppConfig {

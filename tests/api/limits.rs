@@ -314,3 +314,39 @@ async fn a_full_shard_answers_503_overloaded_and_changes_nothing() {
         .await
         .assert_status(200);
 }
+
+#[test]
+fn a_burst_without_a_rate_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("a data dir");
+    let mut child = crate::process::tokend_command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit-burst",
+            "5",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tokend starts");
+    let log = crate::process::Log::default();
+    let drained = log.drain(child.stderr.take().expect("stderr"));
+    let status = crate::process::wait_with_timeout(&mut child, Duration::from_secs(60))
+        .expect("tokend exits");
+    drained.join().expect("stderr drained");
+    assert_eq!(status.code(), Some(1), "{}", log.text());
+    assert!(
+        log.text()
+            .contains("--rate-limit-burst needs --rate-limit-per-sec"),
+        "{}",
+        log.text()
+    );
+    assert!(
+        !log.text().contains("generated admin key"),
+        "refused before anything is written"
+    );
+}
