@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokend::admin_key::{AdminKey, Bootstrap};
 use tokend::api::rate_limit::RateLimitSettings;
 use tokend::app::{AppConfig, Application};
-use tokend::clock::SystemClock;
+use tokend::clock::{Clock, SystemClock};
 use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
 use tokend::config::{Cli, Command, ServeArgs};
@@ -75,7 +75,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         {
             Bootstrap::FromEnv(key) | Bootstrap::Stored(key) => key,
             Bootstrap::Generated(key, shown) => {
-                eprintln!("tokend: generated admin key (shown once, store it now): {shown}");
+                show_generated_key(&shown, args.log_format);
                 key
             }
         }
@@ -141,6 +141,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("shutdown: {e}"))?;
     tracing::info!("tokend stopped");
     Ok(())
+}
+
+/// Prints a generated admin key once on stderr, in the log's format (a JSON
+/// log stays one object per line). The one secret tokend ever writes out.
+fn show_generated_key(shown: &str, format: LogFormat) {
+    const MESSAGE: &str = "generated admin key (shown once, store it now)";
+    match format {
+        LogFormat::Text => eprintln!("tokend: {MESSAGE}: {shown}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": tokend::timestamp::format(SystemClock.now_ms()),
+                "level": "WARN",
+                "message": MESSAGE,
+                "admin_key": shown,
+                "target": "tokend",
+            })
+        ),
+    }
 }
 
 /// The cluster to join, when `--cluster` names one.

@@ -497,3 +497,50 @@ async fn text_request_log_has_a_line_per_request_and_no_secret() {
 async fn json_request_log_has_a_line_per_request_and_no_secret() {
     run("json", "json").await;
 }
+
+#[test]
+fn a_generated_admin_key_is_shown_once_as_a_json_line_in_json_mode() {
+    let dir = tempfile::tempdir().expect("a data dir");
+    let mut child = tokend_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tokend starts");
+    let log = Log::default();
+    let drained = log.drain(child.stderr.take().expect("stderr"));
+    let ready = log
+        .wait_for_line("tokend ready", PROCESS_TIMEOUT)
+        .unwrap_or_else(|| panic!("no ready line:\n{}", log.text()));
+    let ready: Value = serde_json::from_str(&ready).expect("a JSON line");
+    let addr = ready["addr"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("an address");
+    // Answered: the server runs, its signal handlers too.
+    let (status, _) = crate::net::http_get(addr, "/health/live").expect("an answer");
+    assert_eq!(status, 200);
+    send_signal(&child, libc::SIGTERM);
+    let status = wait_with_timeout(&mut child, PROCESS_TIMEOUT).expect("tokend stops");
+    assert!(status.success(), "{status}: {}", log.text());
+    drained.join().expect("stderr drained");
+    let lines: Vec<Value> = log
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let shown: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["admin_key"].is_string())
+        .collect();
+    assert_eq!(shown.len(), 1, "shown once");
+    assert!(shown[0]["admin_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("tkadmin_"));
+    assert!(shown[0]["timestamp"].is_string() && shown[0]["level"] == json!("WARN"));
+}
