@@ -4,6 +4,7 @@
 use crate::admin_key::AdminKey;
 use crate::api;
 use crate::api::edge::{self, EdgeLimits};
+use crate::api::rate_limit::{RateLimit, RateLimitSettings};
 use crate::api::state::AppState;
 use crate::clock::Clock;
 use crate::cluster::{ClusterConfig, ClusterError, ClusterNode};
@@ -38,6 +39,8 @@ pub struct AppConfig {
     pub snapshot_wal_bytes: u64,
     /// Timeouts and caps of client connections.
     pub edge: EdgeLimits,
+    /// Per-API-key rate limits (`RateLimitSettings::OFF`: none).
+    pub rate_limit: RateLimitSettings,
 }
 
 /// Why the application could not start.
@@ -120,6 +123,7 @@ impl Application {
             threads: config.engine.shards,
             tombstone_retention_ms: config.engine.tombstone_retention_ms,
             timer_period: config.engine.timer_period,
+            shard_mailbox_max: config.engine.shard_mailbox_max,
         };
         let node = match ClusterNode::join(cluster, engine_config, config.clock).await {
             Ok(node) => Arc::new(node),
@@ -156,6 +160,7 @@ impl Application {
             admin_key: config.admin_key.clone(),
             metrics: Metrics::new(Arc::clone(&slot)),
             cluster: OnceLock::new(),
+            rate_limit: RateLimit::new(config.rate_limit, Arc::clone(&config.clock)),
         });
         let listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
@@ -170,6 +175,7 @@ impl Application {
                     .app_data(server_state.clone())
                     .app_data(body_timeout)
                     .wrap(middleware::from_fn(api::request_id::middleware))
+                    .wrap(api::access_log::AccessLog)
                     // Outermost: it sees the status and the time the client gets.
                     .wrap(api::metrics::RecordRequests::new(
                         server_state.metrics.http(),

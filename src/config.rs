@@ -2,10 +2,23 @@
 //! variable; the admin key is only ever an environment variable (flags show
 //! in `ps`).
 
+use crate::logging::LogFormat;
 use crate::wal::FsyncMode;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Largest `--rate-limit-per-sec` and `--rate-limit-burst`.
+pub const RATE_PER_SEC_MAX: u32 = 1_000_000;
+
+/// Default of `--shard-mailbox-max`: deep enough for a burst from many
+/// connections with fsyncs in flight, small enough that a stalled shard
+/// answers 503 within a few thousand requests rather than never.
+pub const SHARD_MAILBOX_MAX_DEFAULT: usize = 4_096;
+
+/// Largest accepted `--shard-mailbox-max`: beyond this the bound no longer
+/// bounds anything useful (and the actor's own mailbox must stay above it).
+pub const SHARD_MAILBOX_MAX_LIMIT: usize = 1 << 20;
 
 /// Default tombstone retention: 30 days.
 pub const TOMBSTONE_RETENTION_SECS_DEFAULT: u64 = 30 * 24 * 3600;
@@ -144,6 +157,31 @@ pub struct ServeArgs {
     /// 2.15). For development only.
     #[arg(long, env = "TOKEND_CLUSTER_ALLOW_UNSAFE")]
     pub cluster_allow_unsafe: bool,
+    /// Log lines on stderr: `text` for people (coloured only on a terminal)
+    /// or `json`, one object per line. Which events: `RUST_LOG` (default
+    /// `info`; e.g. `info,tokend::access=warn` drops the per-request lines
+    /// below 5xx).
+    #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Rate limit of each account API key, in requests per second; over it,
+    /// 429 RATE_LIMITED with Retry-After. 0 (the default) turns limits off.
+    /// The admin key is never limited.
+    #[arg(long, env = "TOKEND_RATE_LIMIT_PER_SEC", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(RATE_PER_SEC_MAX)))]
+    pub rate_limit_per_sec: u32,
+    /// Requests an account API key may send at once after being idle (the
+    /// bucket's size); default: the per-second rate. Needs
+    /// --rate-limit-per-sec.
+    #[arg(long, env = "TOKEND_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(RATE_PER_SEC_MAX)))]
+    pub rate_limit_burst: Option<u32>,
+    /// Requests one shard may hold at once (queued for it, being decided, or
+    /// waiting for their log records to be durable); past it, 503
+    /// OVERLOADED with Retry-After: 1, and the request changes nothing.
+    #[arg(long, env = "TOKEND_SHARD_MAILBOX_MAX",
+          default_value_t = SHARD_MAILBOX_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=SHARD_MAILBOX_MAX_LIMIT as i64))]
+    pub shard_mailbox_max: u32,
 }
 
 impl Cli {
@@ -190,6 +228,10 @@ mod tests {
         assert_eq!(args.http_connections_max, 10_000);
         assert_eq!(args.http_connections_per_client_max, 256);
         assert_eq!(args.http_head_bytes_max, 16_384);
+        assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.rate_limit_per_sec, 0, "no rate limit unless asked");
+        assert_eq!(args.rate_limit_burst, None);
+        assert_eq!(args.shard_mailbox_max as usize, SHARD_MAILBOX_MAX_DEFAULT);
     }
 
     #[test]
@@ -214,6 +256,36 @@ mod tests {
             ["tokend", "--http-head-bytes-max", "100"],
             ["tokend", "--http-connections-max", "0"],
             ["tokend", "--http-body-timeout-ms", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limit_and_log_flags_parse() {
+        let args = Cli::try_parse_from([
+            "tokend",
+            "--log-format",
+            "json",
+            "--rate-limit-per-sec",
+            "50",
+            "--rate-limit-burst",
+            "100",
+            "--shard-mailbox-max",
+            "128",
+        ])
+        .unwrap()
+        .serve_args()
+        .unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.rate_limit_per_sec, 50);
+        assert_eq!(args.rate_limit_burst, Some(100));
+        assert_eq!(args.shard_mailbox_max, 128);
+        for bad in [
+            &["tokend", "--log-format", "xml"][..],
+            &["tokend", "--shard-mailbox-max", "0"],
+            &["tokend", "--rate-limit-burst", "0"],
+            &["tokend", "--rate-limit-per-sec", "1000001"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -34,12 +34,16 @@
 //!
 //! - [`config`]: command line and environment (`tokend serve`).
 //! - [`app`]: `Application::build(config)` — engine plus HTTP server.
+//! - [`logging`]: log events to stderr as text or JSON lines (`--log-format`,
+//!   `RUST_LOG`).
 //! - [`api`]: the HTTP layer: routes, one extractor for a request's key,
-//!   scope and body, planning of token creates, JSON rendering, the one
-//!   mapping of errors to status codes, and the connection edge under
+//!   scope and body (with the per-key rate limit), planning of token
+//!   creates, JSON rendering, the one mapping of errors to status codes,
+//!   request ids and the request log, and the connection edge under
 //!   actix-http (timeouts, connection caps, the head cap).
 //! - [`engine`]: routes token operations to shards (held here, or on
-//!   another node through [`engine::Remote`]), splits multi-shard creates,
+//!   another node through [`engine::Remote`]) within each shard's bound on
+//!   requests held (503 `OVERLOADED` past it), splits multi-shard creates,
 //!   merges lists; catalog operations; owns the snapshotter.
 //! - [`cluster`]: cluster mode on NATS JetStream: replicated shard logs
 //!   fenced by the expected subject sequence, a leased shard map, takeovers
@@ -86,6 +90,7 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod log;
+pub mod logging;
 pub mod malloc;
 pub mod metrics;
 pub mod model;

@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokend::admin_key::{AdminKey, Bootstrap};
 use tokend::api::edge::EdgeLimits;
+use tokend::api::rate_limit::RateLimitSettings;
 use tokend::app::{AppConfig, Application};
-use tokend::clock::SystemClock;
+use tokend::clock::{Clock, SystemClock};
 use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
 use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
+use tokend::logging::{self, LogFormat};
 use tokend::offline;
 use tokend::storage::FsStorage;
 use tokend::store::StoreConfig;
 use tokend::wal::WalOptions;
-use tracing_subscriber::EnvFilter;
 
 /// How often shard timers run (expiry, purges).
 const TIMER_PERIOD: Duration = Duration::from_millis(100);
@@ -25,15 +26,13 @@ const TIMER_PERIOD: Duration = Duration::from_millis(100);
 const SNAPSHOT_WAL_BYTES: u64 = 256 << 20;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let command = Cli::parse().command();
+    logging::init(match &command {
+        Command::Serve(args) => args.log_format,
+        Command::Inspect(_) | Command::Compact(_) => LogFormat::Text,
+    });
     tokend::malloc::tune_for_server();
-    let result = match Cli::parse().command() {
+    let result = match command {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
         Command::Inspect(args) if !args.cluster.is_empty() => actix_web::rt::System::new()
             .block_on(tokend::cluster::inspect::inspect(
@@ -57,6 +56,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    if args.rate_limit_burst.is_some() && args.rate_limit_per_sec == 0 {
+        return Err("--rate-limit-burst needs --rate-limit-per-sec (limits are off)".into());
+    }
     let from_env = std::env::var("TOKEND_ADMIN_KEY").ok();
     let cluster = cluster_config(&args)?;
     let admin_key = if cluster.is_some() {
@@ -74,7 +76,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         {
             Bootstrap::FromEnv(key) | Bootstrap::Stored(key) => key,
             Bootstrap::Generated(key, shown) => {
-                eprintln!("tokend: generated admin key (shown once, store it now): {shown}");
+                show_generated_key(&shown, args.log_format);
                 key
             }
         }
@@ -98,6 +100,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 },
                 storage: Arc::new(FsStorage),
             },
+            shard_mailbox_max: args.shard_mailbox_max as usize,
         },
         admin_key,
         clock: Arc::new(SystemClock),
@@ -113,6 +116,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             // The flag's range (at most 64 KiB) fits any usize.
             head_bytes_max: usize::try_from(args.http_head_bytes_max)
                 .unwrap_or(tokend::api::edge::limits::HEAD_BYTES_MAX_LIMIT),
+        },
+        rate_limit: RateLimitSettings {
+            per_sec: args.rate_limit_per_sec,
+            burst: args.rate_limit_burst.unwrap_or(0),
         },
     };
     let app = match cluster {
@@ -145,6 +152,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("shutdown: {e}"))?;
     tracing::info!("tokend stopped");
     Ok(())
+}
+
+/// Prints a generated admin key once on stderr, in the log's format (a JSON
+/// log stays one object per line). The one secret tokend ever writes out.
+fn show_generated_key(shown: &str, format: LogFormat) {
+    const MESSAGE: &str = "generated admin key (shown once, store it now)";
+    match format {
+        LogFormat::Text => eprintln!("tokend: {MESSAGE}: {shown}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": tokend::timestamp::format(SystemClock.now_ms()),
+                "level": "WARN",
+                "message": MESSAGE,
+                "admin_key": shown,
+                "target": "tokend",
+            })
+        ),
+    }
 }
 
 /// The cluster to join, when `--cluster` names one.

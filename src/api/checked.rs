@@ -78,7 +78,7 @@ impl<B: CheckedBody> FromRequest for Checked<B> {
                         return Err(e);
                     }
                     engine.catalog_catch_up().await?;
-                    B::authorize(auth::authenticate(&req)?, &req)?
+                    B::authorize(auth::identify(&req)?, &req)?
                 }
                 authorized => authorized?,
             };

@@ -37,75 +37,83 @@ macro_rules! error_codes {
 }
 
 error_codes! {
-/// Malformed JSON or wrong content type.
-BadRequest,
-/// Missing or unknown API key.
-Unauthenticated,
-/// Known key without the scope.
-PermissionDenied,
-/// No such route.
-NotFound,
-/// The route exists, the method does not.
-MethodNotAllowed,
-/// Body over the limit.
-PayloadTooLarge,
-/// The request head or body was not received in time.
-RequestTimeout,
-/// The request head (request line and headers) is over the limit.
-HeadersTooLarge,
-/// Unknown fields, wrong types, broken limits.
-ValidationFailed,
-/// Unknown account (admin routes).
-AccountNotFound,
-/// Unknown API key (admin routes).
-ApiKeyNotFound,
-/// Unknown or foreign collection.
-CollectionNotFound,
-/// Unknown, purged or foreign token.
-TokenNotFound,
-/// Requested liveness differs from the account's.
-AccountLivenessMismatch,
-/// Idempotency key reused with a different body.
-TokenAlreadyCreated,
-/// Spent before.
-TokenAlreadyRedeemed,
-/// Past `expiresAt`.
-TokenExpired,
-/// Deleted.
-TokenDeleted,
-/// Before `activeFrom`.
-TokenNotYetActive,
-/// Merchant not in the collection's list.
-MerchantNotAllowed,
-/// A live hold reserves the token.
-TokenHeld,
-/// No such hold on the token.
-HoldNotFound,
-/// The hold was released, lapsed, or captured.
-HoldNotActive,
-/// A void of a token that is not redeemed.
-TokenNotRedeemed,
-/// A void after the collection's void window.
-VoidWindowClosed,
-/// The token was voided as often as it may be.
-VoidLimitReached,
-/// A limit of the service was reached.
-LimitReached,
-/// Restore has not finished, or the engine is stopping.
-ServiceUnavailable,
-/// The server, or this client, holds its maximum of open connections.
-ConnectionLimitReached,
-/// The log failed; writes are refused until a restart.
-StorageUnavailable,
-/// Cluster: the token's shard moved to another node while the request
-/// was in flight; whether it took effect is unknown (retry it with the
-/// same idempotency key).
-ShardMoved,
-/// Cluster: no node serves the token's shard at this moment (a takeover
-/// is under way); retry after `Retry-After` seconds.
-NotReady,
-/// A bug.
-Internal,}
+    /// Malformed JSON or wrong content type.
+    BadRequest,
+    /// Missing or unknown API key.
+    Unauthenticated,
+    /// Known key without the scope.
+    PermissionDenied,
+    /// No such route.
+    NotFound,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// Body over the limit.
+    PayloadTooLarge,
+    /// The request head or body was not received in time.
+    RequestTimeout,
+    /// The request head (request line and headers) is over the limit.
+    HeadersTooLarge,
+    /// Unknown fields, wrong types, broken limits.
+    ValidationFailed,
+    /// Unknown account (admin routes).
+    AccountNotFound,
+    /// Unknown API key (admin routes).
+    ApiKeyNotFound,
+    /// Unknown or foreign collection.
+    CollectionNotFound,
+    /// Unknown, purged or foreign token.
+    TokenNotFound,
+    /// Requested liveness differs from the account's.
+    AccountLivenessMismatch,
+    /// Idempotency key reused with a different body.
+    TokenAlreadyCreated,
+    /// Spent before.
+    TokenAlreadyRedeemed,
+    /// Past `expiresAt`.
+    TokenExpired,
+    /// Deleted.
+    TokenDeleted,
+    /// Before `activeFrom`.
+    TokenNotYetActive,
+    /// Merchant not in the collection's list.
+    MerchantNotAllowed,
+    /// A live hold reserves the token.
+    TokenHeld,
+    /// No such hold on the token.
+    HoldNotFound,
+    /// The hold was released, lapsed, or captured.
+    HoldNotActive,
+    /// A void of a token that is not redeemed.
+    TokenNotRedeemed,
+    /// A void after the collection's void window.
+    VoidWindowClosed,
+    /// The token was voided as often as it may be.
+    VoidLimitReached,
+    /// A catalog limit (keys or collections per account) was reached: a
+    /// permanent quota, not something a retry cures.
+    LimitReached,
+    /// The API key sent more requests than its rate limit allows; retry
+    /// after `Retry-After` seconds.
+    RateLimited,
+    /// The token's shard holds as many requests as it may; retry after
+    /// `Retry-After` seconds.
+    Overloaded,
+    /// Restore has not finished, or the engine is stopping.
+    ServiceUnavailable,
+    /// The server, or this client, holds its maximum of open connections.
+    ConnectionLimitReached,
+    /// The log failed; writes are refused until a restart.
+    StorageUnavailable,
+    /// Cluster: the token's shard moved to another node while the request
+    /// was in flight; whether it took effect is unknown (retry it with the
+    /// same idempotency key).
+    ShardMoved,
+    /// Cluster: no node serves the token's shard at this moment (a takeover
+    /// is under way); retry after `Retry-After` seconds.
+    NotReady,
+    /// A bug.
+    Internal,
+}
 
 impl ErrorCode {
     /// The HTTP status of this code.
@@ -135,11 +143,13 @@ impl ErrorCode {
             | ErrorCode::HoldNotActive
             | ErrorCode::TokenNotRedeemed
             | ErrorCode::VoidWindowClosed
-            | ErrorCode::VoidLimitReached => StatusCode::CONFLICT,
+            | ErrorCode::VoidLimitReached
+            | ErrorCode::LimitReached => StatusCode::CONFLICT,
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
-            ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable
             | ErrorCode::ConnectionLimitReached
+            | ErrorCode::Overloaded
             | ErrorCode::StorageUnavailable
             | ErrorCode::ShardMoved
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -177,6 +187,8 @@ impl ErrorCode {
             ErrorCode::VoidWindowClosed => "VOID_WINDOW_CLOSED",
             ErrorCode::VoidLimitReached => "VOID_LIMIT_REACHED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::ConnectionLimitReached => "CONNECTION_LIMIT_REACHED",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
@@ -489,6 +501,12 @@ impl From<EngineError> for ApiError {
                     "Storage is unavailable; the change was not made durable.",
                 )
             }
+            EngineError::Overloaded => ApiError::new(
+                ErrorCode::Overloaded,
+                "The token's shard is busy with as many requests as it may hold; \
+                 nothing was done, retry shortly.",
+            )
+            .retry_after(1),
             EngineError::Entropy => ApiError::new(ErrorCode::Internal, "No randomness available."),
             EngineError::ShardMoved => ApiError::new(
                 ErrorCode::ShardMoved,
@@ -523,5 +541,24 @@ mod tests {
                 code.as_str()
             );
         }
+    }
+
+    #[test]
+    fn quotas_conflict_and_limits_ask_for_a_retry() {
+        let quota: ApiError = EngineError::Catalog(CatalogError::LimitReached("API keys")).into();
+        assert_eq!(quota.code, ErrorCode::LimitReached);
+        assert_eq!(quota.code.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            quota.retry_after_secs, None,
+            "a quota is not cured by waiting"
+        );
+        assert_eq!(
+            ErrorCode::RateLimited.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let overloaded: ApiError = EngineError::Overloaded.into();
+        assert_eq!(overloaded.code.as_str(), "OVERLOADED");
+        assert_eq!(overloaded.code.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(overloaded.retry_after_secs, Some(1));
     }
 }

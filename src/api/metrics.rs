@@ -71,6 +71,11 @@ impl RouteLabel {
             .unwrap_or_else(|| panic!("route {pattern} is missing from api::metrics::ROUTES"));
         Self { index }
     }
+
+    /// The route's pattern, as registered.
+    pub fn pattern(&self) -> &'static str {
+        ROUTES[self.index]
+    }
 }
 
 /// `GET /metrics`: every metric of the application, as OpenMetrics text.

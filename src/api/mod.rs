@@ -14,6 +14,8 @@
 //! - [`request_id`]: `X-Request-Id` on every response;
 //! - [`edge`]: the connection edge below actix-http: timeouts, connection
 //!   caps, the head cap, and its errors in the API's shape;
+//! - [`access_log`]: one log event per request;
+//! - [`rate_limit`]: per-API-key rate limits;
 //! - [`metrics`]: `GET /metrics` and the middleware recording every request;
 //! - [`accounts`], [`collections`], [`tokens`], [`lifecycle`] (holds,
 //!   voids, validation, batch redeem), [`admin`], [`health`]: the
@@ -22,6 +24,7 @@
 //!   document, generated from the handlers and the request types;
 //!   [`docs_page`]: the interactive page over it (`GET /docs`).
 
+pub mod access_log;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
@@ -40,6 +43,7 @@ pub mod plan;
 pub mod problems;
 pub mod query;
 pub mod quote;
+pub mod rate_limit;
 pub mod render;
 pub mod request_id;
 pub mod respond;

@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use super::error::{ApiError, ErrorCode};
+use super::rate_limit::RateLimit;
 use crate::admin_key::AdminKey;
 use crate::engine::Engine;
 use crate::metrics::cluster::ClusterReadings;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Cluster mode: what this node holds (for `/health/ready`).
     pub cluster: OnceLock<Arc<dyn ClusterReadings>>,
+    /// Per-API-key rate limits (`None`: off).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl AppState {

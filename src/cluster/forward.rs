@@ -40,6 +40,8 @@ pub enum Failure {
     Storage(String),
     /// The owner is shutting down.
     Unavailable,
+    /// The owner's shard holds as many requests as it may; nothing was done.
+    Overloaded,
 }
 
 impl Failure {
@@ -54,6 +56,7 @@ impl Failure {
                 retry_after_secs,
             },
             EngineError::Unavailable => Failure::Unavailable,
+            EngineError::Overloaded => Failure::Overloaded,
             other => Failure::Storage(other.to_string()),
         }
     }
@@ -73,6 +76,7 @@ impl Failure {
                 reason: "the shard's owner is shutting down".into(),
                 retry_after_secs: 1,
             },
+            Failure::Overloaded => EngineError::Overloaded,
         }
     }
 }

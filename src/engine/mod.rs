@@ -8,10 +8,13 @@
 //! [`Log`] seam and answer with an LSN, and the engine awaits
 //! [`Log::durable`] for it.
 //!
+//! - [`mailbox`]: the bound on the requests a shard holds (503 `OVERLOADED`
+//!   past it).
 //! - [`placement`]: where each shard runs (here, or on another node of a
 //!   cluster, reached through [`Remote`]), and how catalog changes are
 //!   written ([`CatalogWriter`]).
 
+pub mod mailbox;
 pub mod placement;
 
 use crate::catalog::{Catalog, CatalogError};
@@ -33,6 +36,7 @@ use crate::snapshot::{SnapshotInfo, Snapshotter};
 use crate::store::{Store, StoreConfig, StoreError};
 use actix::{Actor, Arbiter};
 use futures_util::future::{join_all, BoxFuture};
+use mailbox::{Admitted, Mailbox};
 use parking_lot::Mutex;
 use placement::{Placement, ShardHandle};
 use std::collections::{BTreeMap, HashSet};
@@ -56,6 +60,9 @@ pub struct EngineConfig {
     pub timer_period: Duration,
     /// Where and how state is kept durable.
     pub store: StoreConfig,
+    /// Requests one shard may hold at once (`--shard-mailbox-max`); past
+    /// it, 503 `OVERLOADED`.
+    pub shard_mailbox_max: usize,
 }
 
 /// Why the engine refused an operation.
@@ -74,6 +81,10 @@ pub enum EngineError {
     /// written: for the log, nothing more is acknowledged until a restart.
     #[error("storage unavailable: {0}")]
     Storage(String),
+    /// The shard holds as many requests as `--shard-mailbox-max` allows; the
+    /// request was refused before the shard saw it (nothing changed).
+    #[error("the shard is overloaded")]
+    Overloaded,
     /// The operating system could not supply randomness for a key.
     #[error("no randomness available")]
     Entropy,
@@ -91,6 +102,9 @@ pub enum EngineError {
         retry_after_secs: u32,
     },
 }
+
+/// The mailbox slots one request holds, by shard.
+type Slots = BTreeMap<usize, Admitted>;
 
 /// A page of tokens.
 #[derive(Debug, Clone)]
@@ -142,6 +156,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// How often shard timers run on their own.
     timer_period: Duration,
+    /// Requests one shard may hold at once.
+    shard_mailbox_max: usize,
     /// Local store or cluster.
     durability: Durability,
 }
@@ -217,6 +233,8 @@ pub struct ClusterEngineConfig {
     pub tombstone_retention_ms: i64,
     /// How often shard timers run on their own.
     pub timer_period: Duration,
+    /// Requests one shard may hold at once (`--shard-mailbox-max`).
+    pub shard_mailbox_max: usize,
 }
 
 impl Engine {
@@ -243,7 +261,10 @@ impl Engine {
                 Arc::clone(&log),
                 None,
                 &clock,
-                config.timer_period,
+                ShardSettings {
+                    timer_period: config.timer_period,
+                    mailbox_max: config.shard_mailbox_max,
+                },
             );
             addrs.push(handle.addr.clone());
             placement.install(index, handle);
@@ -267,6 +288,7 @@ impl Engine {
                 catalog,
                 clock,
                 timer_period: config.timer_period,
+                shard_mailbox_max: config.shard_mailbox_max,
                 durability: Durability::Local { store, snapshotter },
             }),
         })
@@ -293,6 +315,7 @@ impl Engine {
                 catalog_writer,
                 clock,
                 timer_period: config.timer_period,
+                shard_mailbox_max: config.shard_mailbox_max,
                 durability: Durability::Cluster {
                     remote,
                     wal_metrics: WalMetrics::default(),
@@ -323,7 +346,10 @@ impl Engine {
             log,
             Some(tenure),
             &self.inner.clock,
-            self.inner.timer_period,
+            ShardSettings {
+                timer_period: self.inner.timer_period,
+                mailbox_max: self.inner.shard_mailbox_max,
+            },
         );
         drop(arbiters);
         self.inner.placement.install(index, handle);
@@ -340,6 +366,15 @@ impl Engine {
     pub async fn capture_shard(&self, index: usize) -> Option<crate::shard::ShardCapture> {
         let handle = self.inner.placement.get(index)?;
         handle.addr.send(crate::shard::actor::Capture).await.ok()
+    }
+
+    /// Requests shard `index` holds now (queued for it, being decided, or
+    /// waiting for their log records), when it runs here.
+    pub fn shard_requests_held(&self, index: usize) -> Option<usize> {
+        self.inner
+            .placement
+            .get(index)
+            .map(|handle| handle.mailbox.held())
     }
 
     /// Whether shard `index` runs here and this node still holds it.
@@ -423,6 +458,20 @@ impl Engine {
         }
     }
 
+    /// A slot on each of `shards` that runs here, taken all at once: either
+    /// every one, or none and [`EngineError::Overloaded`]. Shards held
+    /// elsewhere are bounded by their owners.
+    fn admit_all(&self, shards: impl Iterator<Item = usize>) -> Result<Slots, EngineError> {
+        let mut slots = Slots::new();
+        for shard in shards {
+            if let Some(handle) = self.local(shard)? {
+                // On a refusal the slots taken so far drop with `slots`.
+                slots.insert(shard, handle.admit()?);
+            }
+        }
+        Ok(slots)
+    }
+
     /// Sends `request` to the node that owns `shard`.
     async fn remote(&self, shard: usize, request: ShardRequest) -> Result<ShardReply, EngineError> {
         match &self.inner.durability {
@@ -461,14 +510,21 @@ impl Engine {
             .chain(&parents)
             .map(|(_, t)| t.id.shard(self.shard_count()))
             .collect();
+        // Every slot first: a full shard refuses the whole create before
+        // any part of it is logged.
+        let slots = self.admit_all(shards.iter().copied())?;
         if shards.len() > 1 || !children.is_empty() {
-            self.precheck(account, children.iter().chain(&parents).map(|(_, t)| t))
-                .await?;
+            self.precheck(
+                account,
+                children.iter().chain(&parents).map(|(_, t)| t),
+                &slots,
+            )
+            .await?;
         }
         let mut ordered: Vec<Option<Created>> = vec![None; count];
         for phase in [children, parents] {
             if !phase.is_empty() {
-                self.create_part(phase, &mut ordered).await?;
+                self.create_part(phase, &mut ordered, &slots).await?;
             }
         }
         Ok(ordered.into_iter().flatten().collect())
@@ -479,6 +535,7 @@ impl Engine {
         &self,
         account: AccountId,
         tokens: impl Iterator<Item = &'a NewToken>,
+        slots: &Slots,
     ) -> Result<(), EngineError> {
         let mut items: BTreeMap<usize, Vec<(TokenId, [u8; 16])>> = BTreeMap::new();
         for token in tokens {
@@ -491,7 +548,7 @@ impl Engine {
         }
         let checks = items
             .into_iter()
-            .map(|(shard, items)| self.precheck_on(shard, account, items));
+            .map(|(shard, items)| self.precheck_on(shard, account, items, slots));
         for result in join_all(checks).await {
             result??;
         }
@@ -503,9 +560,18 @@ impl Engine {
         shard: usize,
         account_id: AccountId,
         items: Vec<(TokenId, [u8; 16])>,
+        slots: &Slots,
     ) -> Result<Result<(), Rejection>, EngineError> {
         if let Some(handle) = self.local(shard)? {
-            return handle.precheck(account_id, items).await;
+            let admitted;
+            let slot = match slots.get(&shard) {
+                Some(slot) => slot,
+                None => {
+                    admitted = handle.admit()?;
+                    &admitted
+                }
+            };
+            return handle.precheck(slot, account_id, items).await;
         }
         match self
             .remote(shard, ShardRequest::Precheck { account_id, items })
@@ -523,6 +589,7 @@ impl Engine {
         &self,
         tokens: Vec<(usize, NewToken)>,
         ordered: &mut [Option<Created>],
+        slots: &Slots,
     ) -> Result<(), EngineError> {
         let mut groups: BTreeMap<usize, Vec<(usize, NewToken)>> = BTreeMap::new();
         for (position, token) in tokens {
@@ -536,7 +603,11 @@ impl Engine {
         for (shard, group) in groups {
             let (places, tokens): (Vec<usize>, Vec<NewToken>) = group.into_iter().unzip();
             positions.push(places);
-            parts.push(self.execute_on(shard, crate::command::Create { tokens }));
+            parts.push(self.execute_on(
+                shard,
+                crate::command::Create { tokens },
+                slots.get(&shard),
+            ));
         }
         // Every part is decided and durable (or failed) before any answer.
         let decided = join_all(parts).await;
@@ -609,7 +680,7 @@ impl Engine {
         commands: Vec<Redeem>,
     ) -> Result<Vec<Result<Redeemed, Rejection>>, EngineError> {
         if let Some(handle) = self.local(shard)? {
-            return handle.execute_each(commands).await;
+            return handle.execute_each(&handle.admit()?, commands).await;
         }
         let reply = self
             .remote(shard, ShardRequest::RedeemEach(commands))
@@ -642,7 +713,7 @@ impl Engine {
     pub async fn validate(&self, command: Redeem) -> Result<Checked, EngineError> {
         let shard = command.id.shard(self.shard_count());
         let checked = match self.local(shard)? {
-            Some(handle) => handle.validate(command).await?,
+            Some(handle) => handle.validate(&handle.admit()?, command).await?,
             None => self
                 .remote(shard, ShardRequest::Validate(command))
                 .await?
@@ -668,19 +739,24 @@ impl Engine {
         command: C,
     ) -> Result<C::Outcome, EngineError> {
         Ok(self
-            .execute_on(id.shard(self.shard_count()), command)
+            .execute_on(id.shard(self.shard_count()), command, None)
             .await??)
     }
 
     /// Has `shard`, here or on its owner, decide `command`; answers once the
-    /// records it depends on are durable.
+    /// records it depends on are durable. `slot`: one the request already
+    /// holds on the shard (else one is taken now).
     async fn execute_on<C: WireCommand>(
         &self,
         shard: usize,
         command: C,
+        slot: Option<&Admitted>,
     ) -> Result<Result<C::Outcome, Rejection>, EngineError> {
         match self.local(shard)? {
-            Some(handle) => handle.execute(command).await,
+            Some(handle) => match slot {
+                Some(slot) => handle.execute(slot, command).await,
+                None => handle.execute(&handle.admit()?, command).await,
+            },
             None => {
                 let reply = self.remote(shard, command.request()).await?;
                 Ok(C::outcome(reply, &self.inner.catalog)?)
@@ -728,7 +804,7 @@ impl Engine {
         ids: Vec<TokenId>,
     ) -> Result<Vec<Option<Arc<Token>>>, EngineError> {
         if let Some(handle) = self.local(shard)? {
-            return handle.fetch(account_id, ids).await;
+            return handle.fetch(&handle.admit()?, account_id, ids).await;
         }
         match self
             .remote(shard, ShardRequest::Fetch { account_id, ids })
@@ -763,7 +839,7 @@ impl Engine {
 
     async fn list_on(&self, shard: usize, query: ListQuery) -> Result<ListPage, EngineError> {
         if let Some(handle) = self.local(shard)? {
-            return handle.list(query).await;
+            return handle.list(&handle.admit()?, query).await;
         }
         match self.remote(shard, ShardRequest::List(query)).await? {
             ShardReply::Listed(tokens) => Ok(ListPage {
@@ -897,6 +973,15 @@ impl Engine {
     }
 }
 
+/// How each shard actor runs.
+#[derive(Debug, Clone, Copy)]
+struct ShardSettings {
+    /// How often its timers run on their own.
+    timer_period: Duration,
+    /// Requests it may hold at once.
+    mailbox_max: usize,
+}
+
 /// Starts a shard actor on `arbiter`.
 fn start_shard(
     arbiter: &Arbiter,
@@ -905,15 +990,23 @@ fn start_shard(
     log: Arc<dyn Log>,
     tenure: Option<Arc<dyn Tenure>>,
     clock: &Arc<dyn Clock>,
-    timer_period: Duration,
+    settings: ShardSettings,
 ) -> Arc<ShardHandle> {
+    let ShardSettings {
+        timer_period,
+        mailbox_max,
+    } = settings;
+    let mailbox = Mailbox::new(mailbox_max);
+    // Counted requests never fill the actor's own mailbox, so senders never
+    // wait there: the bound is the engine's, answered at once.
     let shard = Shard::new(
         state,
         Arc::clone(catalog),
         Arc::clone(&log),
         Arc::clone(clock),
         timer_period,
-    );
+    )
+    .with_mailbox_capacity(mailbox_max + mailbox::UNCOUNTED_MESSAGES_MAX);
     let gauges: Arc<TokenGauges> = shard.token_gauges();
     let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
     Arc::new(ShardHandle {
@@ -921,6 +1014,7 @@ fn start_shard(
         log,
         tenure,
         gauges,
+        mailbox,
     })
 }
 

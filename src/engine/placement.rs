@@ -6,6 +6,7 @@
 //! emptied when it hands the shard off or loses it; a filled slot serves
 //! only while its [`Tenure`] says this node still holds the shard.
 
+use super::mailbox::{Admitted, Mailbox};
 use super::EngineError;
 use crate::command::CatalogCommand;
 use crate::command::Redeem;
@@ -66,14 +67,18 @@ pub struct ShardHandle {
     pub tenure: Option<Arc<dyn Tenure>>,
     /// Its token counts, as it last published them.
     pub gauges: Arc<TokenGauges>,
+    /// The slots requests take before messaging it: bounds what it holds.
+    pub mailbox: Arc<Mailbox>,
 }
 
 impl ShardHandle {
     /// Decides `command` and answers once its records are durable.
     pub async fn execute<C: TokenCommand>(
         &self,
+        slot: &Admitted,
         command: C,
     ) -> Result<Result<C::Outcome, Rejection>, EngineError> {
+        self.check(slot);
         let decided = self
             .addr
             .send(Execute(command))
@@ -87,8 +92,10 @@ impl ShardHandle {
     /// records are durable.
     pub async fn execute_each<C: TokenCommand>(
         &self,
+        slot: &Admitted,
         commands: Vec<C>,
     ) -> Result<Vec<Result<C::Outcome, Rejection>>, EngineError> {
+        self.check(slot);
         let decided = self
             .addr
             .send(ExecuteEach(commands))
@@ -102,8 +109,10 @@ impl ShardHandle {
     /// refusal must not rest on a change a crash could undo).
     pub async fn validate(
         &self,
+        slot: &Admitted,
         command: Redeem,
     ) -> Result<Result<Checked, Rejection>, EngineError> {
+        self.check(slot);
         let decided = self
             .addr
             .send(Validate(command))
@@ -116,9 +125,11 @@ impl ShardHandle {
     /// Reads tokens by id.
     pub async fn fetch(
         &self,
+        slot: &Admitted,
         account_id: AccountId,
         ids: Vec<TokenId>,
     ) -> Result<Vec<Option<Arc<Token>>>, EngineError> {
+        self.check(slot);
         let decided = self
             .addr
             .send(Fetch { account_id, ids })
@@ -128,7 +139,8 @@ impl ShardHandle {
     }
 
     /// One page of a list.
-    pub async fn list(&self, query: ListQuery) -> Result<ListPage, EngineError> {
+    pub async fn list(&self, slot: &Admitted, query: ListQuery) -> Result<ListPage, EngineError> {
+        self.check(slot);
         let decided = self
             .addr
             .send(List(query))
@@ -140,9 +152,11 @@ impl ShardHandle {
     /// Checks idempotency keys; the answer rests on everything logged so far.
     pub async fn precheck(
         &self,
+        slot: &Admitted,
         account_id: AccountId,
         items: Vec<(TokenId, [u8; 16])>,
     ) -> Result<Result<(), Rejection>, EngineError> {
+        self.check(slot);
         let checked = self
             .addr
             .send(Precheck { account_id, items })
@@ -150,6 +164,17 @@ impl ShardHandle {
             .map_err(|_| EngineError::Unavailable)?;
         self.wait(self.log.last_lsn()).await?;
         Ok(checked)
+    }
+
+    /// Takes a slot of this shard's mailbox (503 `OVERLOADED` when full).
+    pub fn admit(&self) -> Result<Admitted, EngineError> {
+        self.mailbox.admit()
+    }
+
+    /// Asserts that `slot` was taken in this shard's mailbox: a request
+    /// messages a shard only while it holds one of its slots.
+    fn check(&self, slot: &Admitted) {
+        assert!(slot.is_of(&self.mailbox), "a slot of another shard");
     }
 
     async fn wait(&self, lsn: Lsn) -> Result<(), EngineError> {
@@ -175,30 +200,35 @@ impl ShardHandle {
     /// Decides a request that came from another node.
     pub async fn serve(&self, request: ShardRequest) -> Result<ShardReply, EngineError> {
         use crate::shard::wire::{TokenWire, WireCommand};
+        let slot = &self.admit()?;
         Ok(match request {
-            ShardRequest::Create(c) => crate::command::Create::reply(&self.execute(c).await?),
-            ShardRequest::Redeem(c) => crate::command::Redeem::reply(&self.execute(c).await?),
-            ShardRequest::Delete(c) => crate::command::Delete::reply(&self.execute(c).await?),
-            ShardRequest::Hold(c) => crate::command::Hold::reply(&self.execute(c).await?),
-            ShardRequest::Capture(c) => crate::command::Capture::reply(&self.execute(c).await?),
-            ShardRequest::Release(c) => crate::command::Release::reply(&self.execute(c).await?),
-            ShardRequest::Void(c) => crate::command::Void::reply(&self.execute(c).await?),
-            ShardRequest::Validate(c) => ShardReply::validated(&self.validate(c).await?),
+            ShardRequest::Create(c) => crate::command::Create::reply(&self.execute(slot, c).await?),
+            ShardRequest::Redeem(c) => crate::command::Redeem::reply(&self.execute(slot, c).await?),
+            ShardRequest::Delete(c) => crate::command::Delete::reply(&self.execute(slot, c).await?),
+            ShardRequest::Hold(c) => crate::command::Hold::reply(&self.execute(slot, c).await?),
+            ShardRequest::Capture(c) => {
+                crate::command::Capture::reply(&self.execute(slot, c).await?)
+            }
+            ShardRequest::Release(c) => {
+                crate::command::Release::reply(&self.execute(slot, c).await?)
+            }
+            ShardRequest::Void(c) => crate::command::Void::reply(&self.execute(slot, c).await?),
+            ShardRequest::Validate(c) => ShardReply::validated(&self.validate(slot, c).await?),
             ShardRequest::RedeemEach(commands) => {
                 let outcomes: Vec<Result<Redeemed, Rejection>> =
-                    self.execute_each(commands).await?;
+                    self.execute_each(slot, commands).await?;
                 ShardReply::redeemed_each(&outcomes)
             }
             ShardRequest::Fetch { account_id, ids } => ShardReply::Fetched(
-                self.fetch(account_id, ids)
+                self.fetch(slot, account_id, ids)
                     .await?
                     .iter()
                     .map(|t| t.as_deref().map(TokenWire::of))
                     .collect(),
             ),
-            ShardRequest::List(query) => ShardReply::listed(&self.list(query).await?),
+            ShardRequest::List(query) => ShardReply::listed(&self.list(slot, query).await?),
             ShardRequest::Precheck { account_id, items } => {
-                match self.precheck(account_id, items).await? {
+                match self.precheck(slot, account_id, items).await? {
                     Ok(()) => ShardReply::Checked,
                     Err(rejection) => ShardReply::Rejected(rejection),
                 }

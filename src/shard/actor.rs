@@ -27,8 +27,10 @@ use actix::{Actor, AsyncContext, Context, Handler, Message};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Messages queued per shard before senders wait: deep enough to absorb a
-/// burst from every HTTP worker, bounded so overload turns into backpressure.
+/// Messages queued per shard before senders wait, unless the engine sets
+/// its own ([`Shard::with_mailbox_capacity`]): deep enough to absorb a burst
+/// from every HTTP worker. The engine bounds the requests it sends a shard
+/// below this (see `engine::mailbox`), so that senders never wait here.
 const MAILBOX_CAPACITY: usize = 4_096;
 
 /// A shard's answer, valid once `lsn` is durable.
@@ -115,6 +117,8 @@ pub struct Shard {
     timer_period: Duration,
     /// The state's token counts, published after each change for scrapes.
     token_gauges: Arc<TokenGauges>,
+    /// Messages the actor's mailbox queues before senders wait.
+    mailbox_capacity: usize,
 }
 
 impl Shard {
@@ -137,7 +141,16 @@ impl Shard {
             clock,
             last_now_ms: Millis::MIN,
             timer_period,
+            mailbox_capacity: MAILBOX_CAPACITY,
         }
+    }
+
+    /// The same shard, queueing up to `capacity` messages before senders
+    /// wait.
+    pub fn with_mailbox_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "a mailbox holds at least one message");
+        self.mailbox_capacity = capacity;
+        self
     }
 
     /// This shard's token counts by status, as last published.
@@ -166,7 +179,7 @@ impl Actor for Shard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
         ctx.run_interval(self.timer_period, |shard, _| {
             shard.run_timers();
         });

@@ -28,11 +28,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokend::admin_key::AdminKey;
 use tokend::api::edge::EdgeLimits;
+use tokend::api::rate_limit::RateLimitSettings;
 use tokend::app::{AppConfig, Application, StartError};
 use tokend::clock::ManualClock;
 use tokend::cluster::names::Names;
 use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
+use tokend::config::SHARD_MAILBOX_MAX_DEFAULT;
 use tokend::engine::{Engine, EngineConfig};
 use tokend::storage::{FsStorage, Storage};
 use tokend::store::StoreConfig;
@@ -59,6 +61,8 @@ pub struct TestAppBuilder {
     storage: Option<Arc<dyn Storage>>,
     wal: Option<WalOptions>,
     edge: EdgeLimits,
+    shard_mailbox_max: usize,
+    rate_limit: RateLimitSettings,
 }
 
 impl TestAppBuilder {
@@ -95,6 +99,18 @@ impl TestAppBuilder {
     /// Connection timeouts and caps (production defaults unless changed).
     pub fn edge(mut self, edge: EdgeLimits) -> Self {
         self.edge = edge;
+        self
+    }
+
+    /// Requests one shard may hold at once (`--shard-mailbox-max`).
+    pub fn shard_mailbox_max(mut self, max: usize) -> Self {
+        self.shard_mailbox_max = max;
+        self
+    }
+
+    /// Per-API-key rate limits (`--rate-limit-per-sec`, `--rate-limit-burst`).
+    pub fn rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.rate_limit = RateLimitSettings { per_sec, burst };
         self
     }
 
@@ -143,6 +159,7 @@ impl TestAppBuilder {
                 // Only explicit `run_timers()` calls run the timers.
                 timer_period: Duration::from_secs(3600),
                 store,
+                shard_mailbox_max: self.shard_mailbox_max,
             },
             admin_key: AdminKey::from_key(ADMIN),
             clock: clock.clone(),
@@ -151,6 +168,7 @@ impl TestAppBuilder {
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_wal_bytes: u64::MAX,
             edge: self.edge,
+            rate_limit: self.rate_limit,
         }
     }
 
@@ -478,6 +496,8 @@ impl TestApp {
                 connections_per_client_max: EdgeLimits::default().connections_max,
                 ..EdgeLimits::default()
             },
+            shard_mailbox_max: SHARD_MAILBOX_MAX_DEFAULT,
+            rate_limit: RateLimitSettings::OFF,
         }
     }
 

@@ -14,6 +14,8 @@ mod expiry;
 mod helpers;
 mod lifecycle;
 mod lifecycle_restart;
+mod limits;
+mod logs;
 mod metrics;
 // The child-process and network helpers of the NATS harness that cluster
 // mode (see `helpers`) shares with the cluster suite.

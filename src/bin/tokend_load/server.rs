@@ -11,6 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The spawned server's `RUST_LOG` unless the profiler's own is set: the
+/// server's defaults without the request lines of answers below 500.
+const SERVER_LOG_FILTER: &str = "info,tokend::access=warn";
 /// How long a start (including a restore) may take before giving up.
 const START_LIMIT: Duration = Duration::from_secs(600);
 /// How long a graceful stop may take before SIGKILL.
@@ -166,6 +169,12 @@ impl Server {
             .stderr(Stdio::piped());
         if let Some(shards) = spec.shards {
             command.arg("--shards").arg(shards.to_string());
+        }
+        // The request log writes a line per request: at load-test rates
+        // that is the profiler's own drain thread and disk competing with
+        // the server. Unless the caller chose a filter, keep it to 5xx.
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", SERVER_LOG_FILTER);
         }
         command.args(&spec.extra_args);
         die_with_parent(&mut command);

@@ -91,8 +91,8 @@ struct Running {
 }
 
 /// A `tokend serve` in cluster mode, with a clean environment (no `TOKEND_*`
-/// of the caller, `NO_COLOR=1`, `RUST_LOG=info`), its stderr drained into a
-/// [`Log`]. Its port and data dir stay the same across restarts. Dropping
+/// of the caller, `NO_COLOR=1`, `RUST_LOG=info` without request lines below
+/// 5xx), its stderr drained into a [`Log`]. Its port and data dir stay the same across restarts. Dropping
 /// it kills the process.
 pub struct TokendNode {
     config: NodeConfig,
