@@ -117,6 +117,7 @@ impl Application {
             threads: config.engine.shards,
             tombstone_retention_ms: config.engine.tombstone_retention_ms,
             timer_period: config.engine.timer_period,
+            keyring: Arc::clone(&config.engine.store.wal.keyring),
         };
         let node = match ClusterNode::join(cluster, engine_config, config.clock).await {
             Ok(node) => Arc::new(node),

@@ -11,6 +11,7 @@ use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
 use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
+use tokend::keyring::Keyring;
 use tokend::offline;
 use tokend::storage::FsStorage;
 use tokend::store::StoreConfig;
@@ -32,19 +33,26 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     tokend::malloc::tune_for_server();
+    let keyring = match Keyring::from_env() {
+        Ok(keyring) => Arc::new(keyring),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match Cli::parse().command() {
-        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args, keyring)),
         Command::Inspect(args) if !args.cluster.is_empty() => actix_web::rt::System::new()
             .block_on(tokend::cluster::inspect::inspect(
                 &args.cluster,
                 &args.cluster_name,
                 &mut std::io::stdout(),
             )),
-        Command::Inspect(args) => offline::inspect(&args.data_dir, &mut std::io::stdout()),
+        Command::Inspect(args) => offline::inspect(&args.data_dir, keyring, &mut std::io::stdout()),
         Command::Compact(args) if !args.cluster.is_empty() => {
             Err("compact works on a data dir; a cluster's logs are JetStream's".into())
         }
-        Command::Compact(args) => offline::compact(&args.data_dir, &mut std::io::stdout()),
+        Command::Compact(args) => offline::compact(&args.data_dir, keyring, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,7 +63,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs, keyring: Arc<Keyring>) -> Result<(), String> {
     let from_env = std::env::var("TOKEND_ADMIN_KEY").ok();
     let cluster = cluster_config(&args)?;
     let admin_key = if cluster.is_some() {
@@ -78,6 +86,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         }
     };
+    match keyring.sealing_key_id() {
+        Some(sealing) => tracing::info!(
+            sealing_key = sealing,
+            key_ids = ?keyring.key_ids().collect::<Vec<_>>(),
+            "encryption at rest on"
+        ),
+        None => tracing::info!("encryption at rest off (TOKEND_DATA_KEY unset)"),
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.map_or(cpus, usize::from);
     let config = AppConfig {
@@ -93,6 +109,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 wal: WalOptions {
                     fsync: args.fsync,
                     fsync_interval_ms: args.fsync_interval_ms,
+                    keyring,
                     ..WalOptions::default()
                 },
                 storage: Arc::new(FsStorage),

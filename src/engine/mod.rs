@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, Millis};
 use crate::command::{Capture, CatalogCommand, Delete, Hold, NewToken, Redeem, Release, Void};
 use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
+use crate::keyring::Keyring;
 use crate::log::{Log, LogError, LogRecord};
 use crate::metrics::store::{SnapshotMetrics, WalMetrics};
 use crate::metrics::tokens::{StatusCounts, TokenGauges};
@@ -217,6 +218,9 @@ pub struct ClusterEngineConfig {
     pub tombstone_retention_ms: i64,
     /// How often shard timers run on their own.
     pub timer_period: Duration,
+    /// Seals token values in the replicated records and shard snapshots,
+    /// and opens them (every node needs the same keys).
+    pub keyring: Arc<Keyring>,
 }
 
 impl Engine {
