@@ -74,7 +74,7 @@ async fn serve(args: ServeArgs, keyring: Arc<Keyring>) -> Result<(), String> {
             _ => return Err("cluster mode needs TOKEND_ADMIN_KEY (the same on every node)".into()),
         }
     } else {
-        std::fs::create_dir_all(&args.data_dir)
+        tokend::storage::private::create_dir_all(&args.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
         match AdminKey::bootstrap(&args.data_dir, from_env)
             .map_err(|e| format!("admin key: {e}"))?
