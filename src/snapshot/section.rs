@@ -93,8 +93,8 @@ const FLAG_HELD: u8 = 1 << 6;
 /// Flag: the extra part holds sealed values. Builds before sealing refuse
 /// the section (unknown flag) rather than lose the values.
 const FLAG_SEALED: u8 = 1 << 7;
-/// Every flag bit in use.
-const FLAGS_KNOWN: u8 = 0xff;
+// Every bit of the flags byte is now in use: a later per-token flag goes
+// into the extra part as a tagged field.
 
 /// Tags of the extra part's fields (see the module docs).
 mod tag {
@@ -657,9 +657,6 @@ fn decode_head(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<Head, String> {
     let created_at_ms = r.i64("created_at")?;
     let active_from_ms = created_at_ms.wrapping_add(unzigzag(r.varint("active_from")?));
     let flags = r.byte("flags")?;
-    if flags & !FLAGS_KNOWN != 0 {
-        return Err(format!("unknown flags {flags:#04x}"));
-    }
     let status = match (flags & 3, flags & FLAG_HELD != 0) {
         (0, false) => Status::Active,
         (0, true) => Status::Held,

@@ -6,6 +6,7 @@ mod collections;
 mod concurrency;
 mod cross_account;
 mod durability;
+mod encryption;
 mod errors;
 mod expiry;
 mod helpers;
