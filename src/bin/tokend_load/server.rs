@@ -33,6 +33,8 @@ pub struct ServerSpec {
     pub log: PathBuf,
     /// Further `serve` flags (cluster mode).
     pub extra_args: Vec<String>,
+    /// `TOKEND_DATA_KEY`, when encryption at rest is on.
+    pub data_key: Option<String>,
 }
 
 /// A running server.
@@ -168,6 +170,9 @@ impl Server {
             command.arg("--shards").arg(shards.to_string());
         }
         command.args(&spec.extra_args);
+        if let Some(keyring) = &spec.data_key {
+            command.env("TOKEND_DATA_KEY", keyring);
+        }
         die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = command
