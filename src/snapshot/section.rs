@@ -992,4 +992,50 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn with_keys_data_and_encryption_are_sealed_and_open_only_for_their_token() {
+        let keyring = Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let token = TokenId::random();
+        let extra = TokenExtra {
+            data: Some(RawValue::from_string(r#"{"pan":"4111 1111"}"#.into()).unwrap()),
+            encryption: Some(Box::new(Encryption {
+                cek: Some(EncryptionKey {
+                    key: Some("wrapped-cek".into()),
+                    alg: Some("AES".into()),
+                }),
+                kek: None,
+            })),
+            ..TokenExtra::default()
+        };
+        let mut out = Vec::new();
+        let sealer = Sealer {
+            keyring: &keyring,
+            token: token.0.as_bytes(),
+        };
+        encode_extra(&mut out, &extra, &HashMap::new(), &mut Vec::new(), &sealer);
+        for plain in [&b"4111 1111"[..], b"wrapped-cek"] {
+            assert!(!out.windows(plain.len()).any(|w| w == plain));
+        }
+        assert_eq!(out.first(), Some(&(tag::SEALED_DATA as u8)));
+        let back =
+            decode_tagged_extra(&mut Reader { rest: &out }, &remap(), token, &keyring).unwrap();
+        assert_eq!(
+            back.data.as_ref().map(|d| d.get()),
+            Some(r#"{"pan":"4111 1111"}"#)
+        );
+        assert_eq!(back.encryption, extra.encryption);
+        let err = decode_tagged_extra(&mut Reader { rest: &out }, &remap(), token, &Keyring::off())
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("sealed data") && err.contains("\"k1\""),
+            "{err}"
+        );
+        let other = TokenId::random();
+        let err = decode_tagged_extra(&mut Reader { rest: &out }, &remap(), other, &keyring)
+            .err()
+            .unwrap();
+        assert!(err.contains("does not open"), "{err}");
+    }
 }
