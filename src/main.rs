@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     tokend::malloc::tune_for_server();
+    let command = Cli::parse().command();
     let keyring = match Keyring::from_env() {
         Ok(keyring) => Arc::new(keyring),
         Err(e) => {
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match Cli::parse().command() {
+    let result = match command {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args, keyring)),
         Command::Inspect(args) if !args.cluster.is_empty() => actix_web::rt::System::new()
             .block_on(tokend::cluster::inspect::inspect(
