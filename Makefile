@@ -62,7 +62,7 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	lifecycle:: redeem:: rejected:: tokens_create:: tokens_read::
 
-.PHONY: run build test test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-encryption bench-lifecycle bench-cluster clean
+.PHONY: run build test test-api test-tools test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-encryption bench-lifecycle bench-cluster clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -71,9 +71,11 @@ run:
 build:
 	$(CARGO) build --release --locked
 
-## Every test: unit, property, HTTP integration, the load profiler's, then
-## the cluster suite; benches are compiled too.
-test:
+## Every test: unit, property, HTTP integration (its /docs test drives a
+## headless Chromium), the README walk-through's (curl, jq, openssl), the
+## load profiler's, then the cluster suite; benches are compiled too. The
+## tools the tests drive are installed first.
+test: test-tools
 	$(CARGO) test --locked --features load
 	$(MAKE) test-cluster
 	$(CARGO) build --locked --benches
@@ -87,6 +89,22 @@ test-cluster:
 		$(CARGO) test --locked --features cluster-tests --test cluster -- --test-threads 1 && \
 		TOKEND_TEST_CLUSTER=auto $(CARGO) test --locked --features cluster-tests --test api -- \
 			$(API_CLUSTER_TESTS)
+
+## Debian's packages the tests drive: chromium (the HTTP suite's /docs test
+## runs it headless) and curl, jq, openssl (tests/walkthrough.rs runs the
+## README's walk-through); installed with apt-get when one is missing.
+TEST_PACKAGES = chromium curl jq openssl
+test-tools:
+	@missing=""; for p in $(TEST_PACKAGES); do command -v $$p > /dev/null || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] || apt-get install -y $$missing || \
+		{ apt-get update && apt-get install -y $$missing; } || \
+		sudo -n apt-get install -y $$missing
+
+## schemathesis (pinned, tools/schemathesis) against a live debug server on
+## a free port: no 5xx, every answer as /openapi.json documents it.
+## EXAMPLES sets the examples per operation.
+test-api:
+	tools/schemathesis/run
 
 ## The pinned nats-server (2.15.1) in target/tools/nats/venv; prints its path.
 nats-server:

@@ -3,6 +3,7 @@
 
 use crate::admin_key::AdminKey;
 use crate::api;
+use crate::api::edge::{self, EdgeLimits};
 use crate::api::state::AppState;
 use crate::clock::Clock;
 use crate::cluster::{ClusterConfig, ClusterError, ClusterNode};
@@ -13,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::Snapshotter;
 use crate::store::StoreError;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{middleware, web, App};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
@@ -35,6 +36,8 @@ pub struct AppConfig {
     pub snapshot_interval: Duration,
     /// A snapshot is also taken once the log grows by this many bytes.
     pub snapshot_wal_bytes: u64,
+    /// Timeouts and caps of client connections.
+    pub edge: EdgeLimits,
 }
 
 /// Why the application could not start.
@@ -158,21 +161,23 @@ impl Application {
         let listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let server_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .wrap(middleware::from_fn(api::request_id::middleware))
-                // Outermost: it sees the status and the time the client gets.
-                .wrap(api::metrics::RecordRequests::new(
-                    server_state.metrics.http(),
-                ))
-                .configure(api::routes)
-        })
-        .workers(config.http_workers.max(1))
-        .backlog(4096)
-        .disable_signals()
-        .listen(listener)?
-        .run();
+        let body_timeout = api::body::BodyTimeout(config.edge.body_timeout);
+        let server = edge::server::serve(
+            listener,
+            config.http_workers.max(1),
+            config.edge,
+            move || {
+                App::new()
+                    .app_data(server_state.clone())
+                    .app_data(body_timeout)
+                    .wrap(middleware::from_fn(api::request_id::middleware))
+                    // Outermost: it sees the status and the time the client gets.
+                    .wrap(api::metrics::RecordRequests::new(
+                        server_state.metrics.http(),
+                    ))
+                    .configure(api::routes)
+            },
+        )?;
         // Compile the request schemas now, not on the first write request
         // (which would otherwise pay for it in its latency).
         api::validate::schemas();

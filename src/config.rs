@@ -74,6 +74,38 @@ pub struct ServeArgs {
     /// Number of HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "TOKEND_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub http_workers: Option<u16>,
+    /// Milliseconds a client has to send a whole request head (request line
+    /// and headers), from the connection's start or from the head's first
+    /// byte; then 408 and the connection is closed. 5 s: a real client sends
+    /// its head at once; a slow-loris client drips it.
+    #[arg(long, env = "TOKEND_HTTP_HEAD_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_head_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole request body; then 408 and
+    /// the connection is closed. 30 s: a 16 MiB batch at about 4 Mbit/s.
+    #[arg(long, env = "TOKEND_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_body_timeout_ms: u64,
+    /// Milliseconds an idle keep-alive connection stays open.
+    #[arg(long, env = "TOKEND_HTTP_KEEP_ALIVE_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_keep_alive_ms: u64,
+    /// Client connections open at once, in all; the next one is answered
+    /// 503 `CONNECTION_LIMIT_REACHED` and closed.
+    #[arg(long, env = "TOKEND_HTTP_CONNECTIONS_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_connections_max: u32,
+    /// Client connections open at once from one IP address; the next one
+    /// is answered 503 `CONNECTION_LIMIT_REACHED` and closed. Behind a
+    /// proxy, every client has the proxy's address: raise it to the total.
+    #[arg(long, env = "TOKEND_HTTP_CONNECTIONS_PER_CLIENT_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_connections_per_client_max: u32,
+    /// Bytes of a request head (request line and all headers); a larger one
+    /// is answered 431 `HEADERS_TOO_LARGE`.
+    #[arg(long, env = "TOKEND_HTTP_HEAD_BYTES_MAX", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(1_024..=65_536))]
+    pub http_head_bytes_max: u64,
     /// When the WAL is fsynced.
     #[arg(long, env = "TOKEND_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncMode,
@@ -156,6 +188,39 @@ mod tests {
         assert_eq!(args.cluster_shards, 64);
         assert_eq!(args.cluster_replicas, 3);
         assert!(!args.cluster_allow_unsafe);
+        assert_eq!(args.http_head_timeout_ms, 5_000);
+        assert_eq!(args.http_body_timeout_ms, 30_000);
+        assert_eq!(args.http_keep_alive_ms, 5_000);
+        assert_eq!(args.http_connections_max, 10_000);
+        assert_eq!(args.http_connections_per_client_max, 256);
+        assert_eq!(args.http_head_bytes_max, 16_384);
+    }
+
+    #[test]
+    fn http_limits_parse_within_their_ranges() {
+        let args = Cli::try_parse_from([
+            "tokend",
+            "--http-head-timeout-ms",
+            "250",
+            "--http-connections-per-client-max",
+            "8",
+            "--http-head-bytes-max",
+            "2048",
+        ])
+        .unwrap()
+        .serve_args()
+        .unwrap();
+        assert_eq!(args.http_head_timeout_ms, 250);
+        assert_eq!(args.http_connections_per_client_max, 8);
+        assert_eq!(args.http_head_bytes_max, 2048);
+        for bad in [
+            ["tokend", "--http-head-bytes-max", "131072"],
+            ["tokend", "--http-head-bytes-max", "100"],
+            ["tokend", "--http-connections-max", "0"],
+            ["tokend", "--http-body-timeout-ms", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -35,8 +35,9 @@
 //! - [`config`]: command line and environment (`tokend serve`).
 //! - [`app`]: `Application::build(config)` — engine plus HTTP server.
 //! - [`api`]: the HTTP layer: routes, one extractor for a request's key,
-//!   scope and body, planning of token creates, JSON rendering, and the one
-//!   mapping of errors to status codes.
+//!   scope and body, planning of token creates, JSON rendering, the one
+//!   mapping of errors to status codes, and the connection edge under
+//!   actix-http (timeouts, connection caps, the head cap).
 //! - [`engine`]: routes token operations to shards (held here, or on
 //!   another node through [`engine::Remote`]), splits multi-shard creates,
 //!   merges lists; catalog operations; owns the snapshotter.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokend::admin_key::{AdminKey, Bootstrap};
+use tokend::api::edge::EdgeLimits;
 use tokend::app::{AppConfig, Application};
 use tokend::clock::SystemClock;
 use tokend::cluster::ownership::LeaseTimes;
@@ -121,6 +122,16 @@ async fn serve(args: ServeArgs, keyring: Arc<Keyring>) -> Result<(), String> {
         http_workers: args.http_workers.map_or(cpus, usize::from),
         snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
+        edge: EdgeLimits {
+            head_timeout: Duration::from_millis(args.http_head_timeout_ms),
+            body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+            keep_alive: Duration::from_millis(args.http_keep_alive_ms),
+            connections_max: args.http_connections_max,
+            connections_per_client_max: args.http_connections_per_client_max,
+            // The flag's range (at most 64 KiB) fits any usize.
+            head_bytes_max: usize::try_from(args.http_head_bytes_max)
+                .unwrap_or(tokend::api::edge::limits::HEAD_BYTES_MAX_LIMIT),
+        },
     };
     let app = match cluster {
         Some(cluster) => {

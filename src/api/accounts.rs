@@ -6,6 +6,8 @@ use super::error::{ApiError, ErrorCode};
 use super::query::{page, page_params};
 use super::render::{AccountJson, ApiKeyJson, ListJson};
 use super::respond::json;
+use super::schema::{self, reference};
+use super::shapes;
 use super::state::AppState;
 use super::validate::schemas;
 use crate::ids::{AccountId, KeyId};
@@ -15,14 +17,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// The body of `POST /api/accounts`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateAccount {
     /// For operators.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// Test or main.
+    #[schema(schema_with = reference::<Liveness>)]
     liveness: Liveness,
 }
 
@@ -39,12 +44,14 @@ impl CheckedBody for CreateAccount {
 }
 
 /// The body of `POST /api/accounts/{accountId}/api-keys`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateApiKey {
     /// Shown in `createdBy` of what the key creates.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// Scope names; the schema lists exactly the known ones.
+    #[schema(schema_with = schema::scopes)]
     scopes: Vec<String>,
 }
 
@@ -86,6 +93,11 @@ fn account_id(state: &AppState, text: &str) -> Result<AccountId, ApiError> {
 }
 
 /// `POST /api/accounts`
+#[utoipa::path(
+    post, path = "/api/accounts", tag = "accounts", security(("adminKey" = []), ("adminBearer" = [])),
+    request_body = CreateAccount,
+    responses((status = 201, description = "The account.", body = shapes::AccountShape)),
+)]
 pub async fn create_account(
     state: web::Data<AppState>,
     request: Checked<CreateAccount>,
@@ -99,6 +111,12 @@ pub async fn create_account(
 }
 
 /// `POST /api/accounts/{accountId}/api-keys`
+#[utoipa::path(
+    post, path = "/api/accounts/{accountId}/api-keys", tag = "accounts", security(("adminKey" = []), ("adminBearer" = [])),
+    params(("accountId" = String, Path, description = "The account.")),
+    request_body = CreateApiKey,
+    responses((status = 201, description = "The key, with its secret `key` shown this once.", body = shapes::ApiKeyShape)),
+)]
 pub async fn create_api_key(
     state: web::Data<AppState>,
     request: Checked<CreateApiKey>,
@@ -124,6 +142,13 @@ pub async fn create_api_key(
 }
 
 /// `GET /api/accounts/{accountId}/api-keys`
+#[utoipa::path(
+    get, path = "/api/accounts/{accountId}/api-keys", tag = "accounts", security(("adminKey" = []), ("adminBearer" = [])),
+    params(("accountId" = String, Path, description = "The account."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)."),
+        ("cursor" = Option<String>, Query, description = "`pagination.nextCursor` of the previous page."),),
+    responses((status = 200, description = "A page of the account's keys (no secrets).", body = shapes::ApiKeyListShape)),
+)]
 pub async fn list_api_keys(
     state: web::Data<AppState>,
     caller: Caller,
@@ -147,6 +172,12 @@ pub async fn list_api_keys(
 }
 
 /// `DELETE /api/accounts/{accountId}/api-keys/{keyId}`
+#[utoipa::path(
+    delete, path = "/api/accounts/{accountId}/api-keys/{keyId}", tag = "accounts", security(("adminKey" = []), ("adminBearer" = [])),
+    params(("accountId" = String, Path, description = "The account."),
+        ("keyId" = String, Path, description = "The key.")),
+    responses((status = 204, description = "Deleted; the key stops working at once.")),
+)]
 pub async fn delete_api_key(
     state: web::Data<AppState>,
     caller: Caller,

@@ -4,11 +4,16 @@
 use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
 use super::respond::json;
+use super::shapes;
 use super::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 /// `POST /api/admin/snapshot`: answers once a snapshot is durable.
+#[utoipa::path(
+    post, path = "/api/admin/snapshot", tag = "operations", security(("adminKey" = []), ("adminBearer" = [])),
+    responses((status = 200, description = "The snapshot is durable (single node; 404 in cluster mode).", body = shapes::SnapshotShape)),
+)]
 pub async fn snapshot(
     state: web::Data<AppState>,
     caller: Caller,

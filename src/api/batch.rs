@@ -18,6 +18,7 @@ use super::validate::{missing_field, unknown_field, BATCH_TOKENS_MAX};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The one field of a batch body.
 const TOKENS: &str = "tokens";
@@ -26,6 +27,16 @@ const TOKENS_PATH: &str = "$.tokens";
 /// Longest quote of a rejected value in a message, in characters (then `…`).
 /// A batch body may be 16 MiB; a 422 should not echo it back whole.
 pub const QUOTE_CHARS_MAX: usize = 200;
+
+/// The shape of a batch body, for the document: what [`BatchBody::split`]
+/// checks by hand, each item then checked against the token schema.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCreate {
+    /// 1 to 10 000 tokens, created all or none.
+    #[schema(schema_with = super::schema::batch_tokens)]
+    pub tokens: Vec<super::plan::TokenBody>,
+}
 
 /// A batch body, split at its top level.
 pub struct BatchBody<'a> {

@@ -3,7 +3,7 @@
 //! Bodies are read here (for [`Checked`](super::checked::Checked)) rather
 //! than by actix's extractors so that every failure answers in the API's
 //! error format: 413 over the limit, 400 for a wrong content type or
-//! malformed JSON.
+//! malformed JSON, 408 for a body not received within the body timeout.
 
 use super::error::{ApiError, ErrorCode};
 use actix_web::dev::Payload;
@@ -14,11 +14,38 @@ use futures_util::StreamExt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::fmt;
+use std::time::Duration;
 
 /// Body limit of ordinary routes (1 MiB).
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Body limit of the batch route (16 MiB).
 pub const BATCH_BODY_BYTES_MAX: usize = 16 << 20;
+
+/// How long a client has to send a whole body (`--http-body-timeout-ms`),
+/// from when its handler starts reading it; in the application's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeout(
+    /// The time from the first read to the last byte.
+    pub Duration,
+);
+
+impl Default for BodyTimeout {
+    fn default() -> Self {
+        Self(Duration::from_millis(
+            super::edge::limits::BODY_TIMEOUT_MS_DEFAULT,
+        ))
+    }
+}
+
+fn timed_out(timeout: Duration) -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "The body was not received within {} ms.",
+            timeout.as_millis()
+        ),
+    )
+}
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
@@ -32,7 +59,8 @@ pub fn not_json(error: serde_json::Error) -> ApiError {
     ApiError::bad_request(format!("The body is not valid JSON: {error}"))
 }
 
-/// Reads the whole body, refusing it as soon as it is over `limit`.
+/// Reads the whole body, refusing it as soon as it is over `limit`, or when
+/// it is not all received within the body timeout.
 pub async fn read_bytes(
     req: &HttpRequest,
     mut payload: Payload,
@@ -46,16 +74,22 @@ pub async fn read_bytes(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit));
     }
-    let mut body = BytesMut::with_capacity(declared.map_or(0, |len| len as usize).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("Could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+    let timeout = req.app_data::<BodyTimeout>().copied().unwrap_or_default().0;
+    let read = async move {
+        let mut body = BytesMut::with_capacity(declared.map_or(0, |len| len as usize).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("Could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(timeout)))
 }
 
 /// Refuses a body whose `Content-Type` is not JSON (`application/json` or

@@ -4,6 +4,7 @@
 //! `{"status", "code", "message", "requestId", "validationErrors"?}` — and
 //! every code has exactly one status, decided in [`ErrorCode::status`].
 
+use super::edge::{EdgeError, Refusal};
 use super::request_id;
 use crate::catalog::CatalogError;
 use crate::engine::{EngineError, Rejection};
@@ -13,73 +14,94 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
 
-/// Stable, documented error codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// Malformed JSON or wrong content type.
-    BadRequest,
-    /// Missing or unknown API key.
-    Unauthenticated,
-    /// Known key without the scope.
-    PermissionDenied,
-    /// No such route.
-    NotFound,
-    /// The route exists, the method does not.
-    MethodNotAllowed,
-    /// Body over the limit.
-    PayloadTooLarge,
-    /// Unknown fields, wrong types, broken limits.
-    ValidationFailed,
-    /// Unknown account (admin routes).
-    AccountNotFound,
-    /// Unknown API key (admin routes).
-    ApiKeyNotFound,
-    /// Unknown or foreign collection.
-    CollectionNotFound,
-    /// Unknown, purged or foreign token.
-    TokenNotFound,
-    /// Requested liveness differs from the account's.
-    AccountLivenessMismatch,
-    /// Idempotency key reused with a different body.
-    TokenAlreadyCreated,
-    /// Spent before.
-    TokenAlreadyRedeemed,
-    /// Past `expiresAt`.
-    TokenExpired,
-    /// Deleted.
-    TokenDeleted,
-    /// Before `activeFrom`.
-    TokenNotYetActive,
-    /// Merchant not in the collection's list.
-    MerchantNotAllowed,
-    /// A live hold reserves the token.
-    TokenHeld,
-    /// No such hold on the token.
-    HoldNotFound,
-    /// The hold was released, lapsed, or captured.
-    HoldNotActive,
-    /// A void of a token that is not redeemed.
-    TokenNotRedeemed,
-    /// A void after the collection's void window.
-    VoidWindowClosed,
-    /// The token was voided as often as it may be.
-    VoidLimitReached,
-    /// A limit of the service was reached.
-    LimitReached,
-    /// Restore has not finished, or the engine is stopping.
-    ServiceUnavailable,
-    /// The log failed; writes are refused until a restart.
-    StorageUnavailable,
-    /// Cluster: the token's shard moved to another node while the request
-    /// was in flight; whether it took effect is unknown (retry it with the
-    /// same idempotency key).
-    ShardMoved,
-    /// Cluster: no node serves the token's shard at this moment (a takeover
-    /// is under way); retry after `Retry-After` seconds.
-    NotReady,
-    /// A bug.
-    Internal,
+/// Declares [`ErrorCode`] and [`ErrorCode::ALL`] from one list, so that no
+/// code can be missing from `ALL` (the OpenAPI document derives each route's
+/// error answers from it).
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $code:ident,)*) => {
+        /// Stable, documented error codes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $code,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$code,)*];
+        }
+    };
 }
+
+error_codes! {
+/// Malformed JSON or wrong content type.
+BadRequest,
+/// Missing or unknown API key.
+Unauthenticated,
+/// Known key without the scope.
+PermissionDenied,
+/// No such route.
+NotFound,
+/// The route exists, the method does not.
+MethodNotAllowed,
+/// Body over the limit.
+PayloadTooLarge,
+/// The request head or body was not received in time.
+RequestTimeout,
+/// The request head (request line and headers) is over the limit.
+HeadersTooLarge,
+/// Unknown fields, wrong types, broken limits.
+ValidationFailed,
+/// Unknown account (admin routes).
+AccountNotFound,
+/// Unknown API key (admin routes).
+ApiKeyNotFound,
+/// Unknown or foreign collection.
+CollectionNotFound,
+/// Unknown, purged or foreign token.
+TokenNotFound,
+/// Requested liveness differs from the account's.
+AccountLivenessMismatch,
+/// Idempotency key reused with a different body.
+TokenAlreadyCreated,
+/// Spent before.
+TokenAlreadyRedeemed,
+/// Past `expiresAt`.
+TokenExpired,
+/// Deleted.
+TokenDeleted,
+/// Before `activeFrom`.
+TokenNotYetActive,
+/// Merchant not in the collection's list.
+MerchantNotAllowed,
+/// A live hold reserves the token.
+TokenHeld,
+/// No such hold on the token.
+HoldNotFound,
+/// The hold was released, lapsed, or captured.
+HoldNotActive,
+/// A void of a token that is not redeemed.
+TokenNotRedeemed,
+/// A void after the collection's void window.
+VoidWindowClosed,
+/// The token was voided as often as it may be.
+VoidLimitReached,
+/// A limit of the service was reached.
+LimitReached,
+/// Restore has not finished, or the engine is stopping.
+ServiceUnavailable,
+/// The server, or this client, holds its maximum of open connections.
+ConnectionLimitReached,
+/// The log failed; writes are refused until a restart.
+StorageUnavailable,
+/// Cluster: the token's shard moved to another node while the request
+/// was in flight; whether it took effect is unknown (retry it with the
+/// same idempotency key).
+ShardMoved,
+/// Cluster: no node serves the token's shard at this moment (a takeover
+/// is under way); retry after `Retry-After` seconds.
+NotReady,
+/// A bug.
+Internal,}
 
 impl ErrorCode {
     /// The HTTP status of this code.
@@ -98,6 +120,8 @@ impl ErrorCode {
             | ErrorCode::HoldNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::ValidationFailed | ErrorCode::TokenNotYetActive => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -111,6 +135,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired | ErrorCode::TokenDeleted => StatusCode::GONE,
             ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable
+            | ErrorCode::ConnectionLimitReached
             | ErrorCode::StorageUnavailable
             | ErrorCode::ShardMoved
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -127,6 +152,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::ValidationFailed => "VALIDATION_FAILED",
             ErrorCode::AccountNotFound => "ACCOUNT_NOT_FOUND",
             ErrorCode::ApiKeyNotFound => "API_KEY_NOT_FOUND",
@@ -147,6 +174,7 @@ impl ErrorCode {
             ErrorCode::VoidLimitReached => "VOID_LIMIT_REACHED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::ConnectionLimitReached => "CONNECTION_LIMIT_REACHED",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::ShardMoved => "SHARD_MOVED",
             ErrorCode::NotReady => "NOT_READY",
@@ -260,19 +288,68 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let request_id = request_id::current();
-        let body = ErrorBody {
-            status: self.code.status().as_u16(),
-            code: self.code.as_str(),
-            message: &self.message,
-            request_id: &request_id,
-            validation_errors: (self.code == ErrorCode::ValidationFailed)
-                .then_some(self.validation_errors.as_slice()),
-        };
         let mut response = HttpResponse::build(self.code.status());
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
-        response.json(body)
+        if self.code == ErrorCode::RequestTimeout {
+            // The rest of the body may never come: the connection cannot
+            // carry another request.
+            response.insert_header((
+                actix_web::http::header::CONNECTION,
+                actix_web::http::header::HeaderValue::from_static("close"),
+            ));
+        }
+        response.json(self.body_of(&request_id))
+    }
+}
+
+impl ApiError {
+    /// The JSON error body, for a response rendered outside actix-web (the
+    /// connection edge's).
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
+        // Plain strings and numbers always serialize.
+        serde_json::to_vec(&self.body_of(request_id)).unwrap_or_default()
+    }
+
+    fn body_of<'a>(&'a self, request_id: &'a str) -> ErrorBody<'a> {
+        ErrorBody {
+            status: self.code.status().as_u16(),
+            code: self.code.as_str(),
+            message: &self.message,
+            request_id,
+            validation_errors: (self.code == ErrorCode::ValidationFailed)
+                .then_some(self.validation_errors.as_slice()),
+        }
+    }
+}
+
+impl From<EdgeError> for ApiError {
+    fn from(error: EdgeError) -> Self {
+        match error {
+            EdgeError::Malformed(why) => {
+                ApiError::bad_request(format!("The request is malformed: {why}."))
+            }
+            EdgeError::HeadTooLarge { limit } => ApiError::new(
+                ErrorCode::HeadersTooLarge,
+                format!("The request line and headers are larger than {limit} bytes."),
+            ),
+            EdgeError::HeadTimeout { after_ms } => ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!("The request line and headers were not received within {after_ms} ms."),
+            ),
+            EdgeError::Refused(refusal) => {
+                let message = match refusal {
+                    Refusal::Total(max) => {
+                        format!("The server holds its maximum of {max} connections.")
+                    }
+                    Refusal::PerClient(max) => {
+                        format!("This client address holds its maximum of {max} connections.")
+                    }
+                };
+                ApiError::new(ErrorCode::ConnectionLimitReached, message).retry_after(1)
+            }
+        }
     }
 }
 
@@ -388,6 +465,27 @@ impl From<EngineError> for ApiError {
                 retry_after_secs,
             } => ApiError::new(ErrorCode::NotReady, format!("Not available yet: {reason}."))
                 .retry_after(retry_after_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_own_name_and_an_error_status() {
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "two codes share a name");
+        for code in ErrorCode::ALL {
+            let status = code.status();
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{} has status {status}",
+                code.as_str()
+            );
         }
     }
 }

@@ -1,10 +1,15 @@
 //! Health routes: no key needed, so that probes need no secret.
 
 use super::error::{ApiError, ErrorCode};
+use super::shapes;
 use super::state::AppState;
 use actix_web::{web, HttpResponse};
 
 /// `GET /health/live`: 200 while the process runs.
+#[utoipa::path(
+    get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process runs.", body = shapes::HealthShape)),
+)]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -12,6 +17,10 @@ pub async fn live() -> HttpResponse {
 }
 
 /// `GET /health/ready`: 200 once restore is done and the shards run.
+#[utoipa::path(
+    get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "Restore is done and the shards run (in cluster mode: the node joined).", body = shapes::HealthShape)),
+)]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::new(

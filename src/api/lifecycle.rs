@@ -9,6 +9,8 @@ use super::checked::{decode_json, Checked, CheckedBody};
 use super::error::ApiError;
 use super::render::TokenJson;
 use super::respond::json;
+use super::schema;
+use super::shapes;
 use super::state::AppState;
 use super::tokens::{mark_replayed, render, token_id, RedeemBody};
 use super::validate::{schemas, whole_number};
@@ -21,18 +23,22 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The body of `POST /api/tokens/{id}/holds`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HoldBody {
     /// The merchant holding the token; a capture redeems for it.
+    #[schema(nullable = false, min_length = 1, max_length = 200)]
     merchant_id: Option<String>,
     /// Makes the hold safe to retry while it is live.
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
     /// How long it holds (the collection's `holdTtlSecsMax` at most, and
     /// by default).
     #[serde(default, deserialize_with = "whole_number")]
+    #[schema(schema_with = schema::hold_ttl_secs)]
     ttl_secs: Option<i64>,
 }
 
@@ -49,7 +55,7 @@ impl CheckedBody for HoldBody {
 }
 
 /// The body of capture and release: `{}` (or none).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
 
@@ -66,12 +72,14 @@ impl CheckedBody for EmptyBody {
 }
 
 /// The body of `POST /api/tokens/{id}/redemption/void`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VoidBody {
     /// Why (≤ 200 characters), kept with the voided redemption.
+    #[schema(schema_with = schema::void_reason)]
     reason: Option<String>,
     /// Makes the void safe to retry.
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -104,22 +112,26 @@ impl CheckedBody for ValidateBody {
 }
 
 /// One item of a batch redeem.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedemptionItem {
     /// The token.
+    #[schema(min_length = 1, max_length = 64)]
     token_id: String,
     /// As for a single redeem.
+    #[schema(nullable = false, min_length = 1, max_length = 200)]
     merchant_id: Option<String>,
     /// As for a single redeem.
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
 /// The body of `POST /api/tokens/redeem`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBatchBody {
     /// 1 to 1000 items, independent of each other.
+    #[schema(schema_with = schema::redemptions)]
     redemptions: Vec<RedemptionItem>,
 }
 
@@ -162,6 +174,13 @@ fn changed_response(
 }
 
 /// `POST /api/tokens/{id}/holds`
+#[utoipa::path(
+    post, path = "/api/tokens/{id}/holds", tag = "lifecycle", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token.")),
+    request_body = Option<HoldBody>,
+    responses((status = 201, description = "The held token, with `hold`.", body = shapes::TokenShape),
+        (status = 200, description = "A replay of an earlier create with the same idempotency key.", body = shapes::TokenShape, headers(("Idempotent-Replayed" = String, description = "`true`.")))),
+)]
 pub async fn hold(
     state: web::Data<AppState>,
     request: Checked<HoldBody>,
@@ -184,6 +203,12 @@ pub async fn hold(
 }
 
 /// `POST /api/tokens/{id}/holds/{holdId}/capture`
+#[utoipa::path(
+    post, path = "/api/tokens/{id}/holds/{holdId}/capture", tag = "lifecycle", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token."), ("holdId" = String, Path, description = "The hold.")),
+    request_body = Option<EmptyBody>,
+    responses((status = 200, description = "The redeemed token, `redemption.holdId` set.", body = shapes::TokenShape)),
+)]
 pub async fn capture(
     state: web::Data<AppState>,
     request: Checked<EmptyBody>,
@@ -203,6 +228,12 @@ pub async fn capture(
 }
 
 /// `POST /api/tokens/{id}/holds/{holdId}/release`
+#[utoipa::path(
+    post, path = "/api/tokens/{id}/holds/{holdId}/release", tag = "lifecycle", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token."), ("holdId" = String, Path, description = "The hold.")),
+    request_body = Option<EmptyBody>,
+    responses((status = 200, description = "The active token.", body = shapes::TokenShape)),
+)]
 pub async fn release(
     state: web::Data<AppState>,
     request: Checked<EmptyBody>,
@@ -221,6 +252,12 @@ pub async fn release(
 }
 
 /// `POST /api/tokens/{id}/redemption/void`
+#[utoipa::path(
+    post, path = "/api/tokens/{id}/redemption/void", tag = "lifecycle", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token.")),
+    request_body = Option<VoidBody>,
+    responses((status = 200, description = "The active token, its redemption moved to `voidedRedemptions`.", body = shapes::TokenShape)),
+)]
 pub async fn void(
     state: web::Data<AppState>,
     request: Checked<VoidBody>,
@@ -254,6 +291,12 @@ struct ValidationJson<'a> {
 }
 
 /// `POST /api/tokens/{id}/validate`
+#[utoipa::path(
+    post, path = "/api/tokens/{id}/validate", tag = "lifecycle", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token.")),
+    request_body = Option<RedeemBody>,
+    responses((status = 200, description = "Whether a redeem would succeed now; changes nothing.", body = shapes::ValidationShape)),
+)]
 pub async fn validate(
     state: web::Data<AppState>,
     request: Checked<ValidateBody>,
@@ -322,6 +365,11 @@ struct ItemErrorJson {
 }
 
 /// `POST /api/tokens/redeem`
+#[utoipa::path(
+    post, path = "/api/tokens/redeem", tag = "lifecycle", security(("apiKey" = []), ("bearer" = [])),
+    request_body = RedeemBatchBody,
+    responses((status = 200, description = "One answer per redemption, each as a single redeem's.", body = shapes::RedeemBatchShape)),
+)]
 pub async fn redeem_batch(
     state: web::Data<AppState>,
     request: Checked<RedeemBatchBody>,

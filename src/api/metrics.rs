@@ -25,6 +25,10 @@ use std::time::Instant;
 /// Every route pattern, as registered in [`super::routes`]: the values of the
 /// `route` label.
 pub const ROUTES: &[&str] = &[
+    "/openapi.json",
+    "/docs",
+    "/docs/",
+    "/docs/{file}",
     "/health/live",
     "/health/ready",
     "/metrics",
@@ -71,6 +75,10 @@ impl RouteLabel {
 
 /// `GET /metrics`: every metric of the application, as OpenMetrics text.
 /// Needs no key, and answers during restore with what is known then.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric, as OpenMetrics text.", content_type = "application/openmetrics-text", body = String)),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let text = state
         .metrics

@@ -10,10 +10,15 @@
 //! - [`render`], [`respond`]: JSON out;
 //! - [`error`]: the one error type and its mapping to status codes;
 //! - [`request_id`]: `X-Request-Id` on every response;
+//! - [`edge`]: the connection edge below actix-http: timeouts, connection
+//!   caps, the head cap, and its errors in the API's shape;
 //! - [`metrics`]: `GET /metrics` and the middleware recording every request;
 //! - [`accounts`], [`collections`], [`tokens`], [`lifecycle`] (holds,
 //!   voids, validation, batch redeem), [`admin`], [`health`]: the
-//!   handlers.
+//!   handlers;
+//! - [`openapi`] (`GET /openapi.json`), [`schema`], [`shapes`]: the OpenAPI
+//!   document, generated from the handlers and the request types;
+//!   [`docs_page`]: the interactive page over it (`GET /docs`).
 
 pub mod accounts;
 pub mod admin;
@@ -22,15 +27,20 @@ pub mod batch;
 pub mod body;
 pub mod checked;
 pub mod collections;
+pub mod docs_page;
+pub mod edge;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod plan;
 pub mod query;
 pub mod render;
 pub mod request_id;
 pub mod respond;
+pub mod schema;
+pub mod shapes;
 pub mod state;
 pub mod tokens;
 pub mod validate;
@@ -94,6 +104,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(accounts::delete_api_key)),
         )
         .service(resource("/api/collections/{id}").route(web::get().to(collections::get)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/docs").route(web::get().to(docs_page::index)))
+        .service(resource("/docs/").route(web::get().to(docs_page::page)))
+        .service(resource("/docs/{file}").route(web::get().to(docs_page::file)))
         .default_service(web::to(not_found));
 }
 

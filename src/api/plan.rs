@@ -13,50 +13,183 @@ use super::auth::AccountCaller;
 use super::batch::{self, BatchBody};
 use super::collections::liveness_mismatch;
 use super::error::{ApiError, ErrorCode, FieldError};
+use super::schema::{self, reference};
 use super::validate::{schemas, violations, whole_number, DATA_BYTES_MAX};
 use crate::clock::Millis;
 use crate::command::{Expiry, NewToken};
 use crate::engine::Engine;
 use crate::ids::{CollectionId, TokenId};
-use crate::model::{Collection, Encryption, Liveness, Metadata, TokenType};
+use crate::model::{Collection, Encryption, EncryptionKey, Liveness, Metadata, TokenType};
 use crate::timestamp;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// The body of `POST /api/tokens` (and each item of a batch), after its
-/// schema check: field presence and shapes are already known good.
-#[derive(Deserialize)]
+/// schema check: field presence and shapes are already known good. Its
+/// derived schema is the token schema requests are checked against.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenBody {
     /// The collection the token is issued into.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 64)]
     pub collection_id: Option<String>,
     /// Makes the create safe to retry: the same key answers the same token.
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
     /// `test` or `main`; must match the collection's.
+    #[schema(schema_with = reference::<Liveness>)]
     pub liveness: Option<Liveness>,
     /// `token`, `card` or `bank`.
     #[serde(rename = "type")]
+    #[schema(schema_with = reference::<TokenType>)]
     pub kind: Option<TokenType>,
     /// Free text shown with the token.
+    #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
-    /// The tokenized data, checked against the collection's `dataSchema`.
+    /// The tokenized data (any JSON, at most 16 KiB serialized), checked
+    /// against the collection's `dataSchema`.
+    #[schema(schema_with = schema::any)]
     pub data: Option<Value>,
     /// String pairs, searchable in lists.
+    #[schema(schema_with = schema::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// How `data` was encrypted by the caller, if it was.
-    pub encryption: Option<Encryption>,
+    #[schema(schema_with = reference::<EncryptionBody>)]
+    pub encryption: Option<EncryptionBody>,
     /// RFC 3339 time from which the token can be redeemed.
+    #[schema(schema_with = schema::date_time)]
     pub active_from: Option<String>,
     /// RFC 3339 expiry; excludes `expiresIn`.
+    #[schema(schema_with = schema::date_time)]
     pub expires_at: Option<String>,
     /// Seconds from now to expiry; excludes `expiresAt`.
     #[serde(default, deserialize_with = "whole_number")]
+    #[schema(schema_with = schema::lifetime_secs)]
     pub expires_in: Option<i64>,
-    /// Child tokens created with this one.
-    pub children: Option<Vec<TokenBody>>,
+    /// Child tokens created with this one (in its collection).
+    #[schema(schema_with = schema::children)]
+    pub children: Option<Vec<ChildBody>>,
+}
+
+/// A child token of a create: a token body without children of its own
+/// (and whose collection is the parent's).
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChildBody {
+    /// The parent's collection, when given.
+    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    pub collection_id: Option<String>,
+    /// As for the parent.
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+    /// As for the parent.
+    #[schema(schema_with = reference::<Liveness>)]
+    pub liveness: Option<Liveness>,
+    /// As for the parent.
+    #[serde(rename = "type")]
+    #[schema(schema_with = reference::<TokenType>)]
+    pub kind: Option<TokenType>,
+    /// As for the parent.
+    #[schema(nullable = false, max_length = 1000)]
+    pub description: Option<String>,
+    /// As for the parent.
+    #[schema(schema_with = schema::any)]
+    pub data: Option<Value>,
+    /// As for the parent.
+    #[schema(schema_with = schema::metadata)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// As for the parent.
+    #[schema(schema_with = reference::<EncryptionBody>)]
+    pub encryption: Option<EncryptionBody>,
+    /// As for the parent.
+    #[schema(schema_with = schema::date_time)]
+    pub active_from: Option<String>,
+    /// As for the parent.
+    #[schema(schema_with = schema::date_time)]
+    pub expires_at: Option<String>,
+    /// As for the parent.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(schema_with = schema::lifetime_secs)]
+    pub expires_in: Option<i64>,
+}
+
+impl From<ChildBody> for TokenBody {
+    fn from(child: ChildBody) -> Self {
+        let ChildBody {
+            collection_id,
+            idempotency_key,
+            liveness,
+            kind,
+            description,
+            data,
+            metadata,
+            encryption,
+            active_from,
+            expires_at,
+            expires_in,
+        } = child;
+        Self {
+            collection_id,
+            idempotency_key,
+            liveness,
+            kind,
+            description,
+            data,
+            metadata,
+            encryption,
+            active_from,
+            expires_at,
+            expires_in,
+            children: None,
+        }
+    }
+}
+
+/// `encryption` of a token body: the keys of the envelope that encrypted
+/// its `data`.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionBody {
+    /// The content encryption key.
+    #[schema(nullable = false)]
+    pub cek: Option<EncryptionKeyBody>,
+    /// The key encryption key.
+    #[schema(nullable = false)]
+    pub kek: Option<EncryptionKeyBody>,
+}
+
+/// One key of [`EncryptionBody`].
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKeyBody {
+    /// The (wrapped) key or a key identifier.
+    #[schema(nullable = false, max_length = 4096)]
+    pub key: Option<String>,
+    /// Its algorithm, e.g. `AES` or `RSA`.
+    #[schema(nullable = false, max_length = 64)]
+    pub alg: Option<String>,
+}
+
+impl From<EncryptionKeyBody> for EncryptionKey {
+    fn from(body: EncryptionKeyBody) -> Self {
+        Self {
+            key: body.key,
+            alg: body.alg,
+        }
+    }
+}
+
+impl From<EncryptionBody> for Encryption {
+    fn from(body: EncryptionBody) -> Self {
+        Self {
+            cek: body.cek.map(Into::into),
+            kek: body.kek.map(Into::into),
+        }
+    }
 }
 
 /// Turns validated token bodies into engine commands, collecting every
@@ -114,7 +247,7 @@ impl<'a> Planner<'a> {
             .and_then(Value::as_array)
             .map(|children| children.iter().map(fingerprint).collect())
             .unwrap_or_default();
-        let body: TokenBody = match serde_json::from_value(value) {
+        let mut body: TokenBody = match serde_json::from_value(value) {
             Ok(body) => body,
             Err(e) => {
                 self.errors.push(FieldError::new(path, e.to_string()));
@@ -129,7 +262,8 @@ impl<'a> Planner<'a> {
         // Children of an idempotent parent get ids derived from the parent's,
         // so a replayed create names the same children instead of new ones.
         let idempotent_parent = parent_id.filter(|_| body.idempotency_key.is_some());
-        for (j, child) in body.children.iter().flatten().enumerate() {
+        let children = body.children.take().unwrap_or_default();
+        for (j, child) in children.into_iter().map(TokenBody::from).enumerate() {
             let child_path = format!("{path}.children[{j}]");
             if child
                 .collection_id
@@ -143,7 +277,7 @@ impl<'a> Planner<'a> {
             }
             let print = child_prints.get(j).copied().unwrap_or_default();
             let derived = idempotent_parent.map(|parent| TokenId::child_of(parent, j));
-            if let Some(id) = self.plan_one(child, collection_id, print, &child_path, derived) {
+            if let Some(id) = self.plan_one(&child, collection_id, print, &child_path, derived) {
                 child_ids.push(id);
             }
         }
@@ -190,7 +324,7 @@ impl<'a> Planner<'a> {
             kind: body.kind.unwrap_or(TokenType::Token),
             description: body.description.clone(),
             data,
-            encryption: body.encryption.clone(),
+            encryption: body.encryption.clone().map(Encryption::from),
             metadata,
             active_from_ms: active_from,
             expiry,

@@ -22,7 +22,8 @@ pub fn current() -> String {
         .unwrap_or_else(|_| new_id())
 }
 
-fn new_id() -> String {
+/// A fresh id.
+pub fn new_id() -> String {
     format!("req_{}", Uuid::new_v4().simple())
 }
 

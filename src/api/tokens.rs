@@ -2,14 +2,15 @@
 //! list, delete, redeem.
 
 use super::auth::{AccountCaller, Caller};
-use super::batch::BatchBody;
+use super::batch::{BatchBody, BatchCreate};
 use super::body::{json_text, parse_json, BATCH_BODY_BYTES_MAX};
 use super::checked::{decode_json, Checked, CheckedBody};
 use super::error::{ApiError, ErrorCode};
-use super::plan::{plan_batch, Planner};
+use super::plan::{plan_batch, Planner, TokenBody};
 use super::query::Query;
 use super::render::{DataJson, ListJson, TokenJson};
 use super::respond::json;
+use super::shapes;
 use super::state::AppState;
 use super::validate::{schemas, violations};
 use crate::clock::Millis;
@@ -24,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// Header marking a response that repeats an earlier one.
 const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -69,13 +71,15 @@ impl CheckedBody for BatchText {
 }
 
 /// The body of `POST /api/tokens/{id}/redeem`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedeemBody {
     /// Where it is redeemed; must be one of the collection's merchants when
     /// it lists any.
+    #[schema(nullable = false, min_length = 1, max_length = 200)]
     pub merchant_id: Option<String>,
     /// Makes the redeem safe to retry: the same key answers the same 200.
+    #[schema(nullable = false, min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
 }
 
@@ -109,6 +113,12 @@ pub(super) fn render(token: &Token, now: Millis) -> TokenJson<'_> {
 }
 
 /// `POST /api/tokens`
+#[utoipa::path(
+    post, path = "/api/tokens", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    request_body = TokenBody,
+    responses((status = 201, description = "The token (with its children's ids).", body = shapes::TokenShape),
+        (status = 200, description = "A replay of an earlier create with the same idempotency key.", body = shapes::TokenShape, headers(("Idempotent-Replayed" = String, description = "`true`.")))),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     request: Checked<CreateBody>,
@@ -152,6 +162,11 @@ pub async fn create(
 }
 
 /// `POST /api/tokens/batch`
+#[utoipa::path(
+    post, path = "/api/tokens/batch", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    request_body = BatchCreate,
+    responses((status = 201, description = "The tokens, in request order: all or none.", body = shapes::TokenBatchShape)),
+)]
 pub async fn create_batch(
     state: web::Data<AppState>,
     request: Checked<BatchText>,
@@ -234,6 +249,12 @@ async fn children_of(
 }
 
 /// `GET /api/tokens/{id}`
+#[utoipa::path(
+    get, path = "/api/tokens/{id}", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token."),
+        ("children" = Option<bool>, Query, description = "`true` embeds the child tokens instead of their ids.")),
+    responses((status = 200, description = "The token.", body = shapes::TokenShape)),
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -268,6 +289,15 @@ pub async fn get(
 /// `HEAD /api/tokens/{id}`: 200 when redeemable now, 409 while held, 410
 /// when spent, expired or deleted, 422 before `activeFrom`, 404 when
 /// unknown.
+#[utoipa::path(
+    head, path = "/api/tokens/{id}", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token.")),
+    responses((status = 200, description = "Redeemable now.", headers(("X-Token-Status" = String, description = "The token's status."))),
+        (status = 409, description = "Held.", headers(("X-Token-Status" = String, description = "The token's status."))),
+        (status = 410, description = "Redeemed, expired or deleted.", headers(("X-Token-Status" = String, description = "The token's status."))),
+        (status = 422, description = "Not active yet.", headers(("X-Token-Status" = String, description = "The token's status."))),
+        (status = 404, description = "Unknown (no body).")),
+)]
 pub async fn head(
     state: web::Data<AppState>,
     caller: Caller,
@@ -290,6 +320,17 @@ pub async fn head(
 }
 
 /// `GET /api/tokens`
+#[utoipa::path(
+    get, path = "/api/tokens", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    params(("collectionId" = Option<Vec<String>>, Query, explode = true, description = "Only these collections (repeatable)."),
+        ("status" = Option<Vec<String>>, Query, explode = true, description = "Only these statuses: active, held, redeemed, expired, deleted (repeatable)."),
+        ("type" = Option<Vec<String>>, Query, explode = true, description = "Only these types: token, card, bank (repeatable)."),
+        ("id" = Option<Vec<String>>, Query, explode = true, description = "Only these tokens (repeatable)."),
+        ("children" = Option<bool>, Query, description = "`true` embeds the child tokens."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)."),
+        ("cursor" = Option<String>, Query, description = "`pagination.nextCursor` of the previous page."),),
+    responses((status = 200, description = "A page of the account's tokens.", body = shapes::TokenListShape)),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -376,6 +417,11 @@ fn list_query(account: AccountId, text: &str) -> Result<(ListQuery, bool), ApiEr
 }
 
 /// `DELETE /api/tokens/{id}`
+#[utoipa::path(
+    delete, path = "/api/tokens/{id}", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token.")),
+    responses((status = 204, description = "Deleted (again: 204); data, metadata and encryption erased.")),
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -388,6 +434,12 @@ pub async fn delete(
 }
 
 /// `POST /api/tokens/{id}/redeem`
+#[utoipa::path(
+    post, path = "/api/tokens/{id}/redeem", tag = "tokens", security(("apiKey" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "The token.")),
+    request_body = Option<RedeemBody>,
+    responses((status = 200, description = "The redeemed token (`Idempotent-Replayed: true` on a replay).", body = shapes::TokenShape)),
+)]
 pub async fn redeem(
     state: web::Data<AppState>,
     request: Checked<RedeemBody>,

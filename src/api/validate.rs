@@ -2,21 +2,29 @@
 //! one `validationErrors` entry per problem with a JSONPath.
 //!
 //! The schemas are the single statement of what each route accepts (fields,
-//! types, lengths, counts); handlers then decode the validated JSON into
+//! types, lengths, counts): each is derived from the route's request type
+//! (`#[derive(ToSchema)]`), published in the OpenAPI document, and compiled
+//! from there. Handlers then decode the validated JSON into
 //! typed structs and check what a schema cannot say (time ordering, sizes of
 //! serialized data, the collection's own `dataSchema`). The one exception is
 //! the top level of a batch (`{"tokens": [...]}`), checked by
 //! [`batch`](super::batch) so that its items need not be parsed all at once;
 //! each item is checked against the token schema.
 
+use super::accounts::{CreateAccount, CreateApiKey};
+use super::collections::CreateCollection;
 use super::error::{ApiError, FieldError};
-use crate::model::collection::{HOLD_TTL_SECS_LIMIT, VOID_WINDOW_SECS_LIMIT};
+use super::lifecycle::{EmptyBody, HoldBody, RedeemBatchBody, VoidBody};
+use super::openapi;
+use super::plan::TokenBody;
+use super::tokens::RedeemBody;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
 use serde::de::{self, DeserializeOwned};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
+use utoipa::ToSchema;
 
 /// Children a token may be created with.
 pub const CHILDREN_MAX: usize = 100;
@@ -54,160 +62,71 @@ pub const REDEMPTIONS_MAX: usize = 1_000;
 /// Longest void reason, in characters.
 pub const VOID_REASON_CHARS_MAX: usize = 200;
 
-fn token_properties(with_children: bool) -> Value {
-    let text = |max: usize| json!({"type": "string", "maxLength": max});
-    let key = json!({
-        "type": "object", "additionalProperties": false,
-        "properties": {"key": text(4096), "alg": text(64)}
+/// The schema of `T` as the document has it, compiled: a root holding the
+/// document's component schemas, referring to `T`'s. A component refers to
+/// others (`#/components/schemas/...`), which resolve within that root.
+fn compile<T: ToSchema>(components: &Value) -> Validator {
+    let schema = json!({
+        "$ref": format!("#/components/schemas/{}", T::name()),
+        "components": {"schemas": components},
     });
-    let mut properties = json!({
-        "collectionId": {"type": "string", "minLength": 1, "maxLength": 64},
-        "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 255},
-        "liveness": {"enum": ["test", "main"]},
-        "type": {"enum": ["token", "card", "bank"]},
-        "description": text(1000),
-        "data": {},
-        "metadata": {
-            "type": "object",
-            "maxProperties": crate::model::metadata::PAIRS_MAX,
-            "propertyNames": {"maxLength": crate::model::metadata::KEY_CHARS_MAX},
-            "additionalProperties": {"type": "string", "maxLength": crate::model::metadata::VALUE_CHARS_MAX}
-        },
-        "encryption": {
-            "type": "object", "additionalProperties": false,
-            "properties": {"cek": key, "kek": key}
-        },
-        "activeFrom": {"type": "string", "format": "date-time"},
-        "expiresAt": {"type": "string", "format": "date-time"},
-        "expiresIn": {"type": "integer", "minimum": 1, "maximum": LIFETIME_SECS_MAX},
-    });
-    if with_children {
-        properties["children"] = json!({
-            "type": "array", "maxItems": CHILDREN_MAX, "items": {"$ref": "#/$defs/child"}
-        });
-    }
-    properties
-}
-
-fn token_defs() -> Value {
-    json!({
-        "child": {
-            "type": "object", "additionalProperties": false,
-            "properties": token_properties(false)
-        },
-        "token": {
-            "type": "object", "additionalProperties": false,
-            "required": ["collectionId"],
-            "properties": token_properties(true)
-        }
-    })
-}
-
-fn compile(schema: Value) -> Validator {
-    // The schemas are constants of this file; failing to compile one is a
-    // programming error caught by the first test that starts the app.
+    // The schemas are derived from this crate's types; failing to compile
+    // one is a programming error caught by the first test that starts the
+    // app.
     match jsonschema::options()
         .should_validate_formats(true)
         .build(&schema)
     {
         Ok(validator) => validator,
-        Err(e) => panic!("request schema does not compile: {e}"),
+        Err(e) => panic!("request schema {} does not compile: {e}", T::name()),
     }
 }
 
-/// The schemas, compiled on first use.
+/// Gives every closed object schema (`additionalProperties: false`) a
+/// `properties`, empty when it has none (the document omits an empty one).
+/// The two mean the same, but only with `properties` does the validator
+/// report each unknown field by name (`$.x`), rather than a false schema
+/// at the object (`$`).
+fn name_unknown_fields(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&Value::Bool(false))
+                && !map.contains_key("properties")
+            {
+                map.insert("properties".to_owned(), json!({}));
+            }
+            map.values_mut().for_each(name_unknown_fields);
+        }
+        Value::Array(items) => items.iter_mut().for_each(name_unknown_fields),
+        _ => {}
+    }
+}
+
+/// The schemas, compiled on first use from the OpenAPI document's
+/// components (see [`openapi`](super::openapi)), which derive them from the
+/// request types: what is documented is what is enforced.
 pub fn schemas() -> &'static Schemas {
     static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
-        let text = |min: usize, max: usize| json!({"type": "string", "minLength": min, "maxLength": max});
-        let mut scopes: Vec<&str> = crate::model::Scope::ALL.iter().map(|s| s.as_str()).collect();
-        scopes.push("*");
+        let mut components = match serde_json::to_value(openapi::document()) {
+            Ok(document) => document["components"]["schemas"].clone(),
+            Err(e) => panic!("the OpenAPI document does not render: {e}"),
+        };
+        name_unknown_fields(&mut components);
+        assert!(
+            components.is_object(),
+            "the OpenAPI document has no component schemas"
+        );
         Schemas {
-            account: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "required": ["name", "liveness"],
-                "properties": {"name": text(1, 200), "liveness": {"enum": ["test", "main"]}}
-            })),
-            api_key: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "required": ["name", "scopes"],
-                "properties": {
-                    "name": text(1, 100),
-                    "scopes": {"type": "array", "minItems": 1, "maxItems": scopes.len(),
-                               "uniqueItems": true, "items": {"enum": scopes}}
-                }
-            })),
-            collection: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "required": ["name"],
-                "properties": {
-                    "name": text(1, 200),
-                    "description": text(0, 1000),
-                    "issuer": text(0, 200),
-                    "issuerImg": text(0, 2048),
-                    "img": text(0, 2048),
-                    "issuerWebsite": text(0, 2048),
-                    "value": {"type": "array", "maxItems": 20, "items": {
-                        "type": "object", "additionalProperties": false,
-                        "required": ["currency", "amount"],
-                        "properties": {
-                            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                            "amount": {"type": "string", "pattern": "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,8})?$"}
-                        }
-                    }},
-                    "merchants": {"type": "array", "maxItems": 1000, "uniqueItems": true,
-                                  "items": text(1, 200)},
-                    "tokenExpiresAfter": {"type": "integer", "minimum": 1, "maximum": LIFETIME_SECS_MAX},
-                    "holdTtlSecsMax": {"type": "integer", "minimum": 1, "maximum": HOLD_TTL_SECS_LIMIT},
-                    "voidWindowSecs": {"type": "integer", "minimum": 0, "maximum": VOID_WINDOW_SECS_LIMIT},
-                    "dataSchema": {"type": ["object", "boolean"]},
-                    "liveness": {"enum": ["test", "main"]}
-                }
-            })),
-            token: compile(json!({"$defs": token_defs(), "$ref": "#/$defs/token"})),
-            redeem: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "properties": {"merchantId": text(1, 200), "idempotencyKey": text(1, 255)}
-            })),
-            hold: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "properties": {
-                    "merchantId": text(1, 200),
-                    "idempotencyKey": text(1, 255),
-                    "ttlSecs": {"type": "integer", "minimum": 1, "maximum": HOLD_TTL_SECS_LIMIT}
-                }
-            })),
-            // `properties`, though empty, makes an unknown field an
-            // `additionalProperties` error naming it (`$.x`); without it the
-            // validator reports a false schema at the body (`$`).
-            empty: compile(json!({
-                "type": "object", "additionalProperties": false, "properties": {}
-            })),
-            void: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "properties": {
-                    "reason": text(0, VOID_REASON_CHARS_MAX),
-                    "idempotencyKey": text(1, 255)
-                }
-            })),
-            redeem_batch: compile(json!({
-                "type": "object", "additionalProperties": false,
-                "required": ["redemptions"],
-                "properties": {
-                    "redemptions": {
-                        "type": "array", "minItems": 1, "maxItems": REDEMPTIONS_MAX,
-                        "items": {
-                            "type": "object", "additionalProperties": false,
-                            "required": ["tokenId"],
-                            "properties": {
-                                "tokenId": text(1, 64),
-                                "merchantId": text(1, 200),
-                                "idempotencyKey": text(1, 255)
-                            }
-                        }
-                    }
-                }
-            })),
+            account: compile::<CreateAccount>(&components),
+            api_key: compile::<CreateApiKey>(&components),
+            collection: compile::<CreateCollection>(&components),
+            token: compile::<TokenBody>(&components),
+            redeem: compile::<RedeemBody>(&components),
+            hold: compile::<HoldBody>(&components),
+            empty: compile::<EmptyBody>(&components),
+            void: compile::<VoidBody>(&components),
+            redeem_batch: compile::<RedeemBatchBody>(&components),
         }
     })
 }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokend::admin_key::AdminKey;
+use tokend::api::edge::EdgeLimits;
 use tokend::app::{AppConfig, Application, StartError};
 use tokend::clock::ManualClock;
 use tokend::cluster::names::Names;
@@ -57,6 +58,7 @@ pub struct TestAppBuilder {
     data_dir: Option<Arc<tempfile::TempDir>>,
     storage: Option<Arc<dyn Storage>>,
     wal: Option<WalOptions>,
+    edge: EdgeLimits,
 }
 
 impl TestAppBuilder {
@@ -87,6 +89,12 @@ impl TestAppBuilder {
     /// WAL options (limits); fsync stays `always` unless changed here.
     pub fn wal(mut self, wal: WalOptions) -> Self {
         self.wal = Some(wal);
+        self
+    }
+
+    /// Connection timeouts and caps (production defaults unless changed).
+    pub fn edge(mut self, edge: EdgeLimits) -> Self {
+        self.edge = edge;
         self
     }
 
@@ -142,6 +150,7 @@ impl TestAppBuilder {
             // Snapshots only when a test asks for one.
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_wal_bytes: u64::MAX,
+            edge: self.edge,
         }
     }
 
@@ -460,6 +469,13 @@ impl TestApp {
             data_dir: None,
             storage: None,
             wal: None,
+            // Every test client connects from 127.0.0.1, and some tests
+            // open thousands of connections at once: one client may use
+            // them all.
+            edge: EdgeLimits {
+                connections_per_client_max: EdgeLimits::default().connections_max,
+                ..EdgeLimits::default()
+            },
         }
     }
 

@@ -5,7 +5,9 @@ mod accounts;
 mod collections;
 mod concurrency;
 mod cross_account;
+mod docs_page;
 mod durability;
+mod edge;
 mod encryption;
 mod errors;
 mod expiry;
@@ -18,6 +20,7 @@ mod metrics;
 #[allow(dead_code)]
 #[path = "../common/net.rs"]
 mod net;
+mod openapi;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
