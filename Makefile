@@ -28,6 +28,8 @@ REDIS ?= auto
 SNAPSHOT_D ?= 6
 # Tokens of each of the two runs of `make bench-hot`.
 HOT_N ?= 400000
+# Tokens (each with data) of each of the two runs of `make bench-encryption`.
+ENCRYPTION_N ?= 400000
 # `make bench-lifecycle`: tokens of each of its three runs (enough for the
 # batch profile at several times the redeem rate for D seconds), and the
 # items of each batch redeem request.
@@ -60,7 +62,7 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	lifecycle:: redeem:: rejected:: tokens_create:: tokens_read::
 
-.PHONY: run build test test-api test-tools test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-lifecycle bench-cluster clean
+.PHONY: run build test test-api test-tools test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-encryption bench-lifecycle bench-cluster clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -134,6 +136,7 @@ bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-load
 	$(MAKE) bench-hot
+	$(MAKE) bench-encryption
 	$(MAKE) bench-lifecycle
 	$(MAKE) bench-cluster
 
@@ -188,6 +191,33 @@ bench-hot:
 		--profile hot-collection --connections $(C) --duration-secs $(D) --tokens $(HOT_N) \
 		--fsync $(FSYNC) --ceiling-secs 0 --out $(BENCH_OUT)/hot \
 		--baseline $(BENCH_OUT)/hot/results-redeem.json
+
+# One run of `make bench-encryption`: tokend-load's redeem profile on
+# tokens carrying data; its output kept in $(BENCH_OUT)/encryption/<run>.txt
+# and printed.
+ENCRYPTION_RUN = $(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
+	--profile redeem --token-data --connections $(C) --duration-secs $(D) \
+	--tokens $(ENCRYPTION_N) --fsync $(FSYNC) --ceiling-secs 0
+
+## Encryption at rest against none: the redeem profile on ENCRYPTION_N tokens
+## carrying data, first on a server without a data key, then on one with a
+## key generated for the run (in TOKEND_DATA_KEY), the second reported as a
+## ratio of the first (target: at least 90%); each run's create rate (the
+## setup line) and the ratio are printed again at the end (results in
+## $(BENCH_OUT)/encryption).
+bench-encryption:
+	$(CARGO) build --release --locked --bin tokend
+	mkdir -p $(BENCH_OUT)/encryption/off $(BENCH_OUT)/encryption/on
+	$(ENCRYPTION_RUN) --out $(BENCH_OUT)/encryption/off > $(BENCH_OUT)/encryption/off.txt 2>&1; \
+		status=$$?; cat $(BENCH_OUT)/encryption/off.txt; exit $$status
+	$(ENCRYPTION_RUN) --out $(BENCH_OUT)/encryption/on --data-key-env \
+		--baseline $(BENCH_OUT)/encryption/off/results-redeem.json \
+		> $(BENCH_OUT)/encryption/on.txt 2>&1; \
+		status=$$?; cat $(BENCH_OUT)/encryption/on.txt; exit $$status
+	@echo; echo "encryption at rest: off, then on (same machine, same settings):"
+	@grep -h 'through the batch route' $(BENCH_OUT)/encryption/off.txt \
+		$(BENCH_OUT)/encryption/on.txt
+	@grep -h '^baseline' $(BENCH_OUT)/encryption/on.txt
 
 # One run of `make bench-lifecycle`: tokend-load with these flags, its table
 # kept in $(BENCH_OUT)/lifecycle/table-<profile>.txt and printed.

@@ -16,6 +16,7 @@ use tokend::api::validate::{check, decode, schemas};
 use tokend::catalog::Catalog;
 use tokend::command::{CatalogCommand, Create, Expiry, NewToken, Redeem};
 use tokend::ids::{AccountId, CollectionId, TokenId};
+use tokend::keyring::Keyring;
 use tokend::log::LogRecord;
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, TokenType};
@@ -97,6 +98,8 @@ fn new_token(f: &Fixture) -> NewToken {
         expiry: Expiry::CollectionDefault,
         children: vec![],
         fingerprint: None,
+        sealed_data: None,
+        sealed_encryption: None,
     }
 }
 
@@ -116,7 +119,7 @@ fn filled_shards(f: &Fixture, tokens: usize) -> Vec<ShardState> {
 }
 
 fn image(f: &Fixture, shards: &[ShardState]) -> SnapshotImage {
-    EngineCapture::at_rest(&f.catalog, shards, 2, NOW_MS).into_image()
+    EngineCapture::at_rest(&f.catalog, shards, 2, NOW_MS).into_image(&Keyring::off())
 }
 
 fn shard_apply(c: &mut Criterion) {
@@ -247,13 +250,13 @@ fn json(c: &mut Criterion) {
     let mut buf = Vec::with_capacity(256);
     eprintln!(
         "redeem log record: {} bytes by name, {} by position",
-        record.encode().len(),
+        record.encode(&Keyring::off()).len(),
         rmp_serde::to_vec(&record).expect("encodes").len()
     );
     group.bench_function("encode_redeem_record", |b| {
         b.iter(|| {
             buf.clear();
-            black_box(&record).encode_into(&mut buf);
+            black_box(&record).encode_into(&mut buf, &Keyring::off());
             black_box(buf.len())
         })
     });
@@ -309,18 +312,28 @@ fn snapshot_and_restore(c: &mut Criterion) {
     group.bench_function("restore_from_bytes", |b| {
         b.iter(|| {
             let image = SnapshotImage::decode(&encoded, FORMAT_VERSION).expect("decodes");
-            Restorer::new(Some((image, "bench".into())), SHARDS, RETENTION_MS)
-                .expect("restores")
-                .finish()
+            Restorer::new(
+                Some((image, "bench".into())),
+                SHARDS,
+                RETENTION_MS,
+                Arc::new(Keyring::off()),
+            )
+            .expect("restores")
+            .finish()
         })
     });
     group.bench_function("restore_decoded_image", |b| {
         b.iter_batched(
             || SnapshotImage::decode(&encoded, FORMAT_VERSION).expect("decodes"),
             |image| {
-                Restorer::new(Some((image, "bench".into())), SHARDS, RETENTION_MS)
-                    .expect("restores")
-                    .finish()
+                Restorer::new(
+                    Some((image, "bench".into())),
+                    SHARDS,
+                    RETENTION_MS,
+                    Arc::new(Keyring::off()),
+                )
+                .expect("restores")
+                .finish()
             },
             BatchSize::LargeInput,
         )

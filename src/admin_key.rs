@@ -5,6 +5,7 @@
 //! in constant time. A generated key is printed once on stderr.
 
 use crate::model::api_key;
+use crate::storage::private;
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
@@ -91,7 +92,11 @@ impl AdminKey {
 fn write_durably(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     let temp = dir.join(format!("{name}.tmp"));
     {
-        let mut file = fs::File::create(&temp)?;
+        let mut file = private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
     }

@@ -124,6 +124,7 @@ impl Application {
             tombstone_retention_ms: config.engine.tombstone_retention_ms,
             timer_period: config.engine.timer_period,
             shard_mailbox_max: config.engine.shard_mailbox_max,
+            keyring: Arc::clone(&config.engine.store.wal.keyring),
         };
         let node = match ClusterNode::join(cluster, engine_config, config.clock).await {
             Ok(node) => Arc::new(node),

@@ -77,6 +77,15 @@ pub struct NewToken {
     pub children: Vec<TokenId>,
     /// Digest of the create request, when it had an idempotency key.
     pub fingerprint: Option<[u8; 16]>,
+    /// `data` sealed under a data key. Set only in the log's encoding of a
+    /// record (where `data` is then absent) and opened back into `data` when
+    /// the record is decoded: the engine never sees it set (see
+    /// [`crate::log::record`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub sealed_data: Option<Vec<u8>>,
+    /// `encryption` as JSON, sealed likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub sealed_encryption: Option<Vec<u8>>,
 }
 
 /// Creates tokens, all owned by one shard, all or none.

@@ -29,7 +29,11 @@ pub const TOMBSTONE_RETENTION_SECS_DEFAULT: u64 = 30 * 24 * 3600;
     name = "tokend",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = "Environment only (never flags: flags show in `ps`):\n  \
+        TOKEND_ADMIN_KEY  the admin key (generated at first start when unset)\n  \
+        TOKEND_DATA_KEY   encryption at rest of token data: keyId:base64-of-32-bytes, \
+        comma-separated, the first sealing new values (docs/encryption.md); unset: off"
 )]
 pub struct Cli {
     /// What to do (default: serve).

@@ -22,7 +22,7 @@
 //! log                               the seam: append, durable, poisoned; records
 //! command   metrics   admin_key     commands as plain data; /metrics; admin key
 //! model     timestamp
-//! clock     ids       storage   malloc
+//! clock     ids       storage   malloc    keyring
 //! ```
 //!
 //! A shard decides and appends through the [`log::Log`] seam and does no I/O
@@ -72,7 +72,10 @@
 //! - [`model`]: accounts, keys, scopes, collections, tokens, metadata, and a
 //!   token's lifecycle (holds and voided redemptions).
 //! - [`ids`]: identifiers and token → shard routing.
-//! - [`storage`]: the file I/O trait (and a fault-injecting implementation).
+//! - [`storage`]: the file I/O trait (and a fault-injecting implementation),
+//!   and owner-only creation of data-dir files and directories.
+//! - [`keyring`]: the data keys from `TOKEND_DATA_KEY` that seal token
+//!   `data` and `encryption` in the WAL and snapshots.
 //! - [`offline`]: `tokend inspect` and `tokend compact`.
 //! - [`malloc`]: glibc allocator tuning for the server process.
 //! - [`clock`]: time as an input (`SystemClock`, `ManualClock` for tests).
@@ -89,6 +92,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod ids;
+pub mod keyring;
 pub mod log;
 pub mod logging;
 pub mod malloc;

@@ -13,6 +13,7 @@ use tokend::cluster::ownership::LeaseTimes;
 use tokend::cluster::ClusterConfig;
 use tokend::config::{Cli, Command, ServeArgs};
 use tokend::engine::EngineConfig;
+use tokend::keyring::Keyring;
 use tokend::logging::{self, LogFormat};
 use tokend::offline;
 use tokend::storage::FsStorage;
@@ -32,19 +33,26 @@ fn main() -> ExitCode {
         Command::Inspect(_) | Command::Compact(_) => LogFormat::Text,
     });
     tokend::malloc::tune_for_server();
+    let keyring = match Keyring::from_env() {
+        Ok(keyring) => Arc::new(keyring),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match command {
-        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args, keyring)),
         Command::Inspect(args) if !args.cluster.is_empty() => actix_web::rt::System::new()
             .block_on(tokend::cluster::inspect::inspect(
                 &args.cluster,
                 &args.cluster_name,
                 &mut std::io::stdout(),
             )),
-        Command::Inspect(args) => offline::inspect(&args.data_dir, &mut std::io::stdout()),
+        Command::Inspect(args) => offline::inspect(&args.data_dir, keyring, &mut std::io::stdout()),
         Command::Compact(args) if !args.cluster.is_empty() => {
             Err("compact works on a data dir; a cluster's logs are JetStream's".into())
         }
-        Command::Compact(args) => offline::compact(&args.data_dir, &mut std::io::stdout()),
+        Command::Compact(args) => offline::compact(&args.data_dir, keyring, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,7 +63,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs, keyring: Arc<Keyring>) -> Result<(), String> {
     if args.rate_limit_burst.is_some() && args.rate_limit_per_sec == 0 {
         return Err("--rate-limit-burst needs --rate-limit-per-sec (limits are off)".into());
     }
@@ -69,7 +77,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             _ => return Err("cluster mode needs TOKEND_ADMIN_KEY (the same on every node)".into()),
         }
     } else {
-        std::fs::create_dir_all(&args.data_dir)
+        tokend::storage::private::create_dir_all(&args.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
         match AdminKey::bootstrap(&args.data_dir, from_env)
             .map_err(|e| format!("admin key: {e}"))?
@@ -81,6 +89,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         }
     };
+    match keyring.sealing_key_id() {
+        Some(sealing) => tracing::info!(
+            sealing_key = sealing,
+            key_ids = ?keyring.key_ids().collect::<Vec<_>>(),
+            "encryption at rest on"
+        ),
+        None => tracing::info!("encryption at rest off (TOKEND_DATA_KEY unset)"),
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.map_or(cpus, usize::from);
     let config = AppConfig {
@@ -96,6 +112,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 wal: WalOptions {
                     fsync: args.fsync,
                     fsync_interval_ms: args.fsync_interval_ms,
+                    keyring,
                     ..WalOptions::default()
                 },
                 storage: Arc::new(FsStorage),

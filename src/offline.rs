@@ -3,8 +3,13 @@
 //!
 //! `inspect` runs the restore a start runs, read-only ([`restore::read`]),
 //! so what it reports is what a start would find, and it changes nothing.
+//! Both open sealed values with the keyring of `TOKEND_DATA_KEY`, as a start
+//! does: `inspect` fails, naming the key id, when a value does not open, and
+//! otherwise counts the values each key opened; `compact` writes every value
+//! sealed under the first key.
 
 use crate::clock::{Clock, SystemClock};
+use crate::keyring::Keyring;
 use crate::model::Status;
 use crate::shard::ShardState;
 use crate::snapshot::file::{ListedSnapshot, SnapshotFiles};
@@ -36,15 +41,20 @@ impl Report<'_> {
     }
 }
 
-/// Prints a summary of `dir`; `Err` (exit 1) on corruption.
-pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
+/// Prints a summary of `dir`, opening sealed values with `keyring`; `Err`
+/// (exit 1) on corruption or on a sealed value that does not open.
+pub fn inspect(dir: &Path, keyring: Arc<Keyring>, out: &mut dyn Write) -> Result<(), String> {
     let _lock = DataDirLock::acquire(dir).map_err(|e| e.to_string())?;
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
     let mut report = Report { out };
     report.line(format_args!("data dir: {}", dir.display()))?;
     let mut problems = list_snapshots(&storage, dir, &mut report)?;
     list_segments(&storage, dir, &mut report)?;
-    let restored = match restore::read(&storage, dir, &WalOptions::default(), None, RETENTION_MS) {
+    let options = WalOptions {
+        keyring: Arc::clone(&keyring),
+        ..WalOptions::default()
+    };
+    let restored = match restore::read(&storage, dir, &options, None, RETENTION_MS) {
         Ok(restored) => restored,
         Err(e) => {
             report.line(format_args!("restore: FAILED: {e}"))?;
@@ -52,6 +62,7 @@ pub fn inspect(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
         }
     };
     summarize(&restored, &mut report)?;
+    report_sealed(&keyring, &mut report)?;
     problems.extend(
         restored
             .report
@@ -162,6 +173,23 @@ fn summarize(restored: &Restored, report: &mut Report<'_>) -> Result<(), String>
     report.line(format_args!("tokens: {total} ({})", by_status.join(", ")))
 }
 
+/// How many sealed values (in the snapshot and the log read) each key
+/// opened.
+fn report_sealed(keyring: &Keyring, report: &mut Report<'_>) -> Result<(), String> {
+    let Some(sealing) = keyring.sealing_key_id() else {
+        return report.line("encryption at rest: off (TOKEND_DATA_KEY unset); no sealed values");
+    };
+    let counts: Vec<String> = keyring
+        .opened_counts()
+        .iter()
+        .map(|(id, n)| format!("{id} {n}"))
+        .collect();
+    report.line(format_args!(
+        "encryption at rest: on, sealing key {sealing}; sealed values read by key: {}",
+        counts.join(", ")
+    ))
+}
+
 /// Every token, and how many of each status, as of now.
 fn count_by_status(shards: &[ShardState]) -> (usize, BTreeMap<&'static str, usize>) {
     let now = SystemClock.now_ms();
@@ -174,11 +202,16 @@ fn count_by_status(shards: &[ShardState]) -> (usize, BTreeMap<&'static str, usiz
     (total, counts)
 }
 
-/// Restores `dir`, writes a fresh snapshot and drops the WAL it covers.
-pub fn compact(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
+/// Restores `dir`, writes a fresh snapshot and drops the WAL it covers;
+/// sealed values open with `keyring`, and every value is written sealed
+/// under its first key (plain when it has none).
+pub fn compact(dir: &Path, keyring: Arc<Keyring>, out: &mut dyn Write) -> Result<(), String> {
     let config = StoreConfig {
         data_dir: dir.to_path_buf(),
-        wal: WalOptions::default(),
+        wal: WalOptions {
+            keyring,
+            ..WalOptions::default()
+        },
         storage: Arc::new(FsStorage),
     };
     let (store, restored) = Store::open(&config, 1, RETENTION_MS).map_err(|e| e.to_string())?;
@@ -189,7 +222,7 @@ pub fn compact(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
         lsn,
         SystemClock.now_ms(),
     );
-    let image = capture.into_image();
+    let image = capture.into_image(&config.wal.keyring);
     let (info, dropped) = write_image(store.wal(), store.snapshot_files(), &image, Cut::Covered)
         .map_err(|e| e.to_string())?;
     store.close().map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules, bottom layer first. A module may use modules of
 /// lower layers only: never one of its own layer or above.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "ids", "malloc", "storage", "logging"],
+    &["clock", "ids", "keyring", "malloc", "storage", "logging"],
     &["timestamp", "model"],
     &["metrics", "command", "admin_key"],
     &["log"],

@@ -126,6 +126,8 @@ fn new_token(w: &World) -> NewToken {
         expiry: Expiry::CollectionDefault,
         children: vec![],
         fingerprint: None,
+        sealed_data: None,
+        sealed_encryption: None,
     }
 }
 

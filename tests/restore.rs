@@ -11,6 +11,7 @@ use tokend::catalog::Catalog;
 use tokend::clock::Millis;
 use tokend::command::{CatalogCommand, Create, Delete, Expiry, NewToken, Redeem, ShardCommand};
 use tokend::ids::{AccountId, CollectionId, TokenId};
+use tokend::keyring::Keyring;
 use tokend::log::LogRecord;
 use tokend::model::collection::CollectionRecord;
 use tokend::model::{Account, Liveness, Metadata, Status, TokenType};
@@ -51,7 +52,8 @@ impl Live {
     fn catalog(&mut self, command: CatalogCommand) {
         self.catalog.execute(command.clone(), |_| ()).unwrap();
         let lsn = self.next_lsn();
-        self.log.push((lsn, LogRecord::Catalog(command).encode()));
+        self.log
+            .push((lsn, LogRecord::Catalog(command).encode(&Keyring::off())));
         self.catalog_lsn = lsn;
     }
 
@@ -67,7 +69,7 @@ impl Live {
                 now_ms: self.now,
                 command,
             };
-            self.log.push((lsn, record.encode()));
+            self.log.push((lsn, record.encode(&Keyring::off())));
             self.shard_lsns[shard] = lsn;
         }
         changed
@@ -116,6 +118,8 @@ fn new_token(account: AccountId, collection: CollectionId, i: usize) -> NewToken
         },
         children: vec![],
         fingerprint: None,
+        sealed_data: None,
+        sealed_encryption: None,
     }
 }
 
@@ -206,6 +210,7 @@ fn restorer(image: Option<SnapshotImage>, shards: usize) -> Restorer {
         image.map(|i| (i, "snapshot-under-test.mpk".into())),
         shards,
         RETENTION_MS,
+        Arc::new(Keyring::off()),
     )
     .unwrap()
 }
@@ -313,7 +318,7 @@ fn a_capture_is_unaffected_by_later_changes() {
         catalog_lsn: live.catalog_lsn,
         shards: vec![capture],
     }
-    .into_image();
+    .into_image(&Keyring::off());
     let restored = restorer(Some(image), 1).finish().1;
     for (id, _) in &active {
         let token = restored[0].tokens().find(|t| t.id == *id).unwrap();
@@ -450,6 +455,8 @@ fn varied_live(shards: usize) -> Live {
                 vec![]
             },
             fingerprint: (i % 8 == 0).then_some([i as u8; 16]),
+            sealed_data: None,
+            sealed_encryption: None,
         };
         ids.push(token.id);
         live.shard(
@@ -498,7 +505,7 @@ fn image_of(live: &Live) -> SnapshotImage {
             .map(|(s, lsn)| ShardCapture::of(s, *lsn))
             .collect(),
     }
-    .into_image()
+    .into_image(&Keyring::off())
 }
 
 #[test]
@@ -585,8 +592,13 @@ fn damaged_sections_are_errors_not_panics() {
             let result = SnapshotImage::decode(&bytes::Bytes::from(damaged), FORMAT_VERSION)
                 .map_err(|e| e.to_string())
                 .and_then(|image| {
-                    Restorer::new(Some((image, "damaged.mpk".into())), 2, RETENTION_MS)
-                        .map_err(|e| e.to_string())
+                    Restorer::new(
+                        Some((image, "damaged.mpk".into())),
+                        2,
+                        RETENTION_MS,
+                        Arc::new(Keyring::off()),
+                    )
+                    .map_err(|e| e.to_string())
                 });
             if let Err(e) = result {
                 assert!(!e.is_empty());

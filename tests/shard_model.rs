@@ -426,6 +426,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         expiry: expires_at.map_or(Expiry::CollectionDefault, Expiry::At),
                         children: vec![],
                         fingerprint: None,
+                        sealed_data: None,
+                        sealed_encryption: None,
                     }],
                 };
                 let outcome = state.execute(&command, now, &w.catalog);
@@ -836,6 +838,8 @@ fn replaying_the_same_commands_gives_the_same_state() {
                 },
                 children: vec![],
                 fingerprint: None,
+                sealed_data: None,
+                sealed_encryption: None,
             }],
         });
         if live.apply(&command, now, &w.catalog).is_ok() {

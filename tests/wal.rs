@@ -20,6 +20,7 @@ fn options(segment_bytes_max: u64) -> WalOptions {
         segment_bytes_max,
         record_bytes_max: 1 << 16,
         buffer_bytes_max: 1 << 22,
+        ..WalOptions::default()
     }
 }
 

@@ -412,6 +412,8 @@ impl<'a> Planner<'a> {
             expiry,
             children: Vec::new(),
             fingerprint: (body.idempotency_key.is_some() || derived.is_some()).then_some(print),
+            sealed_data: None,
+            sealed_encryption: None,
         });
         Some(id)
     }

@@ -16,6 +16,7 @@ use super::setup::Jet;
 use crate::catalog::Catalog;
 use crate::command::CatalogCommand;
 use crate::engine::{CatalogWriter, EngineError};
+use crate::keyring::Keyring;
 use crate::log::LogRecord;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -114,7 +115,10 @@ impl CatalogReplica {
     }
 
     fn apply(&self, sequence: u64, payload: &[u8]) -> Result<(), String> {
-        match message::decode(payload).map_err(|e| format!("catalog message {sequence}: {e}"))? {
+        // Catalog records carry no token values: nothing to open.
+        match message::decode(payload, &Keyring::off())
+            .map_err(|e| format!("catalog message {sequence}: {e}"))?
+        {
             LogMessage::Batch(records) => {
                 for record in records {
                     match record {
@@ -170,7 +174,10 @@ impl CatalogReplica {
         let expected = self.applied();
         self.catalog.check(command)?;
         let mut payload = message::batch_header();
-        message::push_frame(&mut payload, &LogRecord::Catalog(command.clone()).encode());
+        message::push_frame(
+            &mut payload,
+            &LogRecord::Catalog(command.clone()).encode(&Keyring::off()),
+        );
         let target = Target {
             js: self.jet.js.clone(),
             subject: self.jet.names.catalog_subject(),

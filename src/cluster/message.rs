@@ -5,6 +5,7 @@
 //! `[length u32 LE][record]`, each record a [`LogRecord`] in its own
 //! versioned encoding; a claim body is MessagePack of [`Claim`].
 
+use crate::keyring::Keyring;
 use crate::log::record::RecordError;
 use crate::log::LogRecord;
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,7 @@ pub fn claim(claim: &Claim) -> Vec<u8> {
 }
 
 /// Decodes a message.
-pub fn decode(bytes: &[u8]) -> Result<LogMessage, MessageError> {
+pub fn decode(bytes: &[u8], keyring: &Keyring) -> Result<LogMessage, MessageError> {
     let [version, kind, body @ ..] = bytes else {
         return Err(MessageError::Malformed("shorter than its header".into()));
     };
@@ -92,7 +93,7 @@ pub fn decode(bytes: &[u8]) -> Result<LogMessage, MessageError> {
                     return Err(MessageError::Malformed("frame cut short".into()));
                 }
                 let (record, next) = tail.split_at(length);
-                records.push(LogRecord::decode(record)?);
+                records.push(LogRecord::decode(record, keyring)?);
                 rest = next;
             }
             Ok(LogMessage::Batch(records))
@@ -120,23 +121,26 @@ mod tests {
             }),
         };
         let mut batch = batch_header();
-        push_frame(&mut batch, &record.encode());
-        push_frame(&mut batch, &record.encode());
-        match decode(&batch).unwrap() {
+        push_frame(&mut batch, &record.encode(&Keyring::off()));
+        push_frame(&mut batch, &record.encode(&Keyring::off()));
+        match decode(&batch, &Keyring::off()).unwrap() {
             LogMessage::Batch(records) => assert_eq!(records, vec![record.clone(), record]),
             other => panic!("{other:?}"),
         }
-        assert!(decode(&batch[..batch.len() - 1]).is_err());
+        assert!(decode(&batch[..batch.len() - 1], &Keyring::off()).is_err());
         let marker = Claim {
             node: "n1".into(),
             epoch: 7,
         };
-        match decode(&claim(&marker)).unwrap() {
+        match decode(&claim(&marker), &Keyring::off()).unwrap() {
             LogMessage::Claim(decoded) => assert_eq!(decoded, marker),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode(&[9, 0]), Err(MessageError::Newer(9))));
-        assert!(decode(&[1]).is_err());
-        assert!(decode(&[1, 5]).is_err());
+        assert!(matches!(
+            decode(&[9, 0], &Keyring::off()),
+            Err(MessageError::Newer(9))
+        ));
+        assert!(decode(&[1], &Keyring::off()).is_err());
+        assert!(decode(&[1, 5], &Keyring::off()).is_err());
     }
 }

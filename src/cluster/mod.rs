@@ -42,6 +42,7 @@ pub mod takeover;
 
 use crate::clock::Clock;
 use crate::engine::{ClusterEngineConfig, Engine};
+use crate::keyring::Keyring;
 use catalog_log::CatalogReplica;
 use forward::{ForwardCounts, Forwarder};
 use ownership::{LeaseTimes, Ownership, Settings};
@@ -107,7 +108,7 @@ impl ClusterNode {
     ) -> Result<Self, ClusterError> {
         assert_eq!(engine_config.shards, usize::from(config.shards));
         let jet = setup::connect(&config).await?;
-        let snapshots = open_snapshots(&jet, config.replicas).await?;
+        let snapshots = open_snapshots(&jet, config.replicas, &engine_config.keyring).await?;
         let catalog = CatalogReplica::new(jet.clone());
         actix_web::rt::spawn(Arc::clone(&catalog).tail());
         catalog
@@ -161,10 +162,22 @@ impl ClusterNode {
 
 /// Opens the snapshot store, retrying while a new bucket's leader is being
 /// elected (nodes starting together race to create it).
-async fn open_snapshots(jet: &setup::Jet, replicas: usize) -> Result<ShardSnapshots, ClusterError> {
+async fn open_snapshots(
+    jet: &setup::Jet,
+    replicas: usize,
+    keyring: &Arc<Keyring>,
+) -> Result<ShardSnapshots, ClusterError> {
     let started = tokio::time::Instant::now();
     loop {
-        match ShardSnapshots::open(&jet.js, jet.stream.clone(), &jet.names, replicas).await {
+        match ShardSnapshots::open(
+            &jet.js,
+            jet.stream.clone(),
+            &jet.names,
+            replicas,
+            Arc::clone(keyring),
+        )
+        .await
+        {
             Ok(snapshots) => return Ok(snapshots),
             Err(e) if started.elapsed() < std::time::Duration::from_secs(30) => {
                 tracing::info!(error = %e, "snapshot store not available yet; retrying");

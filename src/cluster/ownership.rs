@@ -594,7 +594,7 @@ impl Ownership {
             // Dropped meanwhile (lease lapsed during the takeover).
             return;
         };
-        let log = ReplicatedLog::new();
+        let log = ReplicatedLog::new(Arc::clone(self.snapshots.keyring()));
         let target = Target {
             js: self.jet.js.clone(),
             subject: self.jet.names.shard_subject(shard),

@@ -27,6 +27,7 @@
 //! as the append. On a first attempt it cannot be ours, and it fences.
 
 use super::message::{self, MESSAGE_BYTES_MAX};
+use crate::keyring::Keyring;
 use crate::log::{Durable, Log, LogError, LogRecord, Lsn};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -65,6 +66,8 @@ pub struct ReplicatedLog {
 }
 
 struct Shared {
+    /// Seals token values in the records appended.
+    keyring: Arc<Keyring>,
     /// Records and waits.
     state: Mutex<State>,
     /// Wakes the committer when the first record of a batch arrives.
@@ -126,10 +129,12 @@ pub struct Target {
 }
 
 impl ReplicatedLog {
-    /// A log whose committer runs [`ReplicatedLog::run`].
-    pub fn new() -> Self {
+    /// A log whose committer runs [`ReplicatedLog::run`]; token values are
+    /// sealed with `keyring`.
+    pub fn new(keyring: Arc<Keyring>) -> Self {
         Self {
             shared: Arc::new(Shared {
+                keyring,
                 state: Mutex::new(State {
                     next_lsn: 1,
                     pending: Vec::new(),
@@ -256,12 +261,6 @@ impl ReplicatedLog {
         for waiter in resolved {
             let _ = waiter.send(Ok(()));
         }
-    }
-}
-
-impl Default for ReplicatedLog {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -417,7 +416,7 @@ impl Log for ReplicatedLog {
                 cause: Arc::from("the shard is being handed to another node"),
             });
         }
-        let encoded = record.encode();
+        let encoded = record.encode(&self.shared.keyring);
         if encoded.len() + 8 > MESSAGE_BYTES_MAX || state.pending.len() > PENDING_BYTES_MAX {
             let error = LogError::Poisoned {
                 cause: Arc::from(format!(
@@ -499,7 +498,7 @@ mod tests {
 
     #[test]
     fn batches_cut_at_record_boundaries_and_acknowledgements_resolve_waits_in_order() {
-        let log = ReplicatedLog::new();
+        let log = ReplicatedLog::new(Arc::new(Keyring::off()));
         let first = log.append(&record()).unwrap();
         let second = log.append(&record()).unwrap();
         assert_eq!((first, second, log.last_lsn()), (1, 2, 2));
@@ -507,7 +506,7 @@ mod tests {
         let mut wait_first = log.durable(first);
         let (payload, first, last) = take_batch(&mut log.shared.state.lock()).unwrap();
         assert_eq!((first, last), (1, 2));
-        match message::decode(&payload).unwrap() {
+        match message::decode(&payload, &Keyring::off()).unwrap() {
             message::LogMessage::Batch(records) => assert_eq!(records.len(), 2),
             other => panic!("{other:?}"),
         }
@@ -546,7 +545,7 @@ mod tests {
 
     #[test]
     fn a_fenced_log_fails_its_waits_and_refuses_appends() {
-        let log = ReplicatedLog::new();
+        let log = ReplicatedLog::new(Arc::new(Keyring::off()));
         let lsn = log.append(&record()).unwrap();
         let wait = log.durable(lsn);
         log.end(LogError::Fenced {
@@ -565,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_closing_log_refuses_appends_but_keeps_what_is_pending() {
-        let log = ReplicatedLog::new();
+        let log = ReplicatedLog::new(Arc::new(Keyring::off()));
         log.append(&record()).unwrap();
         log.close();
         assert!(matches!(

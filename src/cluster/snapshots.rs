@@ -16,6 +16,7 @@ use super::replicated_log::{ReplicatedLog, Stamp};
 use crate::catalog::{Catalog, CatalogImage};
 use crate::clock::Millis;
 use crate::engine::Engine;
+use crate::keyring::Keyring;
 use crate::log::Log;
 use crate::shard::ShardState;
 use crate::snapshot::capture::EngineCapture;
@@ -23,6 +24,7 @@ use crate::snapshot::image::SnapshotImage;
 use crate::snapshot::{load, FORMAT_VERSION, FORMAT_VERSION_MIN};
 use async_nats::jetstream::{self, object_store, stream};
 use futures_util::TryStreamExt;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
@@ -67,6 +69,9 @@ pub struct ShardSnapshots {
     stream: stream::Stream,
     /// Names.
     names: Names,
+    /// Seals token values in the snapshots taken, opens them in those
+    /// loaded (and in the records replayed after them).
+    keyring: Arc<Keyring>,
 }
 
 impl ShardSnapshots {
@@ -76,6 +81,7 @@ impl ShardSnapshots {
         stream: stream::Stream,
         names: &Names,
         replicas: usize,
+        keyring: Arc<Keyring>,
     ) -> Result<Self, String> {
         let bucket = names.snapshots_bucket();
         let store = match js.get_object_store(&bucket).await {
@@ -95,7 +101,13 @@ impl ShardSnapshots {
             store,
             stream,
             names: names.clone(),
+            keyring,
         })
+    }
+
+    /// The data keys.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
     }
 
     /// The stamps of `shard`'s snapshots, oldest first.
@@ -146,7 +158,8 @@ impl ShardSnapshots {
             shards: vec![capture],
         };
         // Encoding is the costly part: off the async workers.
-        let bytes = tokio::task::spawn_blocking(move || image.into_image().encode())
+        let keyring = Arc::clone(&self.keyring);
+        let bytes = tokio::task::spawn_blocking(move || image.into_image(&keyring).encode())
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -253,7 +266,7 @@ impl ShardSnapshots {
         }
         let image = SnapshotImage::decode(&bytes::Bytes::copy_from_slice(image), version)
             .map_err(|e| format!("{name}: {e}"))?;
-        let mut states = load::shard_states(&image.shards, catalog, 1, retention_ms)
+        let mut states = load::shard_states(&image.shards, catalog, 1, retention_ms, &self.keyring)
             .map_err(|e| format!("{name}: {e}"))?;
         states.pop().ok_or_else(|| format!("{name} holds no shard"))
     }

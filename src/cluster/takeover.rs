@@ -15,6 +15,7 @@ use super::message::{self, Claim, LogMessage};
 use super::replicated_log::{self, Ended, Stamp, Target};
 use super::setup::Jet;
 use super::snapshots::ShardSnapshots;
+use crate::keyring::Keyring;
 use crate::log::LogRecord;
 use crate::shard::ShardState;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -68,7 +69,16 @@ pub async fn take_over(
         let tail = last_subject_sequence(jet, &subject).await?;
         if tail > replayed_to {
             let range = (replayed_to + 1, tail);
-            messages += replay(jet, catalog, &subject, range, skip.take(), &mut state).await?;
+            messages += replay(
+                jet,
+                catalog,
+                &subject,
+                range,
+                skip.take(),
+                &mut state,
+                snapshots.keyring(),
+            )
+            .await?;
             replayed_to = tail;
         }
         let target = Target {
@@ -116,6 +126,7 @@ async fn replay(
     (from, to): (u64, u64),
     snapshot: Option<Stamp>,
     state: &mut ShardState,
+    keyring: &Keyring,
 ) -> Result<u64, String> {
     let consumer = jet
         .stream
@@ -151,7 +162,7 @@ async fn replay(
         let skip = snapshot
             .filter(|stamp| stamp.sequence == sequence)
             .map_or(0, |stamp| stamp.skip);
-        apply(catalog, state, sequence, &next.payload, skip)?;
+        apply(catalog, state, sequence, &next.payload, skip, keyring)?;
         count += 1;
         if sequence == to {
             return Ok(count);
@@ -166,8 +177,9 @@ fn apply(
     sequence: u64,
     payload: &[u8],
     skip: u64,
+    keyring: &Keyring,
 ) -> Result<(), String> {
-    match message::decode(payload).map_err(|e| format!("message {sequence}: {e}"))? {
+    match message::decode(payload, keyring).map_err(|e| format!("message {sequence}: {e}"))? {
         LogMessage::Claim(_) => Ok(()),
         LogMessage::Batch(records) => {
             let skip = usize::try_from(skip).unwrap_or(usize::MAX);

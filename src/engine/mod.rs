@@ -21,6 +21,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, Millis};
 use crate::command::{Capture, CatalogCommand, Delete, Hold, NewToken, Redeem, Release, Void};
 use crate::ids::{AccountId, CollectionId, KeyId, TokenId};
+use crate::keyring::Keyring;
 use crate::log::{Log, LogError, LogRecord};
 use crate::metrics::store::{SnapshotMetrics, WalMetrics};
 use crate::metrics::tokens::{StatusCounts, TokenGauges};
@@ -235,6 +236,9 @@ pub struct ClusterEngineConfig {
     pub timer_period: Duration,
     /// Requests one shard may hold at once (`--shard-mailbox-max`).
     pub shard_mailbox_max: usize,
+    /// Seals token values in the replicated records and shard snapshots,
+    /// and opens them (every node needs the same keys).
+    pub keyring: Arc<Keyring>,
 }
 
 impl Engine {

@@ -20,13 +20,33 @@
 //!
 //! Catalog changes and shard commands share one log, so a collection is
 //! always logged before the tokens that use it.
+//!
+//! # Sealed records
+//!
+//! With data keys (see [`crate::keyring`]) a create's token `data` and
+//! `encryption` are sealed on the way out: the record is written as version
+//! [`SEALED_VERSION`], each such token carrying `sealed_data` /
+//! `sealed_encryption` (MessagePack binary, the [`crate::keyring::seal`]
+//! format, bound to the token id) in place of `data` / `encryption`. A record
+//! with nothing to seal keeps version [`FORMAT_VERSION`], byte for byte what
+//! earlier builds wrote. The version is raised for sealed records so that a
+//! build that predates sealing refuses them (a newer version) instead of
+//! ignoring the sealed fields and losing the data. Decoding opens the sealed
+//! fields back into `data` / `encryption`; a value whose key the keyring
+//! lacks, or that the key does not open, fails the decode naming the key id.
 
 use crate::clock::Millis;
-use crate::command::{CatalogCommand, ShardCommand};
+use crate::command::{CatalogCommand, Create, NewToken, ShardCommand};
+use crate::ids::TokenId;
+use crate::keyring::{Field, Keyring, SealError};
 use serde::{Deserialize, Serialize};
 
-/// The record encoding this build writes, and the newest it reads.
+/// The record encoding this build writes when nothing in the record is
+/// sealed.
 pub const FORMAT_VERSION: u8 = 1;
+/// The record encoding of a record holding sealed values; the newest this
+/// build reads.
+pub const SEALED_VERSION: u8 = 2;
 
 /// One logged change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +69,7 @@ pub enum RecordError {
     /// Written by a newer build.
     #[error(
         "log record format version {found} is newer than this build reads (version \
-         {FORMAT_VERSION}); run a tokend that reads it (nothing was changed)"
+         {SEALED_VERSION}); run a tokend that reads it (nothing was changed)"
     )]
     Newer {
         /// The version found.
@@ -58,40 +78,159 @@ pub enum RecordError {
     /// Not a record of any known version.
     #[error("undecodable log record: {0}")]
     Malformed(String),
+    /// A sealed value that does not open (the error names the key id).
+    #[error("token {token} {field}: {source}")]
+    Sealed {
+        /// The token whose value it is.
+        token: TokenId,
+        /// `data` or `encryption`.
+        field: &'static str,
+        /// Why it does not open.
+        source: SealError,
+    },
 }
 
 impl LogRecord {
-    /// Appends the encoding of `self` to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(FORMAT_VERSION);
+    /// Appends the encoding of `self` to `out`, sealing token values when
+    /// `keyring` has keys.
+    pub fn encode_into(&self, out: &mut Vec<u8>, keyring: &Keyring) {
+        let sealed = self.sealed(keyring);
+        let (version, record) = match &sealed {
+            Some(sealed) => (SEALED_VERSION, sealed),
+            None => (FORMAT_VERSION, self),
+        };
+        out.push(version);
         // Encoding plain data into a Vec cannot fail (no I/O, no maps with
         // non-string keys); the assert documents that invariant.
-        let result = rmp_serde::encode::write_named(out, self);
+        let result = rmp_serde::encode::write_named(out, record);
         assert!(result.is_ok(), "log record encoding failed: {result:?}");
     }
 
-    /// The encoding of `self`.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The encoding of `self` (see [`LogRecord::encode_into`]).
+    pub fn encode(&self, keyring: &Keyring) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        self.encode_into(&mut out);
+        self.encode_into(&mut out, keyring);
         out
     }
 
-    /// Decodes a record read back from the log, of this version or an
-    /// earlier one.
-    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        let malformed = |e: rmp_serde::decode::Error| RecordError::Malformed(e.to_string());
-        match bytes.first() {
-            Some(&FORMAT_VERSION) => rmp_serde::from_slice(&bytes[1..]).map_err(malformed),
-            // Version 0: an externally tagged enum, i.e. a one-entry map.
-            Some(0x80..=0x8f | 0xde | 0xdf) => rmp_serde::from_slice(bytes).map_err(malformed),
-            Some(&found @ 2..=0x7f) => Err(RecordError::Newer { found }),
-            Some(other) => Err(RecordError::Malformed(format!(
-                "starts with byte {other:#04x}, not a record version"
-            ))),
-            None => Err(RecordError::Malformed("empty".into())),
+    /// A copy of `self` with its token values sealed; `None` when there is
+    /// nothing to seal (no keys, not a create, or no values).
+    fn sealed(&self, keyring: &Keyring) -> Option<LogRecord> {
+        let LogRecord::Shard {
+            now_ms,
+            command: ShardCommand::Create(create),
+        } = self
+        else {
+            return None;
+        };
+        let has_values = create
+            .tokens
+            .iter()
+            .any(|t| t.data.is_some() || t.encryption.is_some());
+        if !keyring.is_on() || !has_values {
+            return None;
         }
+        let tokens = create
+            .tokens
+            .iter()
+            .map(|token| seal_token(token, keyring))
+            .collect::<Option<Vec<_>>>()?;
+        Some(LogRecord::Shard {
+            now_ms: *now_ms,
+            command: ShardCommand::Create(Create { tokens }),
+        })
     }
+
+    /// Decodes a record read back from the log, of this version or an
+    /// earlier one, opening sealed values with `keyring`.
+    pub fn decode(bytes: &[u8], keyring: &Keyring) -> Result<Self, RecordError> {
+        let malformed = |e: rmp_serde::decode::Error| RecordError::Malformed(e.to_string());
+        let mut record: LogRecord = match bytes.first() {
+            Some(&(FORMAT_VERSION | SEALED_VERSION)) => {
+                rmp_serde::from_slice(&bytes[1..]).map_err(malformed)?
+            }
+            // Version 0: an externally tagged enum, i.e. a one-entry map.
+            Some(0x80..=0x8f | 0xde | 0xdf) => rmp_serde::from_slice(bytes).map_err(malformed)?,
+            Some(&found @ 3..=0x7f) => return Err(RecordError::Newer { found }),
+            Some(other) => {
+                return Err(RecordError::Malformed(format!(
+                    "starts with byte {other:#04x}, not a record version"
+                )))
+            }
+            None => return Err(RecordError::Malformed("empty".into())),
+        };
+        if let LogRecord::Shard {
+            command: ShardCommand::Create(create),
+            ..
+        } = &mut record
+        {
+            for token in &mut create.tokens {
+                open_token(token, keyring)?;
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// `token` with its `data` and `encryption` sealed under the keyring's
+/// first key; `None` when the keyring has none.
+fn seal_token(token: &NewToken, keyring: &Keyring) -> Option<NewToken> {
+    let id = token.id.0.as_bytes();
+    let sealed_data = match &token.data {
+        Some(data) => Some(keyring.seal(Field::Data, id, data.as_bytes())?),
+        None => None,
+    };
+    let sealed_encryption = match &token.encryption {
+        Some(encryption) => {
+            // Plain data into a Vec: encoding cannot fail.
+            let json = serde_json::to_vec(encryption)
+                .unwrap_or_else(|e| panic!("encryption encoding failed: {e}"));
+            Some(keyring.seal(Field::Encryption, id, &json)?)
+        }
+        None => None,
+    };
+    Some(NewToken {
+        data: None,
+        encryption: None,
+        sealed_data,
+        sealed_encryption,
+        ..token.clone()
+    })
+}
+
+/// Opens `token`'s sealed values back into `data` and `encryption`.
+fn open_token(token: &mut NewToken, keyring: &Keyring) -> Result<(), RecordError> {
+    let id = token.id;
+    let failed = |field: Field, source: SealError| RecordError::Sealed {
+        token: id,
+        field: field.as_str(),
+        source,
+    };
+    let malformed = |field: Field, why: String| {
+        RecordError::Malformed(format!("token {id} sealed {}: {why}", field.as_str()))
+    };
+    if let Some(sealed) = token.sealed_data.take() {
+        if token.data.is_some() {
+            return Err(malformed(Field::Data, "beside a plain value".into()));
+        }
+        let plain = keyring
+            .open(Field::Data, id.0.as_bytes(), &sealed)
+            .map_err(|e| failed(Field::Data, e))?;
+        let text = String::from_utf8(plain).map_err(|e| malformed(Field::Data, e.to_string()))?;
+        token.data = Some(text);
+    }
+    if let Some(sealed) = token.sealed_encryption.take() {
+        if token.encryption.is_some() {
+            return Err(malformed(Field::Encryption, "beside a plain value".into()));
+        }
+        let plain = keyring
+            .open(Field::Encryption, id.0.as_bytes(), &sealed)
+            .map_err(|e| failed(Field::Encryption, e))?;
+        let encryption = serde_json::from_slice(&plain)
+            .map_err(|e| malformed(Field::Encryption, e.to_string()))?;
+        token.encryption = Some(encryption);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -99,7 +238,10 @@ mod tests {
     use super::*;
     use crate::command::{Create, Expiry, NewToken, Redeem};
     use crate::ids::{AccountId, CollectionId, TokenId};
-    use crate::model::{Metadata, TokenType};
+    use crate::model::{Encryption, EncryptionKey, Metadata, TokenType};
+
+    const KEY_1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const KEY_1_OTHER_BYTES: &str = "k1:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 
     fn records() -> Vec<LogRecord> {
         vec![
@@ -120,6 +262,8 @@ mod tests {
                         expiry: Expiry::InSecs(60),
                         children: vec![TokenId::random()],
                         fingerprint: Some([3; 16]),
+                        sealed_data: None,
+                        sealed_encryption: None,
                     }],
                 }),
             },
@@ -139,9 +283,9 @@ mod tests {
     #[test]
     fn records_round_trip_with_their_version_first() {
         for record in records() {
-            let bytes = record.encode();
+            let bytes = record.encode(&Keyring::off());
             assert_eq!(bytes[0], FORMAT_VERSION);
-            assert_eq!(LogRecord::decode(&bytes).unwrap(), record);
+            assert_eq!(LogRecord::decode(&bytes, &Keyring::off()).unwrap(), record);
         }
     }
 
@@ -150,7 +294,7 @@ mod tests {
         for record in records() {
             let legacy = rmp_serde::to_vec(&record).unwrap();
             assert!(matches!(legacy[0], 0x80..=0x8f), "{:#04x}", legacy[0]);
-            assert_eq!(LogRecord::decode(&legacy).unwrap(), record);
+            assert_eq!(LogRecord::decode(&legacy, &Keyring::off()).unwrap(), record);
         }
     }
 
@@ -206,7 +350,10 @@ mod tests {
                 redeemed_by: "pos".into(),
             }),
         };
-        assert_eq!(LogRecord::decode(&bytes).unwrap(), expected);
+        assert_eq!(
+            LogRecord::decode(&bytes, &Keyring::off()).unwrap(),
+            expected
+        );
 
         #[derive(Deserialize, Debug, PartialEq)]
         struct NewerRedeemRead {
@@ -221,7 +368,7 @@ mod tests {
         enum NewerRecordRead {
             Shard { command: NewerCommandRead },
         }
-        let ours = expected.encode();
+        let ours = expected.encode(&Keyring::off());
         let read: NewerRecordRead = rmp_serde::from_slice(&ours[1..]).unwrap();
         assert_eq!(
             read,
@@ -236,14 +383,68 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_refused_and_garbage_is_an_error_not_a_panic() {
-        let mut bytes = records()[1].encode();
-        bytes[0] = 2;
+        let mut bytes = records()[1].encode(&Keyring::off());
+        bytes[0] = 3;
         assert_eq!(
-            LogRecord::decode(&bytes),
-            Err(RecordError::Newer { found: 2 })
+            LogRecord::decode(&bytes, &Keyring::off()),
+            Err(RecordError::Newer { found: 3 })
         );
-        assert!(LogRecord::decode(&[0xc1, 0xff, 0x00]).is_err());
-        assert!(LogRecord::decode(&[FORMAT_VERSION, 0xc1]).is_err());
-        assert!(LogRecord::decode(&[]).is_err());
+        assert!(LogRecord::decode(&[0xc1, 0xff, 0x00], &Keyring::off()).is_err());
+        assert!(LogRecord::decode(&[FORMAT_VERSION, 0xc1], &Keyring::off()).is_err());
+        assert!(LogRecord::decode(&[], &Keyring::off()).is_err());
+    }
+
+    /// The first record with `encryption` set too.
+    fn with_values() -> LogRecord {
+        let mut record = records().remove(0);
+        if let LogRecord::Shard {
+            command: ShardCommand::Create(create),
+            ..
+        } = &mut record
+        {
+            create.tokens[0].encryption = Some(Encryption {
+                cek: Some(EncryptionKey {
+                    key: Some("wrapped-cek".into()),
+                    alg: Some("AES".into()),
+                }),
+                kek: None,
+            });
+        }
+        record
+    }
+
+    #[test]
+    fn with_keys_values_are_sealed_and_open_back_while_other_records_stay_plain() {
+        let keyring = Keyring::parse(KEY_1).unwrap();
+        let record = with_values();
+        let bytes = record.encode(&keyring);
+        assert_eq!(bytes[0], SEALED_VERSION);
+        for plain in [&b"{\"a\":[1,2"[..], b"wrapped-cek"] {
+            assert!(!bytes.windows(plain.len()).any(|w| w == plain));
+        }
+        assert_eq!(LogRecord::decode(&bytes, &keyring).unwrap(), record);
+        assert_eq!(keyring.opened_counts(), [("k1", 2)]);
+        let redeem = records().remove(1);
+        assert_eq!(redeem.encode(&keyring), redeem.encode(&Keyring::off()));
+        let plain = record.encode(&Keyring::off());
+        assert_eq!(plain[0], FORMAT_VERSION);
+        assert_eq!(LogRecord::decode(&plain, &keyring).unwrap(), record);
+    }
+
+    #[test]
+    fn a_sealed_record_without_its_key_fails_naming_the_key_id() {
+        let bytes = with_values().encode(&Keyring::parse(KEY_1).unwrap());
+        for keyring in [
+            Keyring::off(),
+            Keyring::parse("k2:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap(),
+            Keyring::parse(KEY_1_OTHER_BYTES).unwrap(),
+        ] {
+            let err = LogRecord::decode(&bytes, &keyring).unwrap_err();
+            assert!(
+                matches!(err, RecordError::Sealed { field: "data", .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("\"k1\""), "{err}");
+        }
     }
 }

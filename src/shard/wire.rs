@@ -524,6 +524,8 @@ mod tests {
                 expiry: Expiry::CollectionDefault,
                 children: vec![],
                 fingerprint: None,
+                sealed_data: None,
+                sealed_encryption: None,
             };
             // The request to the owner, and its reply, as bytes.
             let request = ShardRequest::Create(Create { tokens: vec![new] });

@@ -11,6 +11,7 @@ use super::image::{ShardImage, SnapshotImage};
 use super::section::{self, Layout};
 use crate::catalog::{Catalog, CatalogImage};
 use crate::clock::Millis;
+use crate::keyring::Keyring;
 use crate::log::Lsn;
 use crate::shard::{ShardCapture, ShardState};
 use bytes::Bytes;
@@ -53,9 +54,9 @@ impl EngineCapture {
             .fold(self.catalog_lsn, Lsn::max)
     }
 
-    /// The image, its shard sections encoded (the costly part: run it off
-    /// the shards).
-    pub fn into_image(self) -> SnapshotImage {
+    /// The image, its shard sections encoded, token values sealed when
+    /// `keyring` has keys (the costly part: run it off the shards).
+    pub fn into_image(self, keyring: &Keyring) -> SnapshotImage {
         SnapshotImage {
             taken_at_ms: self.taken_at_ms,
             shard_count: u32::try_from(self.shards.len()).unwrap_or(u32::MAX),
@@ -67,7 +68,7 @@ impl EngineCapture {
                 .map(|capture| ShardImage {
                     lsn: capture.lsn,
                     token_count: capture.len(),
-                    section: Bytes::from(section::encode(&capture.table)),
+                    section: Bytes::from(section::encode(&capture.table, keyring)),
                     layout: Layout::Tagged,
                 })
                 .collect(),

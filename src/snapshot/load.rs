@@ -6,17 +6,20 @@
 use super::image::ShardImage;
 use super::section::{self, Remap, SectionTables};
 use crate::catalog::Catalog;
+use crate::keyring::Keyring;
 use crate::shard::table::{ChunkBuilder, Tables, TokenTable, KEYS_MAX};
 use crate::shard::ShardState;
 use std::sync::Arc;
 
-/// Rebuilds `shard_count` shards from the image's shard sections; an error
-/// names the section or token that does not rebuild.
+/// Rebuilds `shard_count` shards from the image's shard sections, opening
+/// sealed values with `keyring`; an error names the section or token that
+/// does not rebuild (and the key id of a value that does not open).
 pub fn shard_states(
     images: &[ShardImage],
     catalog: &Catalog,
     shard_count: usize,
     retention_ms: i64,
+    keyring: &Keyring,
 ) -> Result<Vec<ShardState>, String> {
     let sections = images
         .iter()
@@ -36,6 +39,7 @@ pub fn shard_states(
             image.token_count,
             remap,
             &mut targets,
+            keyring,
         )
         .map(|()| targets)
     });

@@ -19,7 +19,8 @@
 //!   zigzag active_from_ms − created_at_ms
 //!   1   flags: bits 0–1 status (active, redeemed, expired, deleted),
 //!       bits 2–3 type (token, card, bank), bit 4 never expires, bit 5 extra follows,
-//!       bit 6 held (status bits 0; the extra part's lifecycle has the hold)
+//!       bit 6 held (status bits 0; the extra part's lifecycle has the hold),
+//!       bit 7 the extra part holds sealed values (tags 9, 10)
 //!   zigzag expires_at_ms − created_at_ms         (absent when it never expires)
 //!   varint pair count, per pair:
 //!       varint k: k even → key index k/2; k odd → key of (k−1)/2 bytes follows
@@ -35,6 +36,8 @@
 //!       7 deleted_at_ms (8 bytes)
 //!       8 lifecycle (holds and voided redemptions): MessagePack with named
 //!         fields (rare, so compactness matters less than growing safely)
+//!       9 data sealed (in place of 2)
+//!      10 encryption sealed (in place of 3): its JSON text sealed
 //!       another tag: a field a later build added as optional; skipped
 //!   opt-string = varint 0 (none) or varint len+1, UTF-8
 //! ```
@@ -42,12 +45,20 @@
 //! Tokens are written in slot order, which for a shard that only grew is
 //! creation order: restore then sorts the list indexes in linear time.
 //!
+//! With data keys (see [`crate::keyring`]) `data` and `encryption` are
+//! written sealed (the [`crate::keyring::seal`] format, bound to the token
+//! id), and the token's flags say so: a build that predates sealing refuses
+//! the section (an unknown flag) instead of skipping the sealed fields as
+//! unknown and losing the data. Plain `data` and `encryption` (tags 2, 3)
+//! still read with or without keys.
+//!
 //! Snapshots of format 1 hold [`Layout::Untagged`] sections: the same,
 //! except that the extra part is its fields in the order above, each behind
 //! a presence byte, with no tags and no end.
 
 use crate::clock::Millis;
 use crate::ids::{CollectionId, TokenId};
+use crate::keyring::{Field, Keyring};
 use crate::model::metadata::PAIRS_MAX;
 use crate::model::token::NEVER;
 use crate::model::{
@@ -79,8 +90,11 @@ const FLAG_EXTRA: u8 = 1 << 5;
 /// Flag: the token is held (its status bits say active). Builds before
 /// holds refuse the section (unknown flag) rather than lose the hold.
 const FLAG_HELD: u8 = 1 << 6;
-/// Every flag bit in use.
-const FLAGS_KNOWN: u8 = 0x7f;
+/// Flag: the extra part holds sealed values. Builds before sealing refuse
+/// the section (unknown flag) rather than lose the values.
+const FLAG_SEALED: u8 = 1 << 7;
+// Every bit of the flags byte is now in use: a later per-token flag goes
+// into the extra part as a tagged field.
 
 /// Tags of the extra part's fields (see the module docs).
 mod tag {
@@ -102,6 +116,10 @@ mod tag {
     pub const DELETED_AT: u64 = 7;
     /// Holds and voided redemptions.
     pub const LIFECYCLE: u64 = 8;
+    /// The tokenized value, sealed.
+    pub const SEALED_DATA: u64 = 9;
+    /// Envelope-encryption metadata as JSON, sealed.
+    pub const SEALED_ENCRYPTION: u64 = 10;
 }
 
 fn status_code(status: Status) -> u8 {
@@ -156,8 +174,9 @@ fn put_name_ref(out: &mut Vec<u8>, name: &str, index: &HashMap<&str, usize>) {
     }
 }
 
-/// Encodes a captured shard, in the [`Layout::Tagged`] layout.
-pub fn encode(capture: &TableCapture) -> Vec<u8> {
+/// Encodes a captured shard, in the [`Layout::Tagged`] layout, sealing
+/// token values when `keyring` has keys.
+pub fn encode(capture: &TableCapture, keyring: &Keyring) -> Vec<u8> {
     let tables = &capture.tables;
     // About 60 bytes per token with three short metadata pairs.
     let mut out = Vec::with_capacity(capture.len() * 64 + 1024);
@@ -181,7 +200,7 @@ pub fn encode(capture: &TableCapture) -> Vec<u8> {
         .collect();
     let mut field = Vec::new();
     for slot in capture.slots() {
-        encode_token(&mut out, slot, &name_index, &mut field);
+        encode_token(&mut out, slot, &name_index, &mut field, keyring);
     }
     out
 }
@@ -191,6 +210,7 @@ fn encode_token(
     slot: &Slot,
     name_index: &HashMap<&str, usize>,
     field: &mut Vec<u8>,
+    keyring: &Keyring,
 ) {
     out.extend_from_slice(slot.id.0.as_bytes());
     write_varint(out, u64::from(slot.collection));
@@ -202,6 +222,8 @@ fn encode_token(
     );
     let never = slot.expires_at_ms == NEVER;
     let extra = slot.extra.as_deref();
+    let sealed = keyring.is_on()
+        && extra.is_some_and(|extra| extra.data.is_some() || extra.encryption.is_some());
     let flags = status_code(slot.status)
         | (kind_code(slot.kind) << 2)
         | if never { FLAG_NEVER } else { 0 }
@@ -210,7 +232,8 @@ fn encode_token(
             FLAG_HELD
         } else {
             0
-        };
+        }
+        | if sealed { FLAG_SEALED } else { 0 };
     out.push(flags);
     if !never {
         write_varint(
@@ -220,8 +243,26 @@ fn encode_token(
     }
     encode_metadata(out, slot);
     if let Some(extra) = extra {
-        encode_extra(out, extra, name_index, field);
+        let sealer = Sealer {
+            keyring,
+            token: slot.id.0.as_bytes(),
+        };
+        encode_extra(out, extra, name_index, field, &sealer);
     }
+}
+
+/// Seals the values of one token's extra part.
+struct Sealer<'a> {
+    /// The keys (none: values are written plain).
+    keyring: &'a Keyring,
+    /// The token the values belong to.
+    token: &'a [u8; 16],
+}
+
+/// The JSON text that is sealed for a token's `encryption`.
+fn encryption_json(encryption: &Encryption) -> Vec<u8> {
+    // Plain data into a Vec: encoding cannot fail.
+    serde_json::to_vec(encryption).unwrap_or_else(|e| panic!("encryption encoding failed: {e}"))
 }
 
 fn encode_metadata(out: &mut Vec<u8>, slot: &Slot) {
@@ -254,6 +295,7 @@ fn encode_extra(
     extra: &TokenExtra,
     name_index: &HashMap<&str, usize>,
     field: &mut Vec<u8>,
+    sealer: &Sealer<'_>,
 ) {
     let mut put = |tag: u64, write: &dyn Fn(&mut Vec<u8>)| {
         field.clear();
@@ -267,10 +309,20 @@ fn encode_extra(
             f.extend_from_slice(description.as_bytes())
         });
     }
-    if let Some(data) = extra.data.as_deref() {
-        put(tag::DATA, &|f| f.extend_from_slice(data.get().as_bytes()));
+    let data = extra.data.as_deref().map(|data| data.get().as_bytes());
+    let sealed_data = data.and_then(|data| sealer.keyring.seal(Field::Data, sealer.token, data));
+    let sealed_encryption = extra.encryption.as_deref().and_then(|encryption| {
+        let json = encryption_json(encryption);
+        sealer.keyring.seal(Field::Encryption, sealer.token, &json)
+    });
+    if let Some(sealed) = &sealed_data {
+        put(tag::SEALED_DATA, &|f| f.extend_from_slice(sealed));
+    } else if let Some(data) = data {
+        put(tag::DATA, &|f| f.extend_from_slice(data));
     }
-    if let Some(encryption) = extra.encryption.as_deref() {
+    if let Some(sealed) = &sealed_encryption {
+        put(tag::SEALED_ENCRYPTION, &|f| f.extend_from_slice(sealed));
+    } else if let Some(encryption) = extra.encryption.as_deref() {
         put(tag::ENCRYPTION, &|f| {
             let keys = [&encryption.cek, &encryption.kek];
             f.push(u8::from(keys[0].is_some()) | (u8::from(keys[1].is_some()) << 1));
@@ -495,13 +547,15 @@ pub struct Remap<'a> {
 
 /// Decodes the tokens after the tables, laid out as `layout`, into
 /// `targets`, each to the shard `id.shard(targets.len())` owns; checks there
-/// are exactly `count`.
+/// are exactly `count`. Sealed values open with `keyring`; one that does not
+/// fails the decode, naming its key id.
 pub fn decode_tokens(
     tables: &SectionTables<'_>,
     layout: Layout,
     count: usize,
     remap: &Remap<'_>,
     targets: &mut [ChunkBuilder],
+    keyring: &Keyring,
 ) -> Result<(), String> {
     let mut r = Reader {
         rest: tables.tokens,
@@ -510,7 +564,7 @@ pub fn decode_tokens(
     let mut pairs: Vec<(Option<u32>, &str, &str)> = Vec::with_capacity(4);
     while !r.rest.is_empty() {
         let id = TokenId(r.id("token id")?);
-        let token = decode_token(&mut r, id, layout, remap, &mut pairs)
+        let token = decode_token(&mut r, id, layout, remap, &mut pairs, keyring)
             .map_err(|e| format!("token {id}: {e}"))?;
         targets[id.shard(targets.len())].push(token);
         decoded += 1;
@@ -547,12 +601,13 @@ fn decode_token<'a>(
     layout: Layout,
     remap: &Remap<'a>,
     pairs: &mut Vec<(Option<u32>, &'a str, &'a str)>,
+    keyring: &Keyring,
 ) -> Result<Slot, String> {
     let head = decode_head(r, remap)?;
     let inline = decode_metadata(r, remap, pairs)?;
     let mut extra = match (head.has_extra, layout) {
         (false, _) => TokenExtra::default(),
-        (true, Layout::Tagged) => decode_tagged_extra(r, remap)?,
+        (true, Layout::Tagged) => decode_tagged_extra(r, remap, id, keyring)?,
         (true, Layout::Untagged) => decode_untagged_extra(r, remap)?,
     };
     if head.active_from_ms != head.created_at_ms {
@@ -602,9 +657,6 @@ fn decode_head(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<Head, String> {
     let created_at_ms = r.i64("created_at")?;
     let active_from_ms = created_at_ms.wrapping_add(unzigzag(r.varint("active_from")?));
     let flags = r.byte("flags")?;
-    if flags & !FLAGS_KNOWN != 0 {
-        return Err(format!("unknown flags {flags:#04x}"));
-    }
     let status = match (flags & 3, flags & FLAG_HELD != 0) {
         (0, false) => Status::Active,
         (0, true) => Status::Held,
@@ -708,8 +760,21 @@ fn encryption_key(r: &mut Reader<'_>) -> Result<EncryptionKey, String> {
     })
 }
 
-/// The extra part of [`Layout::Tagged`]: tagged fields up to the end tag.
-fn decode_tagged_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenExtra, String> {
+/// Opens `token`'s sealed `field`.
+fn open(keyring: &Keyring, token: TokenId, field: Field, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    keyring
+        .open(field, token.0.as_bytes(), sealed)
+        .map_err(|e| format!("sealed {}: {e}", field.as_str()))
+}
+
+/// The extra part of [`Layout::Tagged`]: tagged fields up to the end tag,
+/// sealed ones opened with `keyring`.
+fn decode_tagged_extra(
+    r: &mut Reader<'_>,
+    remap: &Remap<'_>,
+    token: TokenId,
+    keyring: &Keyring,
+) -> Result<TokenExtra, String> {
     let mut extra = TokenExtra::default();
     loop {
         let tag = r.varint("extra field tag")?;
@@ -755,6 +820,20 @@ fn decode_tagged_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenExt
                 let lifecycle: Lifecycle =
                     rmp_serde::from_slice(f.rest).map_err(|e| format!("lifecycle: {e}"))?;
                 extra.lifecycle = Some(Box::new(lifecycle));
+                f.rest = &[];
+            }
+            tag::SEALED_DATA => {
+                let plain = open(keyring, token, Field::Data, f.rest)?;
+                let text = String::from_utf8(plain).map_err(|_| "sealed data: not UTF-8")?;
+                extra.data =
+                    Some(RawValue::from_string(text).map_err(|e| format!("sealed data: {e}"))?);
+                f.rest = &[];
+            }
+            tag::SEALED_ENCRYPTION => {
+                let plain = open(keyring, token, Field::Encryption, f.rest)?;
+                let encryption: Encryption = serde_json::from_slice(&plain)
+                    .map_err(|e| format!("sealed encryption: {e}"))?;
+                extra.encryption = Some(Box::new(encryption));
                 f.rest = &[];
             }
             // A field a later build added as optional: this build keeps
@@ -876,12 +955,22 @@ mod tests {
         };
         let index: HashMap<&str, usize> = [("issuer", 0)].into();
         let mut out = Vec::new();
-        encode_extra(&mut out, &extra, &index, &mut Vec::new());
+        let sealer = Sealer {
+            keyring: &Keyring::off(),
+            token: &[0; 16],
+        };
+        encode_extra(&mut out, &extra, &index, &mut Vec::new(), &sealer);
         // A newer build's optional field (tag 99) before the end tag.
         let end = out.pop();
         assert_eq!(end, Some(0));
         out.extend_from_slice(&[99, 3, 1, 2, 3, 0]);
-        let back = decode_tagged_extra(&mut Reader { rest: &out }, &remap()).unwrap();
+        let back = decode_tagged_extra(
+            &mut Reader { rest: &out },
+            &remap(),
+            TokenId::random(),
+            &Keyring::off(),
+        )
+        .unwrap();
         assert_eq!(back.description, extra.description);
         assert_eq!(back.data.as_ref().map(|d| d.get()), Some("{\"a\":1}"));
         assert_eq!(back.encryption, extra.encryption);
@@ -892,9 +981,61 @@ mod tests {
         assert_eq!(back.lifecycle, extra.lifecycle);
         for cut in 0..out.len() {
             assert!(
-                decode_tagged_extra(&mut Reader { rest: &out[..cut] }, &remap()).is_err(),
+                decode_tagged_extra(
+                    &mut Reader { rest: &out[..cut] },
+                    &remap(),
+                    TokenId::random(),
+                    &Keyring::off()
+                )
+                .is_err(),
                 "{cut}"
             );
         }
+    }
+
+    #[test]
+    fn with_keys_data_and_encryption_are_sealed_and_open_only_for_their_token() {
+        let keyring = Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let token = TokenId::random();
+        let extra = TokenExtra {
+            data: Some(RawValue::from_string(r#"{"pan":"4111 1111"}"#.into()).unwrap()),
+            encryption: Some(Box::new(Encryption {
+                cek: Some(EncryptionKey {
+                    key: Some("wrapped-cek".into()),
+                    alg: Some("AES".into()),
+                }),
+                kek: None,
+            })),
+            ..TokenExtra::default()
+        };
+        let mut out = Vec::new();
+        let sealer = Sealer {
+            keyring: &keyring,
+            token: token.0.as_bytes(),
+        };
+        encode_extra(&mut out, &extra, &HashMap::new(), &mut Vec::new(), &sealer);
+        for plain in [&b"4111 1111"[..], b"wrapped-cek"] {
+            assert!(!out.windows(plain.len()).any(|w| w == plain));
+        }
+        assert_eq!(out.first(), Some(&(tag::SEALED_DATA as u8)));
+        let back =
+            decode_tagged_extra(&mut Reader { rest: &out }, &remap(), token, &keyring).unwrap();
+        assert_eq!(
+            back.data.as_ref().map(|d| d.get()),
+            Some(r#"{"pan":"4111 1111"}"#)
+        );
+        assert_eq!(back.encryption, extra.encryption);
+        let err = decode_tagged_extra(&mut Reader { rest: &out }, &remap(), token, &Keyring::off())
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("sealed data") && err.contains("\"k1\""),
+            "{err}"
+        );
+        let other = TokenId::random();
+        let err = decode_tagged_extra(&mut Reader { rest: &out }, &remap(), other, &keyring)
+            .err()
+            .unwrap();
+        assert!(err.contains("does not open"), "{err}");
     }
 }

@@ -203,7 +203,7 @@ impl Snapshotter {
             .name("tokend-snapshot".into())
             .spawn(move || {
                 lower_thread_priority();
-                let image = capture.into_image();
+                let image = capture.into_image(&wal.options().keyring);
                 // The caller may have given up waiting (shutdown): nothing to tell.
                 let _ = done.send(write_image(&wal, &files, &image, Cut::KeepFallback));
             })

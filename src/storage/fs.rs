@@ -1,7 +1,8 @@
-//! [`FsStorage`]: the real file system through `std::fs`.
+//! [`FsStorage`]: the real file system through `std::fs`, creating files and
+//! directories owner-only ([`super::private`]).
 
-use super::{Storage, StorageFile};
-use std::fs::{self, File, OpenOptions};
+use super::{private, Storage, StorageFile};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -46,7 +47,7 @@ impl StorageFile for FsFile {
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        private::create_dir_all(dir)
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -62,12 +63,18 @@ impl Storage for FsStorage {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        let file = private::file_options()
+            .append(true)
+            .create(true)
+            .open(path)?;
         Ok(Box::new(FsFile { file }))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        let file = private::file_options()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         Ok(Box::new(FsFile { file }))
     }
 

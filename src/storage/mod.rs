@@ -1,11 +1,14 @@
 //! The file-system surface the durability code uses, as a trait so that every write and every
 //! fsync can be counted and made to fail in tests (see [`FaultyStorage`]).
 //!
+//! Files and directories are created owner-only ([`private`]).
+//!
 //! The trait is deliberately small: exactly the operations the WAL and the snapshot files need,
 //! each with the durability meaning spelled out, so that a wrapper can reason about them.
 
 mod fault;
 mod fs;
+pub mod private;
 
 pub use fault::{FaultyStorage, HeldSyncs};
 pub use fs::FsStorage;

@@ -2,7 +2,8 @@
 //! or `inspect`/`compact` on a live dir, fails with a clear message instead
 //! of two writers interleaving a log.
 
-use std::fs::{File, OpenOptions};
+use crate::storage::private;
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -20,9 +21,9 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock on `dir`, creating the dir if needed.
     pub fn acquire(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        private::create_dir_all(dir)?;
         let path = dir.join(FILE_NAME);
-        let file = OpenOptions::new()
+        let file = private::file_options()
             .create(true)
             .truncate(false)
             .write(true)

@@ -12,6 +12,7 @@ use super::StoreError;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Millis;
 use crate::command::{Create, ShardCommand};
+use crate::keyring::Keyring;
 use crate::log::{LogRecord, Lsn};
 use crate::shard::ShardState;
 use crate::snapshot::file::{LoadedSnapshot, NewestValid, SnapshotFiles};
@@ -138,7 +139,12 @@ pub fn read(
             .as_ref()
             .map_or(1, |(image, _)| (image.shard_count as usize).max(1))
     });
-    let mut restorer = Restorer::new(image, shard_count, retention_ms)?;
+    let mut restorer = Restorer::new(
+        image,
+        shard_count,
+        retention_ms,
+        Arc::clone(&wal_options.keyring),
+    )?;
     let mut replay = wal::read_from_read_only(Arc::clone(storage), dir, covered, wal_options)?;
     let mut last_report = Instant::now();
     for record in &mut replay {
@@ -235,15 +241,18 @@ pub struct Restorer {
     last_lsn: Lsn,
     /// Counters.
     stats: RestoreStats,
+    /// Opens the sealed values of the snapshot and the records.
+    keyring: Arc<Keyring>,
 }
 
 impl Restorer {
     /// Starts from `image` (read from the file named beside it), or from
-    /// nothing, for `shard_count` shards.
+    /// nothing, for `shard_count` shards; sealed values open with `keyring`.
     pub fn new(
         image: Option<(SnapshotImage, PathBuf)>,
         shard_count: usize,
         retention_ms: i64,
+        keyring: Arc<Keyring>,
     ) -> Result<Self, RestoreError> {
         let Some((image, file)) = image else {
             return Ok(Self {
@@ -256,6 +265,7 @@ impl Restorer {
                 logged_shard_count: shard_count,
                 last_lsn: 0,
                 stats: RestoreStats::default(),
+                keyring,
             });
         };
         let covered = image.covered_lsn();
@@ -271,8 +281,9 @@ impl Restorer {
             );
         let shard_lsns: Vec<Lsn> = image.shards.iter().map(|s| s.lsn).collect();
         let started = Instant::now();
-        let shards = load::shard_states(&image.shards, &catalog, shard_count, retention_ms)
-            .map_err(|reason| RestoreError::Tokens { file, reason })?;
+        let shards =
+            load::shard_states(&image.shards, &catalog, shard_count, retention_ms, &keyring)
+                .map_err(|reason| RestoreError::Tokens { file, reason })?;
         let snapshot_tokens = shards.iter().map(ShardState::len).sum();
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         tracing::info!(
@@ -292,6 +303,7 @@ impl Restorer {
                 snapshot_tokens,
                 ..RestoreStats::default()
             },
+            keyring,
         })
     }
 
@@ -311,7 +323,9 @@ impl Restorer {
             lsn,
             reason,
         };
-        match LogRecord::decode(&record.payload).map_err(|e| failed(e.to_string()))? {
+        match LogRecord::decode(&record.payload, &self.keyring)
+            .map_err(|e| failed(e.to_string()))?
+        {
             LogRecord::Catalog(command) => {
                 if lsn <= self.catalog_lsn {
                     self.stats.records_skipped += 1;

@@ -20,6 +20,7 @@ pub use writer::{Wal, WalStats};
 
 pub use crate::log::Lsn;
 
+use crate::keyring::Keyring;
 use crate::log::LogError;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,6 +92,9 @@ pub struct WalOptions {
     /// [`WalError::Overloaded`]) instead of growing memory without bound when the disk is slower
     /// than the load.
     pub buffer_bytes_max: usize,
+    /// Seals token values in the records appended, and opens them in the records (and, through
+    /// the store's restore, the snapshots) read back; no keys: values are written plain.
+    pub keyring: Arc<Keyring>,
 }
 
 impl Default for WalOptions {
@@ -101,6 +105,7 @@ impl Default for WalOptions {
             segment_bytes_max: 64 << 20,
             record_bytes_max: 64 << 20,
             buffer_bytes_max: 256 << 20,
+            keyring: Arc::new(Keyring::off()),
         }
     }
 }

@@ -743,7 +743,7 @@ impl Log for Wal {
         let appended = ENCODE_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            record.encode_into(&mut buf);
+            record.encode_into(&mut buf, &self.shared.options.keyring);
             Wal::append(self, &buf)
         });
         // A failed append has poisoned the WAL (or found it closed): say which.

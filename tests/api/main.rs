@@ -9,6 +9,7 @@ mod cross_account;
 mod docs_page;
 mod durability;
 mod edge;
+mod encryption;
 mod errors;
 mod expiry;
 mod helpers;

@@ -9,7 +9,13 @@
 //! again, repeats the idempotent requests (they must be replays), makes new
 //! changes, and restarts once more on the formats this build writes.
 //!
-//! `write_fixture` (ignored by default) writes such a folder with this build:
+//! Each folder `tests/fixtures/sealed-datadir-*` is the same with token
+//! `data` and `encryption` sealed under [`FIXTURE_DATA_KEY`] (snapshot and
+//! log alike): it restores with that key, and refuses to start, naming the
+//! key id, without it.
+//!
+//! `write_fixture` (ignored by default) writes such a folder with this build
+//! (sealed when `TOKEND_FIXTURE_DATA_KEY` holds a keyring):
 //!
 //! ```sh
 //! TOKEND_FIXTURE_OUT=tests/fixtures/datadir-NEW cargo test --test api -- --ignored write_fixture
@@ -21,6 +27,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokend::clock::Clock;
+use tokend::keyring::Keyring;
+use tokend::wal::WalOptions;
 
 /// Shards of the app that writes a fixture; the restoring app uses another
 /// count, so tokens are routed anew on the way back.
@@ -28,13 +36,30 @@ const WRITER_SHARDS: usize = 2;
 /// Shards of the app that restores a fixture.
 const READER_SHARDS: usize = 3;
 
+/// The keyring the sealed fixtures were written under (a test key, public
+/// here: it protects nothing).
+pub const FIXTURE_DATA_KEY: &str = "fixture-key:Zml4dHVyZSBrZXk6IG5vdCBhIHNlY3JldCEhISEhISE=";
+
+/// WAL options opening values sealed under `keyring` (and sealing new ones).
+fn sealed_with(keyring: &str) -> WalOptions {
+    WalOptions {
+        keyring: Arc::new(Keyring::parse(keyring).expect("a valid test keyring")),
+        ..WalOptions::default()
+    }
+}
+
 /// Where the committed fixtures are.
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Every committed data dir fixture.
+/// Every committed plain data dir fixture.
 fn fixtures() -> Vec<PathBuf> {
+    fixtures_named("datadir-")
+}
+
+/// Every committed data dir fixture whose folder name starts with `prefix`.
+fn fixtures_named(prefix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
         .expect("tests/fixtures exists")
         .map(|entry| entry.expect("a directory entry").path())
@@ -43,11 +68,11 @@ fn fixtures() -> Vec<PathBuf> {
                 && path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("datadir-"))
+                    .is_some_and(|n| n.starts_with(prefix))
         })
         .collect();
     found.sort();
-    assert!(!found.is_empty(), "no data dir fixtures in tests/fixtures");
+    assert!(!found.is_empty(), "no {prefix}* fixtures in tests/fixtures");
     found
 }
 
@@ -96,11 +121,37 @@ fn text<'a>(value: &'a Value, field: &str) -> &'a str {
 #[actix_web::test]
 async fn every_fixture_data_dir_restores_with_everything_it_acknowledged() {
     for fixture in fixtures() {
-        check_fixture(&fixture).await;
+        check_fixture(&fixture, WalOptions::default()).await;
     }
 }
 
-async fn check_fixture(fixture: &Path) {
+#[actix_web::test]
+async fn every_sealed_fixture_restores_under_its_key_and_refuses_to_start_without_it() {
+    for fixture in fixtures_named("sealed-datadir-") {
+        // Unset, a key of another id, another key under the same id.
+        for keyring in [
+            None,
+            Some("other-key:Zml4dHVyZSBrZXk6IG5vdCBhIHNlY3JldCEhISEhISE="),
+            Some("fixture-key:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ] {
+            let dir = copy_to_temp(&fixture);
+            let before = contents(dir.path());
+            let mut builder = TestApp::builder().data_dir(Arc::clone(&dir));
+            if let Some(keyring) = keyring {
+                builder = builder.wal(sealed_with(keyring));
+            }
+            let message = match builder.try_spawn().await {
+                Ok(_) => panic!("{} started with keyring {keyring:?}", fixture.display()),
+                Err(e) => e.to_string(),
+            };
+            assert!(message.contains("\"fixture-key\""), "{message}");
+            assert_eq!(contents(dir.path()), before, "the data dir changed");
+        }
+        check_fixture(&fixture, sealed_with(FIXTURE_DATA_KEY)).await;
+    }
+}
+
+async fn check_fixture(fixture: &Path, wal: WalOptions) {
     let name = fixture.display().to_string();
     let expected: Value = serde_json::from_slice(
         &std::fs::read(fixture.join("expected.json")).expect("expected.json reads"),
@@ -110,6 +161,7 @@ async fn check_fixture(fixture: &Path) {
     let app = TestApp::builder()
         .shards(READER_SHARDS)
         .data_dir(Arc::clone(&dir))
+        .wal(wal.clone())
         .spawn()
         .await;
     app.clock
@@ -156,6 +208,7 @@ async fn check_fixture(fixture: &Path) {
     let app = TestApp::builder()
         .shards(WRITER_SHARDS)
         .data_dir(dir)
+        .wal(wal)
         .spawn()
         .await;
     app.clock
@@ -374,7 +427,7 @@ fn rewrite_last_record_version(segment: &Path, version: u8) -> u64 {
 /// changes (the torn tail is not cut, nothing is set aside).
 #[actix_web::test]
 async fn a_data_dir_with_a_newer_format_does_not_start_and_is_left_as_it_was() {
-    use tokend::log::record::FORMAT_VERSION as RECORD;
+    use tokend::log::record::SEALED_VERSION as RECORD;
     use tokend::snapshot::FORMAT_VERSION as SNAPSHOT;
     use tokend::wal::segment::FORMAT_VERSION as SEGMENT;
     let newer_snapshot = |dir: &Path| -> Vec<String> {
@@ -480,7 +533,15 @@ async fn write_fixture() {
         "{} exists: fixtures are written once, never overwritten",
         out.display()
     );
-    let app = TestApp::builder().shards(WRITER_SHARDS).spawn().await;
+    let wal = match std::env::var("TOKEND_FIXTURE_DATA_KEY") {
+        Ok(keyring) => sealed_with(&keyring),
+        Err(_) => WalOptions::default(),
+    };
+    let app = TestApp::builder()
+        .shards(WRITER_SHARDS)
+        .wal(wal)
+        .spawn()
+        .await;
     let mut record = Record::default();
 
     // Two tenants, keys of every kind, collections with and without rules.

@@ -15,6 +15,7 @@ mod server;
 mod admin_key;
 mod corruption;
 mod crash_loop;
+mod data_key;
 mod fsync_modes;
 mod lock;
 mod offline_tools;

@@ -56,6 +56,8 @@ pub struct Tenant {
     pub key: String,
     /// Collection ids.
     pub collections: Vec<String>,
+    /// Whether the tokens created for it carry data (`--token-data`).
+    pub token_data: bool,
 }
 
 /// Sends a setup request with a JSON body and expects `expected`.
@@ -94,7 +96,12 @@ fn parse<T: for<'de> Deserialize<'de>>(reply: &Reply, what: &str) -> Result<T> {
 }
 
 /// Creates an account, a `*` key and `collections` collections.
-pub async fn create_tenant(target: &Target, admin_key: &str, collections: u32) -> Result<Tenant> {
+pub async fn create_tenant(
+    target: &Target,
+    admin_key: &str,
+    collections: u32,
+    token_data: bool,
+) -> Result<Tenant> {
     let mut admin = Conn::new(target, Some(admin_key))?;
     let body = serde_json::json!({"name": "tokend-load", "liveness": "test"}).to_string();
     let reply = call(&mut admin, Method::Post, "/api/accounts", Some(body), 201).await?;
@@ -118,6 +125,7 @@ pub async fn create_tenant(target: &Target, admin_key: &str, collections: u32) -
     Ok(Tenant {
         key,
         collections: ids,
+        token_data,
     })
 }
 
@@ -150,6 +158,7 @@ pub async fn create_tokens_on(
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let chunks = std::sync::Arc::new(chunks);
     let collections = std::sync::Arc::new(tenant.collections.clone());
+    let token_data = tenant.token_data;
     let mut workers = Vec::new();
     for w in 0..BATCH_CONCURRENCY * targets.len() {
         let mut conn = Conn::new(&targets[w % targets.len()], Some(&tenant.key))?;
@@ -168,7 +177,7 @@ pub async fn create_tokens_on(
                         body.push(',');
                     }
                     let collection = &collections[(i % collections.len() as u64) as usize];
-                    token_body(&mut body, collection, i);
+                    token_body(&mut body, collection, i, token_data);
                 }
                 body.push_str("]}");
                 let reply = call(

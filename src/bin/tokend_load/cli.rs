@@ -92,6 +92,14 @@ pub struct Args {
     /// Keep the spawned server's data dir.
     #[arg(long)]
     pub keep_data: bool,
+    /// Spawn the server with encryption at rest on: a data key generated
+    /// for the run, passed in `TOKEND_DATA_KEY` (never on the command line).
+    #[arg(long, requires = "spawn")]
+    pub data_key_env: bool,
+    /// Every token created carries a `data` object (a card-like value of
+    /// about 60 bytes) and `encryption` metadata: what a data key seals.
+    #[arg(long)]
+    pub token_data: bool,
     /// After the run, redeem again up to this many tokens that got a 200
     /// (without idempotency key): each must answer 409.
     #[arg(long, default_value_t = 1000)]

@@ -399,6 +399,7 @@ async fn profile(args: &Args, nats_bin: &Path, tokend_bin: &Path) -> Result<Verd
             shards: None,
             admin_key: admin_key.clone(),
             log,
+            data_key: None,
             extra_args: vec![
                 "--cluster".to_owned(),
                 nats.urls().join(","),
@@ -529,7 +530,7 @@ async fn redeem(
         return Err(LoadError::new("no server to drive"));
     };
     let n = args.tokens();
-    let tenant = create_tenant(first, admin_key, args.collections()).await?;
+    let tenant = create_tenant(first, admin_key, args.collections(), args.token_data).await?;
     wait_for_tenant(targets, &tenant).await?;
     let t = Instant::now();
     let ids = create_tokens_on(targets, &tenant, n, args.batch_size).await?;

@@ -28,6 +28,17 @@ pub fn random_admin_key() -> Result<String> {
     Ok(format!("tkadmin_load_{hex}"))
 }
 
+/// A keyring of one data key generated for the run (`TOKEND_DATA_KEY`).
+fn random_data_key() -> Result<String> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).context(|| "no randomness for the data key".to_owned())?;
+    Ok(format!(
+        "load:{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
 /// How to spawn the server for `args`, logging to `log`.
 pub fn spec(args: &Args, log: PathBuf) -> Result<(ServerSpec, bool)> {
     let bin = find_binary(args.server_bin.as_deref())?;
@@ -61,6 +72,7 @@ pub fn spec(args: &Args, log: PathBuf) -> Result<(ServerSpec, bool)> {
             admin_key,
             log,
             extra_args: Vec::new(),
+            data_key: args.data_key_env.then(random_data_key).transpose()?,
         },
         remove,
     ))

@@ -140,7 +140,13 @@ async fn load(args: &Args) -> Result<Verdict> {
     let endpoint = Endpoint::open(args, args.out.join(format!("server-{profile}.log")))?;
     let target = endpoint.target.clone();
     let server_pid = endpoint.spawned.as_ref().map(|(server, _)| server.pid());
-    let tenant = api::create_tenant(&target, &endpoint.admin_key, args.collections()).await?;
+    let tenant = api::create_tenant(
+        &target,
+        &endpoint.admin_key,
+        args.collections(),
+        args.token_data,
+    )
+    .await?;
     let t = Instant::now();
     let ids = if n > 0 {
         api::create_tokens(&target, &tenant, n, args.batch_size).await?
@@ -178,11 +184,10 @@ async fn load(args: &Args) -> Result<Verdict> {
     } else {
         None
     };
-    let workload = Arc::new(Workload::new(
-        mix,
-        Arc::clone(&pool),
-        tenant.collections.clone(),
-    ));
+    let workload = Arc::new(
+        Workload::new(mix, Arc::clone(&pool), tenant.collections.clone())
+            .with_token_data(tenant.token_data),
+    );
     let plan = PhasePlan {
         name: profile.to_owned(),
         duration: Duration::from_secs(args.duration_secs),

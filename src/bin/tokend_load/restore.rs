@@ -174,7 +174,13 @@ type Figures = (
 async fn measure(args: &Args, spec: &super::server::ServerSpec, n: u64) -> Result<Figures> {
     let server = Server::start(spec)?;
     let target = Target::from_addr(server.addr)?;
-    let tenant = create_tenant(&target, &spec.admin_key, args.collections()).await?;
+    let tenant = create_tenant(
+        &target,
+        &spec.admin_key,
+        args.collections(),
+        args.token_data,
+    )
+    .await?;
     tokio::time::sleep(SETTLE).await;
     let rss_before = server.rss_bytes()?;
     let t = Instant::now();

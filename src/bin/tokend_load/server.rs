@@ -36,6 +36,8 @@ pub struct ServerSpec {
     pub log: PathBuf,
     /// Further `serve` flags (cluster mode).
     pub extra_args: Vec<String>,
+    /// `TOKEND_DATA_KEY`, when encryption at rest is on.
+    pub data_key: Option<String>,
 }
 
 /// A running server.
@@ -177,6 +179,9 @@ impl Server {
             command.env("RUST_LOG", SERVER_LOG_FILTER);
         }
         command.args(&spec.extra_args);
+        if let Some(keyring) = &spec.data_key {
+            command.env("TOKEND_DATA_KEY", keyring);
+        }
         die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = command

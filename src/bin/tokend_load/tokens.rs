@@ -11,11 +11,20 @@ use std::sync::Mutex;
 const METADATA_KEYS: [&str; 3] = ["region01", "channel2", "campaign"];
 
 /// Appends the JSON body of token number `i`: its collection and three
-/// 8-character metadata pairs, no data.
-pub fn token_body(out: &mut String, collection: &str, i: u64) {
+/// 8-character metadata pairs; with `data`, a card-like `data` object and
+/// `encryption` metadata too (what a data key seals), else no data.
+pub fn token_body(out: &mut String, collection: &str, i: u64, data: bool) {
+    if data {
+        let _ = write!(
+            out,
+            r#"{{"collectionId":"{collection}","data":{{"number":"4000{i:012}","expMonth":12,"expYear":2030}},"encryption":{{"cek":{{"key":"cek-{i:08x}","alg":"AES"}}}},"#
+        );
+    } else {
+        out.push_str(&format!(r#"{{"collectionId":"{collection}","#));
+    }
     let _ = write!(
         out,
-        r#"{{"collectionId":"{collection}","metadata":{{"{}":"{:08x}","{}":"{:08x}","{}":"{:08x}"}}}}"#,
+        r#""metadata":{{"{}":"{:08x}","{}":"{:08x}","{}":"{:08x}"}}}}"#,
         METADATA_KEYS[0],
         i.wrapping_mul(3) & 0xffff_ffff,
         METADATA_KEYS[1],

@@ -80,6 +80,8 @@ pub struct Workload {
     pub pool: Arc<TokenPool>,
     /// Collections new tokens go to.
     pub collections: Vec<String>,
+    /// Whether new tokens carry data (`--token-data`).
+    token_data: bool,
     /// Tokens created during the run (numbers their metadata).
     created: AtomicU64,
 }
@@ -125,14 +127,21 @@ impl Rng {
 }
 
 impl Workload {
-    /// A workload of this mix.
+    /// A workload of this mix; new tokens carry no data.
     pub fn new(mix: Mix, pool: Arc<TokenPool>, collections: Vec<String>) -> Self {
         Self {
             mix,
             pool,
             collections,
+            token_data: false,
             created: AtomicU64::new(0),
         }
+    }
+
+    /// The same, new tokens carrying data when `token_data`.
+    pub fn with_token_data(mut self, token_data: bool) -> Self {
+        self.token_data = token_data;
+        self
     }
 
     /// The next request, or `None` when the mix needs a fresh token and none
@@ -317,7 +326,7 @@ impl Client for Conn {
                 else {
                     return Err(TransportError::new("request", "no collection to create in"));
                 };
-                token_body(scratch, collection, next.created);
+                token_body(scratch, collection, next.created, workload.token_data);
                 self.exchange(Method::Post, &["/api/tokens"], Some(scratch.as_bytes()))
                     .await?
             }
