@@ -3,9 +3,9 @@
 //!
 //! Input: one byte choosing `record_bytes_max` (see [`RECORD_BYTES_MAX_CHOICES`]),
 //! then frame bytes. Every frame that decodes must re-encode to exactly its
-//! own bytes and respect the limit; every refusal must say truly why. After
-//! a bad frame the scan moves on by one byte, as the search for a later
-//! valid frame does.
+//! own bytes and respect the limit; every refusal must say truly why. The
+//! scan stops at the first bad frame, as a segment scan does (the search
+//! for a valid frame after it is the `wal_segment` target's).
 
 use crate::wal::frame::{self, FrameError, PayloadCrc, FRAME_HEADER_BYTES};
 use crate::wal::RECORD_BYTES_LIMIT;
@@ -47,7 +47,7 @@ pub fn run(data: &[u8]) {
             }
             Err(error) => {
                 check_refusal(&error, rest, record_bytes_max);
-                rest = &rest[1..];
+                return;
             }
         }
     }

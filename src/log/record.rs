@@ -81,16 +81,42 @@ impl LogRecord {
     /// earlier one.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let malformed = |e: rmp_serde::decode::Error| RecordError::Malformed(e.to_string());
-        match bytes.first() {
-            Some(&FORMAT_VERSION) => rmp_serde::from_slice(&bytes[1..]).map_err(malformed),
+        let record: Self = match bytes.first() {
+            Some(&FORMAT_VERSION) => rmp_serde::from_slice(&bytes[1..]).map_err(malformed)?,
             // Version 0: an externally tagged enum, i.e. a one-entry map.
-            Some(0x80..=0x8f | 0xde | 0xdf) => rmp_serde::from_slice(bytes).map_err(malformed),
-            Some(&found @ 2..=0x7f) => Err(RecordError::Newer { found }),
-            Some(other) => Err(RecordError::Malformed(format!(
-                "starts with byte {other:#04x}, not a record version"
-            ))),
-            None => Err(RecordError::Malformed("empty".into())),
+            Some(0x80..=0x8f | 0xde | 0xdf) => rmp_serde::from_slice(bytes).map_err(malformed)?,
+            Some(&found @ 2..=0x7f) => return Err(RecordError::Newer { found }),
+            Some(other) => {
+                return Err(RecordError::Malformed(format!(
+                    "starts with byte {other:#04x}, not a record version"
+                )))
+            }
+            None => return Err(RecordError::Malformed("empty".into())),
+        };
+        record.check()?;
+        Ok(record)
+    }
+
+    /// Checks what the encoding cannot say: a created token's `data` is
+    /// JSON text, as the API validated it before logging it. A record with
+    /// anything else there was damaged or written by something else, and
+    /// applying it would lose the token's data.
+    fn check(&self) -> Result<(), RecordError> {
+        let LogRecord::Shard {
+            command: ShardCommand::Create(create),
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        for token in &create.tokens {
+            if let Some(data) = &token.data {
+                serde_json::from_str::<&serde_json::value::RawValue>(data).map_err(|e| {
+                    RecordError::Malformed(format!("token {}: data is not JSON: {e}", token.id))
+                })?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -232,6 +258,23 @@ mod tests {
                 })
             }
         );
+    }
+
+    /// Found by the `log_record` fuzz target: such a record reached the
+    /// shard, which dropped the data (and panicked in debug builds).
+    #[test]
+    fn a_create_whose_data_is_not_json_is_malformed() {
+        let mut record = records().swap_remove(0);
+        let LogRecord::Shard {
+            command: ShardCommand::Create(create),
+            ..
+        } = &mut record
+        else {
+            panic!("the first record is a create");
+        };
+        create.tokens[0].data = Some("{\"a\":".into());
+        let error = LogRecord::decode(&record.encode()).unwrap_err();
+        assert!(error.to_string().contains("data is not JSON"), "{error}");
     }
 
     #[test]
