@@ -153,9 +153,16 @@ fn token_batch(body: &[u8]) -> Result<(), ApiError> {
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
         let expected = violations(batch_shape(), &value, "$");
         if expected.len() < COMPARED_PROBLEMS_MAX {
-            assert_eq!(
-                batch.errors, expected,
-                "the batch's top level is not checked as its schema says"
+            let same = batch.errors.len() == expected.len()
+                && batch
+                    .errors
+                    .iter()
+                    .zip(&expected)
+                    .all(|(got, want)| same_problem(got, want));
+            assert!(
+                same,
+                "the batch's top level is not checked as its schema says: {:?} where {:?}",
+                batch.errors, expected
             );
         }
     }
@@ -174,6 +181,18 @@ fn token_batch(body: &[u8]) -> Result<(), ApiError> {
     } else {
         Err(ApiError::validation(problems))
     }
+}
+
+/// The same problem: the same path and message, except that the batch
+/// check cuts a long quote of the rejected value short (`…`, see
+/// [`batch::QUOTE_CHARS_MAX`]) where a schema check quotes it whole.
+fn same_problem(got: &FieldError, want: &FieldError) -> bool {
+    let cut_short = || {
+        got.message.split_once('…').is_some_and(|(head, tail)| {
+            want.message.starts_with(head) && want.message.ends_with(tail)
+        })
+    };
+    got.path == want.path && (got.message == want.message || cut_short())
 }
 
 /// The top level of a batch body as a JSON Schema: what the batch module
