@@ -12,7 +12,7 @@
 //! (`tests/layering.rs` fails on an upward edge or a cycle).
 //!
 //! ```text
-//! app                               the server: HTTP, engine, snapshot schedule
+//! app       fuzzing                 the server: HTTP, engine, snapshot schedule; fuzz targets
 //! offline   api       cluster       `tokend inspect`/`compact`; HTTP; NATS cluster
 //! engine                            routes to shards (here or forwarded), waits
 //! store                             a data dir: lock, open, restore
@@ -81,6 +81,8 @@
 //! - [`clock`]: time as an input (`SystemClock`, `ManualClock` for tests).
 //! - [`timestamp`]: RFC 3339 parsing and rendering.
 //! - [`admin_key`]: the admin key bootstrap.
+//! - [`fuzzing`]: one entry point per fuzz target (every decoder of
+//!   untrusted or on-disk bytes), shared by `fuzz/` and the corpus replay.
 
 pub mod admin_key;
 pub mod api;
@@ -91,6 +93,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod engine;
+pub mod fuzzing;
 pub mod ids;
 pub mod keyring;
 pub mod log;

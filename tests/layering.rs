@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["engine"],
     &["offline", "api", "cluster"],
-    &["app"],
+    &["app", "fuzzing"],
 ];
 
 /// Module path of a source file: `src/shard/actor.rs` → `shard::actor`,

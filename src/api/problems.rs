@@ -85,6 +85,11 @@ impl Problems {
         self.len() == 0
     }
 
+    /// The problems listed so far (at most [`VALIDATION_ERRORS_MAX`]).
+    pub fn listed(&self) -> &[FieldError] {
+        &self.listed
+    }
+
     /// The listed problems and how many more were noted.
     pub fn into_parts(self) -> (Vec<FieldError>, usize) {
         debug_assert!(self.listed.len() <= VALIDATION_ERRORS_MAX);

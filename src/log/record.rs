@@ -141,6 +141,28 @@ impl LogRecord {
         })
     }
 
+    /// Checks what the encoding cannot say: a created token's `data` is
+    /// JSON text, as the API validated it before logging it. A record with
+    /// anything else there was damaged or written by something else, and
+    /// applying it would lose the token's data.
+    fn check(&self) -> Result<(), RecordError> {
+        let LogRecord::Shard {
+            command: ShardCommand::Create(create),
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        for token in &create.tokens {
+            if let Some(data) = &token.data {
+                serde_json::from_str::<&serde_json::value::RawValue>(data).map_err(|e| {
+                    RecordError::Malformed(format!("token {}: data is not JSON: {e}", token.id))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes a record read back from the log, of this version or an
     /// earlier one, opening sealed values with `keyring`.
     pub fn decode(bytes: &[u8], keyring: &Keyring) -> Result<Self, RecordError> {
@@ -168,6 +190,7 @@ impl LogRecord {
                 open_token(token, keyring)?;
             }
         }
+        record.check()?;
         Ok(record)
     }
 }
@@ -379,6 +402,27 @@ mod tests {
                 })
             }
         );
+    }
+
+    /// Found by the `log_record` fuzz target: such a record reached the
+    /// shard, which dropped the data (and panicked in debug builds).
+    #[test]
+    fn a_create_whose_data_is_not_json_is_malformed() {
+        let mut record = records().swap_remove(0);
+        let LogRecord::Shard {
+            command: ShardCommand::Create(create),
+            ..
+        } = &mut record
+        else {
+            panic!("the first record is a create");
+        };
+        create.tokens[0].data = Some("{\"a\":".into());
+        // In the clear, and sealed (the check runs on the opened value).
+        let sealing = Keyring::parse("k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+        for keyring in [Keyring::off(), sealing] {
+            let error = LogRecord::decode(&record.encode(&keyring), &keyring).unwrap_err();
+            assert!(error.to_string().contains("data is not JSON"), "{error}");
+        }
     }
 
     #[test]

@@ -36,6 +36,12 @@ use serde::{Deserialize, Serialize};
 /// The image version inside a format-1 payload: the only one format 1 had.
 const LEGACY_IMAGE_VERSION: u32 = 2;
 
+/// Most shards an image may have: the most any mode runs (cluster mode's
+/// `--cluster-shards` limit; a single node runs fewer). A restore sizes its
+/// shard list, and each section's routing table, by the image's shard
+/// count, so the count is checked here rather than trusted.
+pub const IMAGE_SHARDS_MAX: u32 = 1024;
+
 /// Why a payload is not a readable image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -146,6 +152,20 @@ impl SnapshotImage {
             ),
             found => return Err(ImageError::Version { found }),
         };
+        if !(1..=IMAGE_SHARDS_MAX).contains(&header.shard_count) {
+            return Err(ImageError::Malformed(format!(
+                "shard count {} is not within 1..={IMAGE_SHARDS_MAX}",
+                header.shard_count
+            )));
+        }
+        // An image holds one section per shard (see `EngineCapture`).
+        if header.shards.len() != header.shard_count as usize {
+            return Err(ImageError::Malformed(format!(
+                "{} shard sections for a shard count of {}",
+                header.shards.len(),
+                header.shard_count
+            )));
+        }
         let mut at = usize::try_from(de.position())
             .map_err(|_| ImageError::Malformed("header past the end".into()))?;
         let mut shards = Vec::with_capacity(header.shards.len());
@@ -291,6 +311,20 @@ mod tests {
         assert!(SnapshotImage::decode(&payload, 3).is_err());
         let cut = payload.slice(..payload.len() - 1);
         assert!(SnapshotImage::decode(&cut, 2).is_err());
+    }
+
+    /// A restore allocates per shard: a shard count the sections do not
+    /// match, or beyond any mode's, is refused before anything is sized by
+    /// it (found by the `snapshot_file` fuzz target).
+    #[test]
+    fn a_shard_count_out_of_range_or_unlike_the_sections_is_refused() {
+        for shard_count in [0, 1, 3, IMAGE_SHARDS_MAX + 1, u32::MAX] {
+            let mut image = image();
+            image.shard_count = shard_count;
+            let payload = Bytes::from(image.encode().unwrap());
+            let error = SnapshotImage::decode(&payload, 2).unwrap_err().to_string();
+            assert!(error.contains("shard"), "{shard_count}: {error}");
+        }
     }
 
     #[test]

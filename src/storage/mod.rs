@@ -5,13 +5,16 @@
 //!
 //! The trait is deliberately small: exactly the operations the WAL and the snapshot files need,
 //! each with the durability meaning spelled out, so that a wrapper can reason about them.
+//! [`MemoryStorage`] holds files in memory, for reading data dirs that are only bytes (fuzzing).
 
 mod fault;
 mod fs;
+mod memory;
 pub mod private;
 
 pub use fault::{FaultyStorage, HeldSyncs};
 pub use fs::FsStorage;
+pub use memory::MemoryStorage;
 
 use std::io;
 use std::path::Path;
