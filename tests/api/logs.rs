@@ -459,6 +459,12 @@ async fn run(format: &str, prefix: &'static str) {
                 .join("\n")
         );
     }
+    eprintln!(
+        "{format}: {} secrets absent from {} log lines ({} bytes)",
+        run.secrets.len(),
+        text.lines().count(),
+        text.len()
+    );
     let events = request_events(&text, format == "json");
     assert_eq!(
         events.len(),
