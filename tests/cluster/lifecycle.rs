@@ -1,7 +1,8 @@
 //! A cluster's life: nodes that would be unsafe or disagree are refused at
 //! start, and a restart of everything (every tokend node and every NATS
 //! server, gracefully) restores every token from the stream and the
-//! snapshots in the object store.
+//! snapshots in the object store — with a data key, from sealed values
+//! that no NATS server holds in the clear.
 
 use super::faults::wait_settled;
 use super::support::{Cluster, READY_TIMEOUT};
@@ -206,4 +207,119 @@ async fn a_restart_of_everything_restores_every_token_from_the_stream_and_the_sn
 {}",
         cluster.logs()
     );
+}
+
+/// Every file under `dir` (NATS servers' stores, logs and configs), read.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn found_under(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_data_key_jetstream_holds_token_data_sealed_and_a_restart_opens_it() {
+    // The same key on every node (32 bytes, base64).
+    const DATA_KEY: &str = "c1:Y2x1c3Rlci10ZXN0LWtleS0zMi1ieXRlcy1sb25nISE=";
+    let mut cluster = Cluster::start(3, 0, 8);
+    for i in 0..3 {
+        // Snapshots every second, so that sealed values reach the object
+        // store as well as the stream.
+        let config = cluster
+            .node_config(i)
+            .env("TOKEND_DATA_KEY", DATA_KEY)
+            .arg("--snapshot-interval-secs")
+            .arg("1");
+        cluster.add_node_with(config);
+    }
+    tokio::task::block_in_place(|| {
+        cluster.wait_all_ready(READY_TIMEOUT);
+        wait_settled(&cluster, READY_TIMEOUT);
+    });
+    let key = cluster.api(0).tenant_key("sealed").await;
+    let collection = cluster.api(1).create_collection(&key, "cards").await;
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..2 {
+        let tokens: Vec<Value> = (0..40)
+            .map(|i| {
+                json!({
+                    "collectionId": collection,
+                    "type": "card",
+                    "data": {"pan": format!("SECRETPAN-{round}-{i}"), "n": i},
+                    // Metadata is not sealed: it shows that the search below
+                    // reads the stream's bytes.
+                    "metadata": {"mark": format!("PLAINMARK-{round}-{i}")}
+                })
+            })
+            .collect();
+        let reply = cluster
+            .api(round % 3)
+            .post_retrying(&key, "/api/tokens/batch", &json!({ "tokens": tokens }))
+            .await
+            .expect(201);
+        for token in reply.body["data"].as_array().expect("data") {
+            expected.insert(
+                token["id"].as_str().expect("id").to_owned(),
+                token["data"].clone(),
+            );
+        }
+        // The first round reaches the snapshots; the second stays in the
+        // stream only.
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+        }
+    }
+    let nats_dir = cluster.nats().dir().to_path_buf();
+    assert!(
+        !found_under(&nats_dir, "PLAINMARK-1-").is_empty(),
+        "the stream's files hold the unsealed metadata, so the search can see records"
+    );
+    let leaks = found_under(&nats_dir, "SECRETPAN-");
+    assert!(leaks.is_empty(), "token data in the clear in {leaks:?}");
+
+    tokio::task::block_in_place(|| {
+        for i in 0..3 {
+            assert!(cluster.node_mut(i).terminate().success(), "a clean exit");
+        }
+        cluster.nats_mut().stop_all();
+        cluster.nats_mut().start_all_again();
+        for i in 0..3 {
+            cluster.node_mut(i).restart();
+        }
+        cluster.wait_all_ready(READY_TIMEOUT);
+        wait_settled(&cluster, READY_TIMEOUT);
+    });
+    let after = all_tokens(&cluster, 2, &key).await;
+    assert_eq!(after.len(), expected.len());
+    for token in &after {
+        let id = token["id"].as_str().expect("id");
+        assert_eq!(
+            Some(&token["data"]),
+            expected.get(id),
+            "token {id} comes back with its data"
+        );
+    }
+    let leaks = found_under(&nats_dir, "SECRETPAN-");
+    assert!(leaks.is_empty(), "token data in the clear in {leaks:?}");
 }
