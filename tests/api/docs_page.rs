@@ -17,7 +17,7 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(CHROMIUM));
     assert!(
         path.exists(),
-        "{} is missing: install Debian's chromium (`make chromium`, which `make test` runs) \
+        "{} is missing: install Debian's chromium (`make test-tools`, which `make test` runs) \
          or set TOKEND_CHROMIUM",
         path.display()
     );
