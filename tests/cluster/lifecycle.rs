@@ -58,6 +58,21 @@ fn nodes_that_disagree_or_would_be_unsafe_are_refused() {
     assert_eq!(cluster.node(0).ready_status(), Some(200));
 }
 
+/// Stops every node gracefully and every NATS server, starts them all
+/// again, and waits until every shard is served.
+fn restart_everything(cluster: &mut Cluster) {
+    for i in 0..cluster.nodes().len() {
+        assert!(cluster.node_mut(i).terminate().success(), "a clean exit");
+    }
+    cluster.nats_mut().stop_all();
+    cluster.nats_mut().start_all_again();
+    for i in 0..cluster.nodes().len() {
+        cluster.node_mut(i).restart();
+    }
+    cluster.wait_all_ready(READY_TIMEOUT);
+    wait_settled(cluster, READY_TIMEOUT);
+}
+
 /// Every token of the account, through node `node`.
 async fn all_tokens(cluster: &Cluster, node: usize, key: &str) -> Vec<Value> {
     let api = cluster.api(node);
@@ -149,18 +164,7 @@ async fn a_restart_of_everything_restores_every_token_from_the_stream_and_the_sn
         "shards were snapshotted ({snapshots} snapshots)"
     );
 
-    tokio::task::block_in_place(|| {
-        for i in 0..3 {
-            assert!(cluster.node_mut(i).terminate().success(), "a clean exit");
-        }
-        cluster.nats_mut().stop_all();
-        cluster.nats_mut().start_all_again();
-        for i in 0..3 {
-            cluster.node_mut(i).restart();
-        }
-        cluster.wait_all_ready(READY_TIMEOUT);
-        wait_settled(&cluster, READY_TIMEOUT);
-    });
+    tokio::task::block_in_place(|| restart_everything(&mut cluster));
     let after = all_tokens(&cluster, 0, &key).await;
     let restored = |tokens: &[Value]| -> Vec<(String, String, String)> {
         let mut out: Vec<_> = tokens
@@ -298,18 +302,7 @@ async fn with_a_data_key_jetstream_holds_token_data_sealed_and_a_restart_opens_i
     let leaks = found_under(&nats_dir, "SECRETPAN-");
     assert!(leaks.is_empty(), "token data in the clear in {leaks:?}");
 
-    tokio::task::block_in_place(|| {
-        for i in 0..3 {
-            assert!(cluster.node_mut(i).terminate().success(), "a clean exit");
-        }
-        cluster.nats_mut().stop_all();
-        cluster.nats_mut().start_all_again();
-        for i in 0..3 {
-            cluster.node_mut(i).restart();
-        }
-        cluster.wait_all_ready(READY_TIMEOUT);
-        wait_settled(&cluster, READY_TIMEOUT);
-    });
+    tokio::task::block_in_place(|| restart_everything(&mut cluster));
     let after = all_tokens(&cluster, 2, &key).await;
     assert_eq!(after.len(), expected.len());
     for token in &after {
