@@ -8,6 +8,7 @@ use crate::api::rate_limit::{RateLimit, RateLimitSettings};
 use crate::api::state::AppState;
 use crate::clock::Clock;
 use crate::cluster::{ClusterConfig, ClusterError, ClusterNode};
+use crate::engine::homes::WorkerThreads;
 use crate::engine::{ClusterEngineConfig, Engine, EngineConfig};
 use crate::metrics::cluster::ClusterReadings;
 use crate::metrics::store::RestoreReport;
@@ -76,7 +77,7 @@ impl Application {
     /// until restore ends), restores the engine, then serves everything. Must
     /// run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub fn build(config: AppConfig) -> Result<Self, StartError> {
-        let (server, addr, state) = Self::bind(&config)?;
+        let (server, addr, state, workers) = Self::bind(&config)?;
         let restore_started = Instant::now();
         let engine = match Engine::open(&config.engine, config.clock) {
             Ok(engine) => engine,
@@ -92,6 +93,9 @@ impl Application {
         });
         let installed = state.engine.set(engine.clone()).is_ok();
         assert!(installed, "the engine is installed once");
+        // The HTTP workers start when the server is first polled, and each
+        // adopts its shards then (see `engine::homes`).
+        workers.install(&engine);
         let scheduler = engine.snapshotter().map(|snapshotter| {
             actix_web::rt::spawn(Snapshotter::run_schedule(
                 Arc::clone(snapshotter),
@@ -116,7 +120,8 @@ impl Application {
         config: AppConfig,
         cluster: ClusterConfig,
     ) -> Result<Self, StartError> {
-        let (server, addr, state) = Self::bind(&config)?;
+        // Cluster shards stay on the engine's threads (`Engine::adopt`).
+        let (server, addr, state, _workers) = Self::bind(&config)?;
         let started = Instant::now();
         let engine_config = ClusterEngineConfig {
             shards: usize::from(cluster.shards),
@@ -153,8 +158,13 @@ impl Application {
     }
 
     /// Binds and starts the HTTP server; every route but health answers 503
-    /// until the engine is installed in the returned state.
-    fn bind(config: &AppConfig) -> Result<(Server, SocketAddr, web::Data<AppState>), StartError> {
+    /// until the engine is installed in the returned state. The workers'
+    /// threads are registered in the returned [`WorkerThreads`] as they
+    /// start.
+    #[allow(clippy::type_complexity)]
+    fn bind(
+        config: &AppConfig,
+    ) -> Result<(Server, SocketAddr, web::Data<AppState>, Arc<WorkerThreads>), StartError> {
         let slot = Arc::new(OnceLock::new());
         let state = web::Data::new(AppState {
             engine: Arc::clone(&slot),
@@ -167,11 +177,17 @@ impl Application {
         let addr = listener.local_addr()?;
         let server_state = state.clone();
         let body_timeout = api::body::BodyTimeout(config.edge.body_timeout);
+        let workers = Arc::new(WorkerThreads::new(config.http_workers.max(1)));
+        let registry = Arc::clone(&workers);
         let server = edge::server::serve(
             listener,
             config.http_workers.max(1),
             config.edge,
             move || {
+                // Runs on each worker's thread as it starts.
+                if let Some(thread) = actix_rt::Arbiter::try_current() {
+                    registry.register(thread);
+                }
                 App::new()
                     .app_data(server_state.clone())
                     .app_data(body_timeout)
@@ -187,7 +203,7 @@ impl Application {
         // Compile the request schemas now, not on the first write request
         // (which would otherwise pay for it in its latency).
         api::validate::schemas();
-        Ok((server, addr, state))
+        Ok((server, addr, state, workers))
     }
 
     /// The bound address.

@@ -10,10 +10,13 @@
 //!
 //! - [`mailbox`]: the bound on the requests a shard holds (503 `OVERLOADED`
 //!   past it).
+//! - [`homes`]: which thread each shard runs on (an HTTP worker's, adopted
+//!   as it starts, or the engine's own).
 //! - [`placement`]: where each shard runs (here, or on another node of a
 //!   cluster, reached through [`Remote`]), and how catalog changes are
 //!   written ([`CatalogWriter`]).
 
+pub mod homes;
 pub mod mailbox;
 pub mod placement;
 
@@ -146,7 +149,10 @@ enum Durability {
 
 struct Inner {
     /// Where each shard runs.
-    placement: Placement,
+    placement: Arc<Placement>,
+    /// Starts shards whose worker thread stopped under them again on the
+    /// engine's threads (`None` in a cluster: no shard moves to a worker).
+    keeper: Option<tokio::sync::mpsc::UnboundedSender<crate::shard::actor::Moving>>,
     /// The threads shards run on, stopped at shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
     /// Accounts, keys, collections.
@@ -253,9 +259,8 @@ impl Engine {
             Store::open(&config.store, config.shards, config.tombstone_retention_ms)?;
         let catalog = restored.catalog;
         let log: Arc<dyn Log> = store.wal().clone();
-        let placement = Placement::new(config.shards);
+        let placement = Arc::new(Placement::new(config.shards));
         let mut arbiters = Vec::with_capacity(config.shards);
-        let mut addrs = Vec::with_capacity(config.shards);
         for (index, state) in restored.shards.into_iter().enumerate() {
             let arbiter = Arbiter::new();
             let handle = start_shard(
@@ -270,13 +275,17 @@ impl Engine {
                     mailbox_max: config.shard_mailbox_max,
                 },
             );
-            addrs.push(handle.addr.clone());
             placement.install(index, handle);
             arbiters.push(arbiter);
         }
+        let keeper = homes::start_keeper(
+            &arbiters[0],
+            arbiters.iter().map(Arbiter::handle).collect(),
+            Arc::clone(&placement),
+        );
         let snapshotter = Arc::new(Snapshotter::new(
             Arc::clone(&catalog),
-            addrs,
+            Arc::clone(&placement) as Arc<dyn crate::snapshot::ShardAddresses>,
             Arc::clone(store.wal()),
             Arc::clone(store.snapshot_files()),
             Arc::clone(&clock),
@@ -284,6 +293,7 @@ impl Engine {
         Ok(Self {
             inner: Arc::new(Inner {
                 placement,
+                keeper: Some(keeper),
                 arbiters: Mutex::new(arbiters),
                 catalog_writer: Arc::new(LocalCatalog {
                     catalog: Arc::clone(&catalog),
@@ -313,7 +323,8 @@ impl Engine {
         let arbiters = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
         Self {
             inner: Arc::new(Inner {
-                placement: Placement::new(config.shards),
+                placement: Arc::new(Placement::new(config.shards)),
+                keeper: None,
                 arbiters: Mutex::new(arbiters),
                 catalog,
                 catalog_writer,
@@ -405,6 +416,9 @@ impl Engine {
             self.stop();
             return Ok(());
         };
+        // Shards adopted by the HTTP workers come back to the engine's
+        // threads as the workers stop: the snapshot below needs every one.
+        self.settle().await;
         let flushed = store
             .wal()
             .flush()
@@ -1019,6 +1033,7 @@ fn start_shard(
         tenure,
         gauges,
         mailbox,
+        on_worker: false,
     })
 }
 

@@ -69,9 +69,24 @@ pub struct ShardHandle {
     pub gauges: Arc<TokenGauges>,
     /// The slots requests take before messaging it: bounds what it holds.
     pub mailbox: Arc<Mailbox>,
+    /// Whether it runs on an HTTP worker's thread (adopted) rather than on
+    /// one of the engine's own.
+    pub on_worker: bool,
 }
 
 impl ShardHandle {
+    /// The same handle for the same shard started anew at `addr`.
+    pub fn moved(old: &ShardHandle, addr: Addr<Shard>, on_worker: bool) -> Arc<ShardHandle> {
+        Arc::new(ShardHandle {
+            addr,
+            log: Arc::clone(&old.log),
+            tenure: old.tenure.clone(),
+            gauges: Arc::clone(&old.gauges),
+            mailbox: Arc::clone(&old.mailbox),
+            on_worker,
+        })
+    }
+
     /// Decides `command` and answers once its records are durable.
     pub async fn execute<C: TokenCommand>(
         &self,
@@ -234,6 +249,15 @@ impl ShardHandle {
                 }
             }
         })
+    }
+}
+
+impl crate::snapshot::ShardAddresses for Placement {
+    fn addresses(&self) -> Vec<Option<Addr<Shard>>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.read().as_ref().map(|h| h.addr.clone()))
+            .collect()
     }
 }
 

@@ -11,6 +11,14 @@
 //! depends on, and the caller waits for that LSN to be durable before
 //! answering the client — for a rejection too, since a "409 already redeemed"
 //! must not be sent for a redemption that a crash could still undo.
+//!
+//! A shard may move between threads: the engine starts it on a thread of its
+//! own, and an HTTP worker adopts it ([`Handoff`]) so that the requests that
+//! worker parses reach it without waking another thread. A shard on a worker
+//! carries a [`Homing`]: should the worker's thread stop under it (the HTTP
+//! server shutting down), the shard is handed to the engine's keeper as it
+//! drops, which starts it again on one of the engine's threads — never after
+//! a panic, which may have left the state half changed.
 
 use super::capture::ShardCapture;
 use super::command::TokenCommand;
@@ -23,7 +31,7 @@ use crate::ids::{AccountId, TokenId};
 use crate::log::{Log, LogError, LogRecord, Lsn};
 use crate::metrics::tokens::TokenGauges;
 use crate::model::Token;
-use actix::{Actor, AsyncContext, Context, Handler, Message};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +107,29 @@ pub struct List(pub ListQuery);
 #[rtype(result = "TimerReport")]
 pub struct RunTimers;
 
+/// Stops the shard and sends it, state and all, on `0`, to be started on
+/// another thread. Messages queued behind it are refused (mailbox closed):
+/// the engine moves shards only while no request is in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Handoff(pub std::sync::mpsc::SyncSender<Shard>);
+
+/// A shard on its way from a thread that stopped under it to the keeper.
+pub struct Moving {
+    /// Which shard (its index in the engine).
+    pub index: usize,
+    /// The shard, stopped, with everything it held.
+    pub shard: Shard,
+}
+
+/// Where a shard goes if the thread it runs on stops under it.
+pub struct Homing {
+    /// Which shard it is, for the keeper.
+    pub index: usize,
+    /// The keeper, which starts it again on one of the engine's threads.
+    pub keeper: tokio::sync::mpsc::UnboundedSender<Moving>,
+}
+
 /// The shard actor.
 pub struct Shard {
     /// The tokens and timers.
@@ -119,6 +150,11 @@ pub struct Shard {
     token_gauges: Arc<TokenGauges>,
     /// Messages the actor's mailbox queues before senders wait.
     mailbox_capacity: usize,
+    /// Set while it runs on a thread that is not the engine's (an HTTP
+    /// worker's): where it goes if that thread stops under it.
+    homing: Option<Homing>,
+    /// It was handed over (its state moved out): dropping it hands nothing.
+    moved: bool,
 }
 
 impl Shard {
@@ -142,6 +178,35 @@ impl Shard {
             last_now_ms: Millis::MIN,
             timer_period,
             mailbox_capacity: MAILBOX_CAPACITY,
+            homing: None,
+            moved: false,
+        }
+    }
+
+    /// The same shard, handed to the keeper should its thread stop under it
+    /// (`None`: dropped with its thread, as on the engine's own).
+    pub fn homed(mut self, homing: Option<Homing>) -> Self {
+        self.homing = homing;
+        self
+    }
+
+    /// Moves everything this shard holds into a new value, leaving this one
+    /// empty and marked as moved.
+    fn take(&mut self) -> Shard {
+        assert!(!self.moved, "a shard is moved once");
+        self.moved = true;
+        Shard {
+            state: std::mem::replace(&mut self.state, ShardState::new(0)),
+            catalog: Arc::clone(&self.catalog),
+            log: Arc::clone(&self.log),
+            last_lsn: self.last_lsn,
+            clock: Arc::clone(&self.clock),
+            last_now_ms: self.last_now_ms,
+            timer_period: self.timer_period,
+            token_gauges: Arc::clone(&self.token_gauges),
+            mailbox_capacity: self.mailbox_capacity,
+            homing: self.homing.take(),
+            moved: false,
         }
     }
 
@@ -310,6 +375,40 @@ impl Handler<List> for Shard {
             value: self.state.list(&query, now),
             lsn: self.last_lsn,
         })
+    }
+}
+
+impl Handler<Handoff> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, Handoff(to): Handoff, ctx: &mut Self::Context) {
+        let shard = self.take();
+        ctx.stop();
+        // A taker that gave up has nothing to start it on: the shard is
+        // dropped with its homing cleared, as a stopped engine's are.
+        if let Err(unsent) = to.send(shard) {
+            drop(unsent.0.homed(None));
+        }
+    }
+}
+
+impl Drop for Shard {
+    /// A shard on a worker whose thread stopped under it goes to the keeper.
+    /// Not after a panic: its state may be half changed, and a shard that
+    /// answers nothing is better than one that answers wrong.
+    fn drop(&mut self) {
+        if self.moved || self.homing.is_none() || std::thread::panicking() {
+            return;
+        }
+        let shard = self.take();
+        if let Some(homing) = &shard.homing {
+            let keeper = homing.keeper.clone();
+            let index = homing.index;
+            // A keeper that is gone (the engine stopped) drops it for good.
+            if let Err(unsent) = keeper.send(Moving { index, shard }) {
+                drop(unsent.0.shard.homed(None));
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub mod snapshotter;
 pub use capture::EngineCapture;
 pub use file::SnapshotFiles;
 pub use image::SnapshotImage;
-pub use snapshotter::Snapshotter;
+pub use snapshotter::{ShardAddresses, Snapshotter};
 
 use crate::log::Lsn;
 use std::path::PathBuf;

@@ -112,12 +112,20 @@ pub fn write_image(
     Ok((info, dropped.len()))
 }
 
+/// Where the shards a snapshot captures are now (they may move between
+/// threads, each time at a new address).
+pub trait ShardAddresses: Send + Sync + 'static {
+    /// Every shard's current address, in shard order (`None`: the shard
+    /// runs nowhere right now, and a snapshot without it would lose it).
+    fn addresses(&self) -> Vec<Option<Addr<Shard>>>;
+}
+
 /// Takes the engine's snapshots, one at a time.
 pub struct Snapshotter {
     /// Captures itself under its writer lock.
     catalog: Arc<Catalog>,
-    /// Each captures itself in one message turn.
-    shards: Vec<Addr<Shard>>,
+    /// The shards; each captures itself in one message turn.
+    shards: Arc<dyn ShardAddresses>,
     /// Whose records the captures hold; rotated and cut after each snapshot.
     wal: Arc<Wal>,
     /// Where snapshots go.
@@ -134,7 +142,7 @@ impl Snapshotter {
     /// A snapshotter of the engine made of `catalog` and `shards`.
     pub fn new(
         catalog: Arc<Catalog>,
-        shards: Vec<Addr<Shard>>,
+        shards: Arc<dyn ShardAddresses>,
         wal: Arc<Wal>,
         files: Arc<SnapshotFiles>,
         clock: Arc<dyn Clock>,
@@ -177,8 +185,10 @@ impl Snapshotter {
     async fn take(&self) -> Result<SnapshotInfo, SnapshotFailed> {
         let wal = &self.wal;
         let (catalog, catalog_lsn) = self.catalog.capture_at(|| wal.next_lsn() - 1);
-        let mut shards = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
+        let addresses = self.shards.addresses();
+        let mut shards = Vec::with_capacity(addresses.len());
+        for shard in &addresses {
+            let shard = shard.as_ref().ok_or(SnapshotFailed::Unavailable)?;
             shards.push(
                 shard
                     .send(Capture)
