@@ -95,6 +95,18 @@ enum Wait {
     Ready(Option<Result<(), LogError>>),
     /// The log sends the outcome once it is known.
     Pending(oneshot::Receiver<Result<(), LogError>>),
+    /// The log is polled for the outcome, and wakes the task when it may
+    /// have changed.
+    Watch(Arc<dyn DurableWatch>, Lsn),
+}
+
+/// A log whose waits poll it for their outcome instead of receiving it on a
+/// channel of their own (see `wal::wake`: it wakes each thread once per
+/// batch rather than each waiter).
+pub trait DurableWatch: Send + Sync + 'static {
+    /// `Ready` once `lsn` is durable or never will be; otherwise arranges
+    /// for `cx`'s task to be woken when that may have changed.
+    fn poll_durable(&self, lsn: Lsn, cx: &mut Context<'_>) -> Poll<Result<(), LogError>>;
 }
 
 impl Durable {
@@ -108,6 +120,11 @@ impl Durable {
     pub fn pending(outcome: oneshot::Receiver<Result<(), LogError>>) -> Self {
         Durable(Wait::Pending(outcome))
     }
+
+    /// A wait that polls `watch` for `lsn`.
+    pub fn watch(watch: Arc<dyn DurableWatch>, lsn: Lsn) -> Self {
+        Durable(Wait::Watch(watch, lsn))
+    }
 }
 
 impl Future for Durable {
@@ -120,6 +137,7 @@ impl Future for Durable {
             Wait::Pending(outcome) => Pin::new(outcome)
                 .poll(cx)
                 .map(|sent| sent.unwrap_or(Err(LogError::Closed))),
+            Wait::Watch(watch, lsn) => watch.poll_durable(*lsn, cx),
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod frame;
 mod reader;
 pub mod segment;
+mod wake;
 mod writer;
 
 pub use reader::{read_from, read_from_read_only, repair_torn_tail, Record, Replay, Truncation};

@@ -16,15 +16,16 @@
 use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
 use super::reader::{read_and_scan, Scanned};
 use super::segment::{list_segments, ActiveSegment, Layout, SegmentInfo, FORMAT_VERSION};
+use super::wake::{self, Threads};
 use super::{FsyncMode, Lsn, WalError, WalOptions};
-use crate::log::{Durable, Log, LogError, LogRecord, Poison};
+use crate::log::{Durable, DurableWatch, Log, LogError, LogRecord, Poison};
 use crate::metrics::store::WalMetrics;
 use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,10 +57,20 @@ pub struct WalStats {
     pub fsyncs: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Wake-ups of threads whose tasks wait for durability: one per thread
+    /// per batch that covers one of its waiters, however many wait there.
+    pub thread_wakes: u64,
 }
 
 /// State shared by appenders, waiters and the writer thread.
-struct Shared {
+pub(super) struct Shared {
+    /// Itself, for the per-thread drainers that outlive a wait (see `wake`).
+    pub(super) me: std::sync::Weak<Shared>,
+    /// Threads whose tasks wait for durability, each woken once per batch.
+    pub(super) threads: Threads,
+    /// Set (after `AppendState::stopped`) once the writer thread is gone:
+    /// read lock-free by waits.
+    writer_gone: AtomicBool,
     /// Options the WAL was opened with.
     options: WalOptions,
     /// The data directory.
@@ -152,7 +163,10 @@ impl Wal {
         if segments.last() != Some(&active.info) {
             segments.push(active.info.clone());
         }
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            threads: Threads::default(),
+            writer_gone: AtomicBool::new(false),
             options,
             dir,
             storage,
@@ -248,6 +262,9 @@ impl Wal {
         }
         if shared.durable_lsn.load(Ordering::Acquire) >= lsn {
             return Durable::ready(Ok(()));
+        }
+        if wake::available() {
+            return Durable::watch(Arc::clone(shared) as Arc<dyn DurableWatch>, lsn);
         }
         let mut waiters = shared.waiters.lock();
         // Checked again under the lock: a failure sets the poison, and the writer publishes the
@@ -362,7 +379,10 @@ impl Wal {
 
     /// Writer counters so far.
     pub fn stats(&self) -> WalStats {
-        *self.shared.stats.lock()
+        WalStats {
+            thread_wakes: self.shared.threads.wakes(),
+            ..*self.shared.stats.lock()
+        }
     }
 
     /// Fsync latencies and batch sizes recorded by the writer thread.
@@ -479,6 +499,8 @@ impl Drop for ExitGuard {
             self.0.fail("the WAL writer thread panicked");
         }
         self.0.state.lock().stopped = true;
+        self.0.writer_gone.store(true, Ordering::SeqCst);
+        self.0.threads.wake_all();
         self.0.flushed.notify_all();
         let left = {
             let mut waiters = self.0.waiters.lock();
@@ -492,7 +514,43 @@ impl Drop for ExitGuard {
     }
 }
 
+impl DurableWatch for Shared {
+    fn poll_durable(
+        &self,
+        lsn: Lsn,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), LogError>> {
+        wake::poll_durable(self, lsn, cx)
+    }
+}
+
 impl Shared {
+    /// The outcome of a wait for `lsn` as of now: `None` while it may still
+    /// become durable. A poisoned WAL acknowledges nothing, as in
+    /// [`Wal::durable`].
+    pub(super) fn outcome(&self, lsn: Lsn) -> Option<Result<(), LogError>> {
+        if let Err(e) = self.poison.check() {
+            return Some(Err(e));
+        }
+        if self.durable_lsn.load(Ordering::SeqCst) >= lsn {
+            return Some(Ok(()));
+        }
+        if self.writer_gone.load(Ordering::SeqCst) {
+            return Some(Err(LogError::Closed));
+        }
+        None
+    }
+
+    /// Whether nothing more will be acknowledged (poisoned or stopped).
+    pub(super) fn finished(&self) -> bool {
+        self.poison.check().is_err() || self.writer_gone.load(Ordering::SeqCst)
+    }
+
+    /// The highest acknowledged LSN.
+    pub(super) fn durable_lsn(&self) -> Lsn {
+        self.durable_lsn.load(Ordering::SeqCst)
+    }
+
     /// Poisons the WAL with `cause` (the first cause wins) and fails every waiter: nothing more
     /// will be acknowledged.
     fn fail(&self, cause: impl std::fmt::Display) {
@@ -502,6 +560,7 @@ impl Shared {
         // Taking the state lock orders this wake-up after a flusher's check of the poison.
         drop(self.state.lock());
         self.flushed.notify_all();
+        self.threads.wake_all();
         let failed = std::mem::take(&mut self.waiters.lock().by_lsn);
         let outcome = self.poison.check();
         for sender in failed.into_values().flatten() {
@@ -518,8 +577,10 @@ impl Shared {
 
     /// Publishes the acknowledged LSN and answers exactly the waiters it covers.
     fn acknowledge(&self, lsn: Lsn) {
-        // Stored before taking the waiters lock: see `Wal::durable`.
-        self.durable_lsn.store(lsn, Ordering::Release);
+        // Stored before taking the waiters lock (see `Wal::durable`) and
+        // before reading the threads' lowest LSNs (see `wake`).
+        self.durable_lsn.store(lsn, Ordering::SeqCst);
+        self.threads.wake_covered(lsn);
         let ready = {
             let mut waiters = self.waiters.lock();
             let later = waiters.by_lsn.split_off(&(lsn + 1));
