@@ -98,6 +98,17 @@ impl Engine {
         }
     }
 
+    /// How many shards run on HTTP workers' threads now (the others on the
+    /// engine's).
+    pub fn shards_on_workers(&self) -> usize {
+        self.inner
+            .placement
+            .local()
+            .iter()
+            .filter(|(_, handle)| handle.on_worker && handle.addr.connected())
+            .count()
+    }
+
     /// Waits until every shard is back on the engine's threads (see the
     /// module doc), for at most [`SETTLE_WAIT`]. Called once the HTTP server
     /// has stopped, whose workers' threads are stopping.

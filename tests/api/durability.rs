@@ -187,6 +187,62 @@ async fn admin_snapshot_then_restart_restores_snapshot_plus_log() {
         .assert_error(401, "UNAUTHENTICATED");
 }
 
+/// Shards run on the HTTP workers' threads (each worker adopts its share as
+/// it starts); a graceful stop brings every one back to the engine's threads
+/// for the final snapshot, so nothing of any shard is lost, and a restart
+/// adopts them again.
+#[actix_web::test]
+async fn shards_on_the_http_workers_come_home_for_the_final_snapshot() {
+    let app = TestApp::builder()
+        .shards(4)
+        .http_workers(2)
+        .spawn()
+        .await;
+    let tenant = app.tenant().await;
+    let tokens = app
+        .create_batch(
+            &tenant.key,
+            (0..40)
+                .map(|_| json!({"collectionId": tenant.collection_id}))
+                .collect(),
+        )
+        .await;
+    let ids: Vec<String> = tokens.iter().map(id_of).collect();
+    let engine = app.engines().next().expect("one node").clone();
+    assert_eq!(engine.shards_on_workers(), 4, "every shard adopted");
+    for id in &ids[..20] {
+        app.redeem(&tenant.key, id, &json!({"merchantId": "m"}))
+            .await
+            .assert_status(200);
+    }
+    let (stopped, dir) = app.stop().await;
+    stopped.expect("a clean stop, final snapshot included");
+    assert_eq!(engine.shards_on_workers(), 0, "every shard came home");
+    drop(engine);
+    let snapshots = std::fs::read_dir(dir.path())
+        .expect("the data dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snapshot-"))
+        .count();
+    assert!(snapshots >= 1, "the stop wrote its final snapshot");
+
+    let app = TestApp::builder()
+        .shards(4)
+        .http_workers(2)
+        .data_dir(dir)
+        .spawn()
+        .await;
+    for (n, id) in ids.iter().enumerate() {
+        let token = app.token(&tenant.key, id).await;
+        let expected = if n < 20 { "redeemed" } else { "active" };
+        assert_eq!(token["status"], expected, "{id}");
+    }
+    assert_eq!(
+        app.engines().next().expect("one node").shards_on_workers(),
+        4
+    );
+}
+
 /// An append the log refuses (here: a record over its size limit) comes after
 /// the shard applied the change in memory, so it poisons the engine exactly
 /// like a failed write: nothing more is acknowledged, reads go on.

@@ -63,9 +63,16 @@ pub struct TestAppBuilder {
     edge: EdgeLimits,
     shard_mailbox_max: usize,
     rate_limit: RateLimitSettings,
+    http_workers: usize,
 }
 
 impl TestAppBuilder {
+    /// Number of HTTP worker threads (1 unless a test is about them).
+    pub fn http_workers(mut self, workers: usize) -> Self {
+        self.http_workers = workers;
+        self
+    }
+
     /// Number of shard actors.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards;
@@ -163,7 +170,7 @@ impl TestAppBuilder {
             },
             admin_key: AdminKey::from_key(ADMIN),
             clock: clock.clone(),
-            http_workers: 1,
+            http_workers: self.http_workers,
             // Snapshots only when a test asks for one.
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_wal_bytes: u64::MAX,
@@ -498,6 +505,7 @@ impl TestApp {
             },
             shard_mailbox_max: SHARD_MAILBOX_MAX_DEFAULT,
             rate_limit: RateLimitSettings::OFF,
+            http_workers: 1,
         }
     }
 
