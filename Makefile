@@ -35,6 +35,12 @@ ENCRYPTION_N ?= 400000
 # items of each batch redeem request.
 LIFECYCLE_N ?= 2000000
 BATCH_ITEMS ?= 100
+# `make bench-pin`: pre-created tokens (also Redis's keys) and the two CPUs:
+# the server's (tokend, then Redis) and the load generator's. Its
+# connections and seconds are C and D.
+PIN_N ?= 600000
+PIN_SERVER_CPU ?= 0
+PIN_LOAD_CPU ?= 1
 # `make bench-cluster`: its connections, seconds and pre-created tokens (of
 # each of its two redeem runs), the cluster's tokend nodes and shards, and
 # the seconds of each JetStream append measurement. Small, for a 2-core
@@ -62,7 +68,7 @@ CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
 API_CLUSTER_TESTS ?= accounts:: collections:: concurrency:: cross_account:: expiry:: \
 	lifecycle:: redeem:: rejected:: tokens_create:: tokens_read::
 
-.PHONY: run build test test-api test-tools test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-hot bench-encryption bench-lifecycle bench-cluster clean
+.PHONY: run build test test-api test-tools test-cluster nats-server cluster cluster-stop lint fmt bench bench-micro bench-load bench-pin bench-hot bench-encryption bench-lifecycle bench-cluster clean
 
 ## Start the server on the default data dir (./snapshots), release build.
 run:
@@ -128,13 +134,15 @@ fmt:
 	$(CARGO) fmt --all
 
 ## Everything: the criterion suites, then the load profile (with the Redis
-## comparison and the snapshot phase), hot-collection against redeem, the
-## restore profile over HTTP against a release server, batch-redeem and
-## hold-capture against redeem, and redeem through a cluster beside a single
-## node (results in $(BENCH_OUT)).
+## comparison and the snapshot phase), the pinned comparison (server and
+## Redis on one CPU, the load generator on another), hot-collection against
+## redeem, the restore profile over HTTP against a release server,
+## batch-redeem and hold-capture against redeem, and redeem through a
+## cluster beside a single node (results in $(BENCH_OUT)).
 bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-load
+	$(MAKE) bench-pin
 	$(MAKE) bench-hot
 	$(MAKE) bench-encryption
 	$(MAKE) bench-lifecycle
@@ -178,6 +186,23 @@ bench-load:
 	$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn \
 		--profile restore --tokens $(RESTORE_N) --batch-size $(RESTORE_BATCH) \
 		--fsync $(FSYNC) --out $(BENCH_OUT)
+
+## The pinned comparison (`tokend-load --pin`): tokend (one shard, one HTTP
+## worker) and then Redis (`--appendonly yes --appendfsync always`) each on
+## CPU PIN_SERVER_CPU, the load generator on PIN_LOAD_CPU; one run measures
+## GET /health/live, redeem and Redis GETDEL with C connections for D
+## seconds each, and prints req/s, p50/p99 and the server's CPU per request
+## of each with the targets' ratios (results in $(BENCH_OUT)/pin). The
+## `@: $(REDIS_FLAGS)` line installs redis-server as for bench-load (REDIS=no
+## only stops that); without it the Redis phase is reported as skipped.
+## Needs 2 CPUs.
+bench-pin:
+	$(CARGO) build --release --locked --bin tokend
+	@: $(REDIS_FLAGS)
+	$(CARGO) run --release --locked --quiet --features load --bin tokend-load -- --spawn --pin \
+		--pin-server-cpu $(PIN_SERVER_CPU) --pin-load-cpu $(PIN_LOAD_CPU) \
+		--profile redeem --connections $(C) --duration-secs $(D) --tokens $(PIN_N) \
+		--fsync $(FSYNC) --out $(BENCH_OUT)/pin
 
 ## hot-collection (every token in one collection) against redeem: the two
 ## profiles back to back, each on its own server with HOT_N tokens, the second

@@ -1,9 +1,9 @@
 //! `tokend-load` end to end with tiny settings: it spawns the real server,
 //! runs the `redeem`, `hot-collection`, `batch-redeem`, `hold-capture` and
 //! `restore` profiles (with the snapshot phase, the baseline comparison and
-//! the Redis comparison, and the lifecycle profiles' read-back), and
-//! writes its results; the `cluster` profile, which needs a nats-server, only
-//! as far as its refusal without one.
+//! the Redis comparison, and the lifecycle profiles' read-back), the pinned
+//! comparison (`--pin`), and writes its results; the `cluster` profile,
+//! which needs a nats-server, only as far as its refusal without one.
 
 use serde_json::Value;
 use std::path::Path;
@@ -464,4 +464,197 @@ fn redis_comparison_drives_getdel_of_existing_keys() {
     assert!(number(r, "/aofBytes") > number(r, "/aofBytesBefore"));
     let expected = number(&results, "/run/okThroughput") / number(r, "/run/okThroughput");
     assert!((number(&results, "/ratioToRedis") - expected).abs() < 1e-9);
+}
+
+/// CPUs this process may use (the pinned comparison needs two).
+fn cpus_available() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A number at a JSON pointer that must be positive and finite.
+fn positive(v: &Value, pointer: &str) -> f64 {
+    let n = number(v, pointer);
+    assert!(n.is_finite() && n > 0.0, "{pointer} = {n} in {v:#}");
+    n
+}
+
+#[test]
+fn pinned_comparison_reports_the_three_phases_with_server_cpu_per_request() {
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "--pin",
+        "--connections",
+        "4",
+        "--duration-secs",
+        "1",
+        "--ceiling-secs",
+        "1",
+        "--tokens",
+        "20000",
+    ];
+    if cpus_available() < 2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_tokend-load"))
+            .args([
+                "--spawn",
+                "--server-bin",
+                env!("CARGO_BIN_EXE_tokend"),
+                "--out",
+            ])
+            .arg(out.path())
+            .args(args)
+            .output()
+            .expect("tokend-load starts");
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--pin needs at least 2 CPUs"), "{stderr}");
+        return;
+    }
+    let stdout = run_profiler(out.path(), &args);
+    assert!(
+        stdout.contains("pinned: server and Redis on CPU 0, load generator on CPU 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tokend 1 shard, 1 HTTP worker"), "{stdout}");
+    assert!(
+        stdout.contains("redeem: server CPU per request"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("redeem/s ÷ /health/live/s"), "{stdout}");
+    assert!(stdout.contains("spend-once: passed"), "{stdout}");
+    let results = read_json(&out.path().join("results-redeem.json"));
+    // The server was started with one shard and one HTTP worker, and every
+    // one of its threads ran on CPU 0.
+    assert_eq!(results["server"]["shards"], 1);
+    assert_eq!(results["server"]["httpWorkers"], 1);
+    let pin = &results["pin"];
+    assert_eq!(pin["serverCpu"], 0);
+    assert_eq!(pin["loadCpu"], 1);
+    assert_eq!(pin["shards"], 1);
+    assert_eq!(pin["httpWorkers"], 1);
+    assert!(number(pin, "/serverThreads/threads") >= 2.0);
+    assert_eq!(pin["serverThreads"]["cpus"], serde_json::json!([0]));
+    // The two tokend phases: throughput, latency, and the server's CPU per
+    // request measured over each.
+    for phase in ["healthLive", "redeem"] {
+        let p = &pin[phase];
+        assert_eq!(p["errors"], 0, "{phase}: {p:#}");
+        positive(p, "/requests");
+        positive(p, "/okPerSec");
+        positive(p, "/p50Ms");
+        assert!(number(p, "/p99Ms") >= number(p, "/p50Ms"), "{p:#}");
+        positive(p, "/serverCpuPerRequestUs");
+        positive(p, "/serverCoreShare");
+        positive(p, "/loadCpuPerRequestUs");
+        number(p, "/serverCpuBusy");
+        number(p, "/loadCpuBusy");
+    }
+    assert_eq!(pin["healthLive"]["name"], "health/live");
+    assert_eq!(pin["redeem"]["name"], "redeem");
+    assert_eq!(
+        number(pin, "/redeem/serverCpuPerRequestUs"),
+        number(&results, "/run/cpu/serverCpuPerRequestUs")
+    );
+    assert_eq!(
+        number(pin, "/redeem/requests"),
+        number(&results, "/run/requests")
+    );
+    let expected = number(pin, "/redeem/okPerSec") / number(pin, "/healthLive/okPerSec");
+    assert!((number(pin, "/redeemPerHealthLive") - expected).abs() < 1e-9);
+    // The targets, each with its figure and verdict.
+    let targets = pin["targets"].as_array().unwrap();
+    let target = |key: &str| {
+        targets
+            .iter()
+            .find(|t| t["key"] == key)
+            .unwrap_or_else(|| panic!("no target {key} in {pin:#}"))
+    };
+    assert_eq!(
+        target("serverCpuPerRequestUs")["measured"],
+        pin["redeem"]["serverCpuPerRequestUs"]
+    );
+    assert_eq!(target("serverCpuPerRequestUs")["target"], 15.0);
+    assert_eq!(target("p99Ms")["measured"], pin["redeem"]["p99Ms"]);
+    assert_eq!(target("p99Ms")["target"], 5.0);
+    assert_eq!(target("redeemPerRedisGetdel")["target"], 0.9);
+    assert!(target("redeemPerHealthLive")["met"].is_boolean());
+    // The Redis phase ran (its CPU too), or is reported as skipped.
+    match pin["redisGetdel"].as_object() {
+        Some(_) => {
+            let r = &pin["redisGetdel"];
+            assert!(pin["redisSkipped"].is_null());
+            assert_eq!(r["name"], "redis GETDEL");
+            assert_eq!(r["errors"], 0, "{r:#}");
+            positive(r, "/okPerSec");
+            let cpu = number(r, "/serverCpuPerRequestUs");
+            assert!(cpu.is_finite() && cpu >= 0.0, "{cpu}");
+            assert_eq!(pin["redisThreads"]["cpus"], serde_json::json!([0]));
+            let expected = number(pin, "/redeem/okPerSec") / number(r, "/okPerSec");
+            assert!((number(pin, "/redeemPerRedisGetdel") - expected).abs() < 1e-9);
+            assert_eq!(
+                target("redeemPerRedisGetdel")["measured"],
+                pin["redeemPerRedisGetdel"]
+            );
+            assert!(target("redeemPerRedisGetdel")["met"].is_boolean());
+            assert!(stdout.contains("redeem/s ÷ Redis GETDEL/s"), "{stdout}");
+        }
+        None => {
+            let why = pin["redisSkipped"].as_str().unwrap();
+            assert!(why.contains("redis-server"), "{why}");
+            assert!(pin["redeemPerRedisGetdel"].is_null());
+            assert!(target("redeemPerRedisGetdel")["met"].is_null());
+            assert!(
+                stdout.contains(&format!("redis GETDEL     skipped: {why}")),
+                "{stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pinning_server_and_load_generator_to_one_cpu_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let pinned = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokend-load"))
+            .args([
+                "--spawn",
+                "--server-bin",
+                env!("CARGO_BIN_EXE_tokend"),
+                "--tokens",
+                "10",
+                "--pin",
+                "--out",
+            ])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .expect("tokend-load starts")
+    };
+    let output = pinned(&["--pin-server-cpu", "1", "--pin-load-cpu", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--pin-server-cpu and --pin-load-cpu are both CPU 1"),
+        "{stderr}"
+    );
+    // A CPU this process may not use.
+    let output = pinned(&["--pin-load-cpu", "1023"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if cpus_available() >= 2 {
+        assert!(
+            stderr.contains("--pin-load-cpu 1023: no such CPU available"),
+            "{stderr}"
+        );
+    } else {
+        assert!(stderr.contains("--pin needs at least 2 CPUs"), "{stderr}");
+    }
+    // Refused before anything started: no server log, no results.
+    assert!(!out.path().join("server-redeem.log").exists());
+    assert!(!out.path().join("results-redeem.json").exists());
+    // --pin pins the server it spawns: not one given with --target.
+    let output = Command::new(env!("CARGO_BIN_EXE_tokend-load"))
+        .args(["--target", "http://127.0.0.1:9", "--pin"])
+        .output()
+        .expect("tokend-load starts");
+    assert_eq!(output.status.code(), Some(2));
 }

@@ -13,6 +13,9 @@ pub const LOAD_TOKENS_DEFAULT: u64 = 1_000_000;
 /// latency percentiles, errors and a spend-once check.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tokend-load", version, about)]
+#[command(group(clap::ArgGroup::new("redis_phase")
+    .args(["compare_redis", "pin"])
+    .multiple(true)))]
 pub struct Args {
     /// Profile a running server at this URL (`http://host:port`) instead of
     /// spawning one.
@@ -53,9 +56,34 @@ pub struct Args {
     /// `--fsync` of the spawned server.
     #[arg(long, value_enum, default_value_t = Fsync::Always)]
     pub fsync: Fsync,
-    /// `--shards` of the spawned server (default: the server's, one per CPU).
+    /// `--shards` of the spawned server (default: the server's, one per CPU;
+    /// one with `--pin`).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
+    /// `--http-workers` of the spawned server (default: the server's, one
+    /// per CPU; one with `--pin`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub http_workers: Option<u16>,
+    /// The pinned comparison: the spawned server (every thread of it) and
+    /// then Redis run on CPU `--pin-server-cpu` alone, this load generator
+    /// (every thread) on `--pin-load-cpu` alone; the server gets one shard
+    /// and one HTTP worker unless `--shards` / `--http-workers` say
+    /// otherwise. One run measures `GET /health/live`, the profile (`redeem`
+    /// or `hot-collection`) and Redis `GETDEL` (as `--compare-redis`;
+    /// skipped with a note when `redis-server` is not installed), and
+    /// reports for each requests/s, p50/p99 and the server's CPU µs per
+    /// request, with the targets' ratios. Refused on a machine with fewer
+    /// than 2 CPUs.
+    #[arg(long, requires = "spawn", conflicts_with = "target")]
+    pub pin: bool,
+    /// `--pin`: the CPU of the spawned server and of Redis.
+    #[arg(long, default_value_t = 0, requires = "pin",
+          value_parser = clap::value_parser!(u16).range(0..1024))]
+    pub pin_server_cpu: u16,
+    /// `--pin`: the CPU of this load generator.
+    #[arg(long, default_value_t = 1, requires = "pin",
+          value_parser = clap::value_parser!(u16).range(0..1024))]
+    pub pin_load_cpu: u16,
     /// Directory of the results (`results-<profile>.json`,
     /// `latency-<profile>.svg`, `server-<profile>.log`).
     #[arg(long, default_value = "target/bench")]
@@ -113,7 +141,7 @@ pub struct Args {
     #[arg(long)]
     pub compare_redis: bool,
     /// The `redis-server` binary (default: the one on the PATH).
-    #[arg(long, requires = "compare_redis")]
+    #[arg(long, requires = "redis_phase")]
     pub redis_server: Option<PathBuf>,
     /// With `--compare-redis`: also run `redis-benchmark -c C … GETDEL
     /// key:__rand_int__` against the same Redis afterwards, for reference.
@@ -165,6 +193,22 @@ pub struct Args {
     #[arg(long, default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub jetstream_message_bytes: u32,
+}
+
+/// Where `--pin` puts the processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinning {
+    /// The CPU of the spawned server and of Redis.
+    pub server_cpu: usize,
+    /// The CPU of the load generator.
+    pub load_cpu: usize,
+}
+
+impl Pinning {
+    /// The two CPUs, whose busy time each phase reports.
+    pub fn cpus(self) -> Vec<usize> {
+        vec![self.server_cpu, self.load_cpu]
+    }
 }
 
 /// A load profile.
@@ -272,6 +316,14 @@ impl Args {
             .snapshot_at_secs
             .unwrap_or(self.snapshot_phase_secs() as f64 / 3.0);
         std::time::Duration::from_secs_f64(secs.clamp(0.0, 86_400.0))
+    }
+
+    /// With `--pin`: the server's CPU and the load generator's.
+    pub fn pinning(&self) -> Option<Pinning> {
+        self.pin.then_some(Pinning {
+            server_cpu: usize::from(self.pin_server_cpu),
+            load_cpu: usize::from(self.pin_load_cpu),
+        })
     }
 
     /// Collections to create.

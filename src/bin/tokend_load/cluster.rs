@@ -397,6 +397,8 @@ async fn profile(args: &Args, nats_bin: &Path, tokend_bin: &Path) -> Result<Verd
             data_dir,
             fsync: args.fsync.name().to_owned(),
             shards: None,
+            http_workers: None,
+            cpu: None,
             admin_key: admin_key.clone(),
             log,
             data_key: None,
@@ -560,6 +562,7 @@ async fn redeem(
         rate: args.rate,
         server_pid: None,
         snapshot: None,
+        cpus: Vec::new(),
     };
     let before = CpuReading::now(watched);
     let (mut conns, mut run) = run_phase(conns, workload, &plan).await?;

@@ -6,8 +6,9 @@ use super::api;
 use super::error::{LoadError, Result};
 use super::http::Target;
 use super::stats::{
-    machine_cpu, merge_windows, own_cpu, process_cpu, summarize, window_of, ConnStats, CpuFigures,
-    PhaseSummary, SnapshotImpact, Timeline, SNAPSHOT_DONE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING,
+    cpus_busy, machine_cpu, merge_windows, own_cpu, process_cpu, summarize, window_of, ConnStats,
+    CpuFigures, PhaseSummary, SnapshotImpact, Timeline, SNAPSHOT_DONE, SNAPSHOT_PENDING,
+    SNAPSHOT_RUNNING,
 };
 use super::workload::{Answer, Client, Kind, Rng, Workload};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -41,6 +42,9 @@ pub struct PhasePlan {
     pub server_pid: Option<u32>,
     /// Take a snapshot during the phase and report latency around it.
     pub snapshot: Option<SnapshotPlan>,
+    /// CPUs whose busy time is reported with the CPU figures (`--pin`: the
+    /// server's and the load generator's).
+    pub cpus: Vec<usize>,
 }
 
 /// A snapshot taken during a phase.
@@ -123,6 +127,7 @@ pub async fn run_phase<C: Client>(
         own_cpu(),
         plan.server_pid.and_then(process_cpu),
         machine_cpu(),
+        cpus_busy(&plan.cpus),
     );
     let start = Instant::now() + Duration::from_millis(10);
     let deadline = start + plan.duration;
@@ -179,6 +184,7 @@ pub async fn run_phase<C: Client>(
         own_cpu(),
         plan.server_pid.and_then(process_cpu),
         machine_cpu(),
+        cpus_busy(&plan.cpus),
     );
     reporter.abort();
     let mut summary = summarize(
@@ -199,13 +205,26 @@ pub async fn run_phase<C: Client>(
             .2
             .zip(cpu_after.2)
             .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
-        summary.cpu = Some(CpuFigures::new(
-            b.saturating_sub(a).as_secs_f64(),
-            server,
-            machine,
-            summary.requests,
-            secs,
-        ));
+        let busy: Vec<(usize, Duration)> = cpu_before
+            .3
+            .zip(cpu_after.3)
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(&b)
+                    .map(|(&(cpu, a), &(_, b))| (cpu, b.saturating_sub(a)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        summary.cpu = Some(
+            CpuFigures::new(
+                b.saturating_sub(a).as_secs_f64(),
+                server,
+                machine,
+                summary.requests,
+                secs,
+            )
+            .with_cpus(&busy, secs),
+        );
     }
     if let Some(task) = snapshot {
         let (sent_at, took, info) = task

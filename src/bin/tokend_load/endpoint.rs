@@ -69,6 +69,8 @@ pub fn spec(args: &Args, log: PathBuf) -> Result<(ServerSpec, bool)> {
             data_dir,
             fsync: args.fsync.name().to_owned(),
             shards: args.shards,
+            http_workers: args.http_workers,
+            cpu: args.pinning().map(|p| p.server_cpu),
             admin_key,
             log,
             extra_args: Vec::new(),
@@ -94,11 +96,13 @@ impl Endpoint {
         }
         let (spec, remove_data) = spec(args, log)?;
         eprintln!(
-            "starting {} (fsync {}, data dir {}, log {})",
+            "starting {} (fsync {}, data dir {}, log {}{})",
             spec.bin.display(),
             spec.fsync,
             spec.data_dir.display(),
-            spec.log.display()
+            spec.log.display(),
+            spec.cpu
+                .map_or(String::new(), |cpu| format!(", pinned to CPU {cpu}"))
         );
         let server = Server::start(&spec)?;
         eprintln!("server pid {} ready on {}", server.pid(), server.addr);
@@ -119,6 +123,7 @@ impl Endpoint {
             bin: None,
             fsync: None,
             shards: None,
+            http_workers: None,
             exit_code: None,
             stop_secs: None,
         };
@@ -127,6 +132,7 @@ impl Endpoint {
             info.bin = Some(spec.bin.display().to_string());
             info.fsync = Some(spec.fsync.clone());
             info.shards = spec.shards;
+            info.http_workers = spec.http_workers;
             info.exit_code = status.code();
             info.stop_secs = Some(took.as_secs_f64());
             if !status.success() {

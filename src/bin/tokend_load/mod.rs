@@ -1,5 +1,6 @@
 //! The profiler: see the binary's documentation.
 
+pub mod affinity;
 pub mod api;
 pub mod cli;
 pub mod cluster;
@@ -8,6 +9,7 @@ pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod nats;
+pub mod pin;
 pub mod redis;
 pub mod report;
 pub mod restore;
@@ -18,11 +20,12 @@ pub mod svg;
 pub mod tokens;
 pub mod workload;
 
-use cli::{Args, Profile};
+use cli::{Args, Pinning, Profile};
 use driver::{run_phase, PhasePlan, SnapshotPlan};
 use endpoint::Endpoint;
 use error::{Context, LoadError, Result};
 use http::Conn;
+use pin::PinSummary;
 use report::{write_json, Baseline, LoadResults, Machine, Settings, SetupFigures};
 use spend_once::Expect;
 use std::path::Path;
@@ -45,7 +48,12 @@ pub enum Verdict {
 
 /// Runs the profiler; the exit code is 0 on success, 1 on an error, 3 when
 /// the spend-once check failed.
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    // Before the runtime starts its threads: they inherit the pinning.
+    if let Err(e) = pin::prepare(&mut args) {
+        eprintln!("tokend-load: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -128,7 +136,10 @@ fn mix(args: &Args) -> Mix {
 async fn load(args: &Args) -> Result<Verdict> {
     let profile = args.profile.name();
     let started_at = report::now_rfc3339();
-    let machine = Machine::detect();
+    let mut machine = Machine::detect();
+    if args.pin {
+        machine.cpus = affinity::online().unwrap_or(machine.cpus);
+    }
     let mix = mix(args);
     let n = if mix == Mix::Create { 0 } else { args.tokens() };
     if mix != Mix::Create && n == 0 {
@@ -140,6 +151,8 @@ async fn load(args: &Args) -> Result<Verdict> {
     let endpoint = Endpoint::open(args, args.out.join(format!("server-{profile}.log")))?;
     let target = endpoint.target.clone();
     let server_pid = endpoint.spawned.as_ref().map(|(server, _)| server.pid());
+    let pinning = args.pinning();
+    let watched = pinning.map(Pinning::cpus).unwrap_or_default();
     let tenant = api::create_tenant(
         &target,
         &endpoint.admin_key,
@@ -177,6 +190,7 @@ async fn load(args: &Args) -> Result<Verdict> {
             rate: None,
             server_pid,
             snapshot: None,
+            cpus: watched.clone(),
         };
         let (back, summary) = run_phase(conns, live, &plan).await?;
         conns = back;
@@ -194,8 +208,14 @@ async fn load(args: &Args) -> Result<Verdict> {
         rate: args.rate,
         server_pid,
         snapshot: None,
+        cpus: watched.clone(),
     };
     let (mut conns, run) = run_phase(conns, Arc::clone(&workload), &plan).await?;
+    // Every thread the server started by now, read back from the kernel.
+    let server_threads = match (pinning, server_pid) {
+        (Some(_), Some(pid)) => Some(affinity::process_cpus(pid)?),
+        _ => None,
+    };
     let snapshot_phase = if args.snapshot_during {
         let plan = PhasePlan {
             name: format!("{profile}+snapshot"),
@@ -207,6 +227,7 @@ async fn load(args: &Args) -> Result<Verdict> {
                 target: target.clone(),
                 admin_key: endpoint.admin_key.clone(),
             }),
+            cpus: watched,
         };
         let (back, summary) = run_phase(conns, workload, &plan).await?;
         conns = back;
@@ -242,6 +263,17 @@ async fn load(args: &Args) -> Result<Verdict> {
         .filter(|r| r.run.ok_throughput > 0.0)
         .map(|r| run.ok_throughput / r.run.ok_throughput);
     let baseline = baseline.map(|b| b.compare(&run, args.profile.redeemed_ratio_target()));
+    let pin = pinning.map(|pinning| {
+        PinSummary::new(
+            args,
+            pinning,
+            ceiling.as_ref(),
+            &run,
+            redis.as_ref(),
+            redis_skipped.as_deref(),
+            server_threads,
+        )
+    });
     let results = LoadResults {
         tool: "tokend-load",
         version: env!("CARGO_PKG_VERSION"),
@@ -278,6 +310,7 @@ async fn load(args: &Args) -> Result<Verdict> {
         ratio_to_redis,
         baseline,
         spend_once,
+        pin,
     };
     write_outputs(&results, &args.out)
 }
@@ -300,6 +333,7 @@ async fn compare_redis(args: &Args) -> (Option<redis::RedisFigures>, Option<Stri
         args.connections,
         Duration::from_secs(args.duration_secs),
         args.redis_benchmark,
+        args.pinning(),
     )
     .await;
     match outcome {

@@ -10,6 +10,8 @@
 //! The RESP client is minimal on purpose: one command in flight per
 //! connection, RESP2 replies parsed in place.
 
+use super::affinity::ThreadCpus;
+use super::cli::Pinning;
 use super::driver::{run_phase, PhasePlan};
 use super::error::{Context, LoadError, Result};
 use super::http::{connect, fill, send, TransportError};
@@ -388,8 +390,9 @@ fn redis_version(bin: &Path) -> Option<String> {
 impl RedisServer {
     /// Starts `bin` durable like the reference (`--appendonly yes
     /// --appendfsync always`, no RDB saves) on a fresh directory, logging
-    /// to `log`, and waits until it answers `PING`.
-    pub async fn start(bin: &Path, log: &Path) -> Result<Self> {
+    /// to `log`, every thread of it on `cpu` when given, and waits until it
+    /// answers `PING`.
+    pub async fn start(bin: &Path, log: &Path, cpu: Option<usize>) -> Result<Self> {
         // Redis changes to `--dir` before it opens `--logfile`: a relative
         // log path would land in (or fail in) the temporary directory.
         let log =
@@ -427,6 +430,9 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::from(output))
             .stderr(Stdio::from(output_too));
+        if let Some(cpu) = cpu {
+            super::affinity::pin_command(&mut command, cpu)?;
+        }
         let child = command
             .spawn()
             .context(|| format!("cannot start {}", bin.display()))?;
@@ -632,14 +638,17 @@ pub struct RedisFigures {
     /// `redis-benchmark -c C … GETDEL key:__rand_int__`, when asked and
     /// installed.
     pub redis_benchmark: Option<BenchmarkReference>,
+    /// `--pin`: the CPUs its threads could run on, read from the kernel
+    /// once it was filled (the server's CPU alone when the pinning held).
+    pub threads_cpus: Option<ThreadCpus>,
 }
 
 /// The command line `make bench` documents for the Redis server.
 pub const CONFIG: &str = "--appendonly yes --appendfsync always --save ''";
 
-/// Runs the comparison: start Redis, fill `keys` keys, drive `GETDEL` with
-/// `connections` connections for `duration`, optionally run
-/// `redis-benchmark`, stop Redis.
+/// Runs the comparison: start Redis (on the server's CPU with `--pin`), fill
+/// `keys` keys, drive `GETDEL` with `connections` connections for
+/// `duration`, optionally run `redis-benchmark`, stop Redis.
 pub async fn compare(
     bin: &Path,
     log: &Path,
@@ -647,11 +656,12 @@ pub async fn compare(
     connections: u32,
     duration: Duration,
     benchmark: bool,
+    pinning: Option<Pinning>,
 ) -> Result<RedisFigures> {
     if let Ok(mut f) = File::options().create(true).append(true).open(log) {
         let _ = writeln!(f, "---- tokend-load: starting {} {CONFIG}", bin.display());
     }
-    let server = RedisServer::start(bin, log).await?;
+    let server = RedisServer::start(bin, log, pinning.map(|p| p.server_cpu)).await?;
     eprintln!(
         "redis: pid {} on {} ({CONFIG}), filling {keys} keys",
         server.pid(),
@@ -662,6 +672,9 @@ pub async fn compare(
     let populate_secs = t.elapsed().as_secs_f64();
     let aof_rewrite_secs = settle_aof(server.addr).await?;
     let aof_bytes_before = server.aof_bytes();
+    let threads_cpus = pinning
+        .map(|_| super::affinity::process_cpus(server.pid()))
+        .transpose()?;
     let mut conns = Vec::with_capacity(connections as usize);
     for _ in 0..connections {
         let mut conn = RedisConn::new(server.addr);
@@ -678,13 +691,21 @@ pub async fn compare(
         rate: None,
         server_pid: Some(server.pid()),
         snapshot: None,
+        cpus: pinning.map(Pinning::cpus).unwrap_or_default(),
     };
     let (conns, run) = run_phase(conns, workload, &plan).await?;
     drop(conns);
     let aof_bytes = server.aof_bytes();
     let redis_benchmark = if benchmark {
         let present = keys.saturating_sub(pool.taken() as u64);
-        reference(server.addr, connections, keys, run.requests, present)
+        reference(
+            server.addr,
+            connections,
+            keys,
+            run.requests,
+            present,
+            pinning.map(|p| p.load_cpu),
+        )
     } else {
         None
     };
@@ -700,18 +721,21 @@ pub async fn compare(
         aof_bytes_before,
         aof_bytes,
         redis_benchmark,
+        threads_cpus,
     })
 }
 
 /// Runs `redis-benchmark` (when installed) with the same connections, about
 /// as many requests as the measured phase answered, `GETDEL` of random keys
-/// among the filled ones; `None` when it is missing or says nothing usable.
+/// among the filled ones, on the load generator's CPU with `--pin`; `None`
+/// when it is missing or says nothing usable.
 fn reference(
     addr: SocketAddr,
     connections: u32,
     keys: u64,
     requests: u64,
     keys_present: u64,
+    cpu: Option<usize>,
 ) -> Option<BenchmarkReference> {
     let bin = std::env::var_os("PATH")
         .iter()
@@ -740,11 +764,12 @@ fn reference(
     .into();
     eprintln!("redis-benchmark {}", args.join(" "));
     // Blocking is fine here: nothing else runs at this point of the run.
-    let out = Command::new(&bin)
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
+    let mut command = Command::new(&bin);
+    command.args(&args).stdin(Stdio::null());
+    if let Some(cpu) = cpu {
+        super::affinity::pin_command(&mut command, cpu).ok()?;
+    }
+    let out = command.output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let rate = benchmark_rate(&text);
     if rate.is_none() {

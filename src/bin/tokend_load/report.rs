@@ -2,6 +2,7 @@
 //! table printed on stdout.
 
 use super::error::{Context, LoadError, Result};
+use super::pin::PinSummary;
 use super::redis::RedisFigures;
 use super::spend_once::SpendOnce;
 use super::stats::{Percentiles, PhaseSummary};
@@ -13,7 +14,8 @@ use std::path::Path;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
-    /// Logical CPUs available to the profiler.
+    /// Logical CPUs available to the profiler (with `--pin`, which confines
+    /// it to one: the CPUs online).
     pub cpus: usize,
     /// CPU model (`/proc/cpuinfo`).
     pub cpu_model: Option<String>,
@@ -77,6 +79,8 @@ pub struct ServerInfo {
     pub fsync: Option<String>,
     /// `--shards`, when spawned and given.
     pub shards: Option<u16>,
+    /// `--http-workers`, when spawned and given.
+    pub http_workers: Option<u16>,
     /// Exit code after SIGTERM, when spawned.
     pub exit_code: Option<i32>,
     /// Seconds from SIGTERM to exit, when spawned.
@@ -157,6 +161,8 @@ pub struct LoadResults {
     pub baseline: Option<BaselineComparison>,
     /// The spend-once check (profiles that redeem).
     pub spend_once: Option<SpendOnce>,
+    /// `--pin`: the pinned comparison of the phases.
+    pub pin: Option<PinSummary>,
 }
 
 /// The figures of an earlier run read from its results file.
@@ -336,12 +342,16 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
     let s = &results.settings;
     let server = if results.server.spawned {
         format!(
-            "fsync {} · {} (spawned)",
+            "fsync {} · {}{} (spawned)",
             results.server.fsync.as_deref().unwrap_or("?"),
             results
                 .server
                 .shards
-                .map_or("default shards".to_owned(), |n| format!("{n} shards"))
+                .map_or("default shards".to_owned(), |n| format!("{n} shards")),
+            results
+                .server
+                .http_workers
+                .map_or(String::new(), |n| format!(" · {n} HTTP workers"))
         )
     } else {
         format!("target {}", results.server.url)
@@ -687,6 +697,9 @@ pub fn table(results: &LoadResults, json: &Path, svg: &Path) -> String {
                 }
             );
         }
+    }
+    if let Some(pin) = &results.pin {
+        out.push_str(&super::pin::table(pin));
     }
     let _ = writeln!(
         out,

@@ -30,6 +30,10 @@ pub struct ServerSpec {
     pub fsync: String,
     /// `--shards`, when set.
     pub shards: Option<u16>,
+    /// `--http-workers`, when set.
+    pub http_workers: Option<u16>,
+    /// The one CPU every thread of it runs on (`--pin`), when set.
+    pub cpu: Option<usize>,
     /// `TOKEND_ADMIN_KEY`.
     pub admin_key: String,
     /// File its stderr is appended to.
@@ -171,6 +175,12 @@ impl Server {
             .stderr(Stdio::piped());
         if let Some(shards) = spec.shards {
             command.arg("--shards").arg(shards.to_string());
+        }
+        if let Some(workers) = spec.http_workers {
+            command.arg("--http-workers").arg(workers.to_string());
+        }
+        if let Some(cpu) = spec.cpu {
+            super::affinity::pin_command(&mut command, cpu)?;
         }
         // The request log writes a line per request: at load-test rates
         // that is the profiler's own drain thread and disk competing with

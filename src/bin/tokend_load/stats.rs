@@ -699,6 +699,22 @@ pub struct CpuFigures {
     /// processes, interrupts), from `/proc/stat`: well above 0, the machine
     /// was shared and every figure of the phase is low.
     pub other_cores_busy: Option<f64>,
+    /// `--pin`: how busy the server's CPU and the load generator's were
+    /// (every process on them): against the server's own share, what else
+    /// ran on its CPU.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<CpuBusy>,
+}
+
+/// How busy one CPU was over a phase.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuBusy {
+    /// The CPU's number.
+    pub cpu: usize,
+    /// Busy time (every process, interrupts) over the phase's seconds: 0
+    /// to 1.
+    pub busy: f64,
 }
 
 impl CpuFigures {
@@ -721,7 +737,20 @@ impl CpuFigures {
             other_cores_busy: machine_cpu_secs.map(|m| {
                 (m - client_cpu_secs - server_cpu_secs.unwrap_or(0.0)).max(0.0) / secs.max(1e-9)
             }),
+            cpus: Vec::new(),
         }
+    }
+
+    /// With the busy time of single CPUs over the phase's `secs`.
+    pub fn with_cpus(mut self, busy: &[(usize, Duration)], secs: f64) -> Self {
+        self.cpus = busy
+            .iter()
+            .map(|&(cpu, t)| CpuBusy {
+                cpu,
+                busy: t.as_secs_f64() / secs.max(1e-9),
+            })
+            .collect();
+        self
     }
 }
 
@@ -752,12 +781,43 @@ pub fn machine_cpu() -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / ticks_per_sec as f64))
 }
 
+/// CPU time each of `cpus` spent busy so far (all but idle and I/O wait),
+/// from their `cpuN` lines of `/proc/stat`; `None` when one is missing.
+pub fn cpus_busy(cpus: &[usize]) -> Option<Vec<(usize, Duration)>> {
+    if cpus.is_empty() {
+        return Some(Vec::new());
+    }
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_sec = u64::try_from(ticks_per_sec).ok().filter(|&t| t > 0)?;
+    cpus.iter()
+        .map(|&cpu| {
+            let name = format!("cpu{cpu}");
+            let ticks = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+                .and_then(|l| cpu_busy_ticks(l, &name))?;
+            Some((
+                cpu,
+                Duration::from_secs_f64(ticks as f64 / ticks_per_sec as f64),
+            ))
+        })
+        .collect()
+}
+
 /// Busy clock ticks of the `cpu` line of `/proc/stat`: user, nice, system,
 /// irq, softirq and steal (idle and iowait are not busy; guest time is
 /// already inside user).
 pub fn busy_ticks(line: &str) -> Option<u64> {
+    cpu_busy_ticks(line, "cpu")
+}
+
+/// Busy clock ticks of the `/proc/stat` line named `name` (`cpu` for the
+/// whole machine, `cpu3` for CPU 3), counted as [`busy_ticks`] does.
+fn cpu_busy_ticks(line: &str, name: &str) -> Option<u64> {
     let mut fields = line.split_whitespace();
-    if fields.next()? != "cpu" {
+    if fields.next()? != name {
         return None;
     }
     let t: Vec<u64> = fields
@@ -863,6 +923,12 @@ mod tests {
         assert_eq!(busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
         assert_eq!(busy_ticks("cpu 1 2 3"), None);
         assert!(machine_cpu().is_some());
+        assert_eq!(cpu_busy_ticks("cpu1 1 2 3 4 5 6 7 8", "cpu1"), Some(27));
+        assert_eq!(cpu_busy_ticks("cpu10 1 2 3 4 5 6 7 8", "cpu1"), None);
+        let busy = cpus_busy(&[0]).unwrap();
+        assert_eq!(busy.len(), 1);
+        assert_eq!(busy[0].0, 0);
+        assert_eq!(cpus_busy(&[usize::MAX]), None);
     }
 
     #[test]
