@@ -25,21 +25,34 @@ pub struct Metadata {
 impl Metadata {
     /// Packs pairs that already passed validation (limits are asserted).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut packed = Vec::new();
+        // Gathered first so that the packed bytes are allocated once, at
+        // their exact size (a token read allocates nothing else for them).
+        let mut gathered: [(&str, &str); PAIRS_MAX] = [("", ""); PAIRS_MAX];
         let mut count = 0usize;
-        for (key, value) in pairs {
-            count += 1;
+        for pair in pairs {
             assert!(
-                count <= PAIRS_MAX,
+                count < PAIRS_MAX,
                 "metadata pair count is validated upstream"
             );
+            gathered[count] = pair;
+            count += 1;
+        }
+        let gathered = &gathered[..count];
+        // Values are ≤ 80 chars of at most 4 bytes: far below u16::MAX.
+        let part_bytes = |part: &str| usize::from(u16::try_from(part.len()).unwrap_or(u16::MAX));
+        let bytes: usize = gathered
+            .iter()
+            .map(|(key, value)| 4 + part_bytes(key) + part_bytes(value))
+            .sum();
+        let mut packed = Vec::with_capacity(bytes);
+        for (key, value) in gathered {
             for part in [key, value] {
-                // Values are ≤ 80 chars of at most 4 bytes: far below u16::MAX.
-                let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
-                packed.extend_from_slice(&len.to_le_bytes());
-                packed.extend_from_slice(&part.as_bytes()[..usize::from(len)]);
+                let len = part_bytes(part);
+                packed.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_le_bytes());
+                packed.extend_from_slice(&part.as_bytes()[..len]);
             }
         }
+        assert_eq!(packed.len(), bytes, "packed at its exact size");
         Self {
             packed: (!packed.is_empty()).then(|| packed.into_boxed_slice()),
         }

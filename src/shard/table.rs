@@ -597,15 +597,11 @@ fn metadata_of(slot: &Slot, keys: &[Arc<str>]) -> Metadata {
     if slot.meta_overflows() {
         return slot.extra().metadata_overflow.clone().unwrap_or_default();
     }
-    let pairs: Vec<(&str, &str)> = slot
-        .inline_pairs()
-        .filter_map(|(key, value)| {
-            // Only interned keys and valid UTF-8 are ever packed.
-            let key = keys.get(key as usize)?;
-            Some((&**key, std::str::from_utf8(value).ok()?))
-        })
-        .collect();
-    Metadata::from_pairs(pairs)
+    Metadata::from_pairs(slot.inline_pairs().filter_map(|(key, value)| {
+        // Only interned keys and valid UTF-8 are ever packed.
+        let key = keys.get(key as usize)?;
+        Some((&**key, std::str::from_utf8(value).ok()?))
+    }))
 }
 
 fn view_of(
