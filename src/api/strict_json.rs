@@ -49,22 +49,54 @@ pub enum JsonRefusal {
 /// Checks that `bytes` is one JSON document without a repeated key,
 /// building nothing.
 pub fn check(bytes: &[u8]) -> Result<(), JsonRefusal> {
-    let mut keys = Keys::new();
-    let mut reader = serde_json::Deserializer::from_slice(bytes);
-    let outcome = Check(&mut keys)
-        .deserialize(&mut reader)
-        .and_then(|()| reader.end());
-    outcome.map_err(|e| keys.refusal(e))
+    with_keys(|keys| {
+        let mut reader = serde_json::Deserializer::from_slice(bytes);
+        let outcome = Check(&mut *keys)
+            .deserialize(&mut reader)
+            .and_then(|()| reader.end());
+        outcome.map_err(|e| keys.refusal(e))
+    })
 }
 
 /// Parses `bytes`, one JSON document without a repeated key, into a `Value`.
 pub fn parse(bytes: &[u8]) -> Result<Value, JsonRefusal> {
-    let mut keys = Keys::new();
-    let mut reader = serde_json::Deserializer::from_slice(bytes);
-    let outcome = Tree(&mut keys)
-        .deserialize(&mut reader)
-        .and_then(|value| reader.end().map(|()| value));
-    outcome.map_err(|e| keys.refusal(e))
+    with_keys(|keys| {
+        let mut reader = serde_json::Deserializer::from_slice(bytes);
+        let outcome = Tree(&mut *keys)
+            .deserialize(&mut reader)
+            .and_then(|value| reader.end().map(|()| value));
+        outcome.map_err(|e| keys.refusal(e))
+    })
+}
+
+/// Key text a thread's [`Keys`] keeps between walks; more is freed after a
+/// walk, so that one huge body does not pin its memory on the worker.
+const KEPT_TEXT_BYTES_MAX: usize = 64 << 10;
+
+/// Hash tables of closed objects a thread's [`Keys`] keeps for reuse.
+const SPARE_TABLES_MAX: usize = 16;
+
+/// Entries of a hash table kept for reuse, at most.
+const SPARE_TABLE_ENTRIES_MAX: usize = 256;
+
+thread_local! {
+    /// Each worker thread walks with one [`Keys`], its buffers reused from
+    /// body to body: a small body allocates nothing for its key checks.
+    static KEYS: std::cell::RefCell<Keys> = std::cell::RefCell::new(Keys::new());
+}
+
+/// Runs a walk with this thread's [`Keys`], emptied and seeded anew (a
+/// fresh one should the thread's be in use).
+fn with_keys<T>(walk: impl FnOnce(&mut Keys) -> T) -> T {
+    KEYS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut keys) => {
+            keys.reset();
+            let outcome = walk(&mut keys);
+            keys.reset();
+            outcome
+        }
+        Err(_) => walk(&mut Keys::new()),
+    })
 }
 
 /// Where a key is in [`Keys::text`].
@@ -108,6 +140,8 @@ struct Keys {
     hasher: RandomState,
     /// The path of the repeated key, once one is found: the walk then fails.
     duplicate: Option<String>,
+    /// Emptied hash tables of closed objects, reused by the next ones.
+    spare_tables: Vec<HashTable<Span>>,
 }
 
 /// The error a visitor returns to stop the walk at a repeated key; the
@@ -123,7 +157,26 @@ impl Keys {
             path: Vec::new(),
             hasher: RandomState::new(),
             duplicate: None,
+            spare_tables: Vec::new(),
         }
+    }
+
+    /// Ready for a new walk: nothing read, a new hash seed, buffers kept up
+    /// to their bounds.
+    fn reset(&mut self) {
+        while !self.objects.is_empty() {
+            self.close_object();
+        }
+        self.text.clear();
+        if self.text.capacity() > KEPT_TEXT_BYTES_MAX {
+            self.text = String::new();
+        }
+        self.path.clear();
+        if self.path.capacity() > PATH_CHARS_MAX {
+            self.path = Vec::new();
+        }
+        self.hasher = RandomState::new();
+        self.duplicate = None;
     }
 
     /// What a failed walk answers: the repeated key if one stopped it.
@@ -142,7 +195,7 @@ impl Keys {
     fn open_object(&mut self) {
         self.objects.push(Object {
             start: self.text.len(),
-            seen: HashTable::new(),
+            seen: self.spare_tables.pop().unwrap_or_default(),
         });
     }
 
@@ -150,8 +203,14 @@ impl Keys {
     fn close_object(&mut self) {
         let object = self.objects.pop();
         debug_assert!(object.is_some(), "an object closes after it opens");
-        if let Some(object) = object {
+        if let Some(mut object) = object {
             self.text.truncate(object.start);
+            object.seen.clear();
+            if self.spare_tables.len() < SPARE_TABLES_MAX
+                && object.seen.capacity() <= SPARE_TABLE_ENTRIES_MAX
+            {
+                self.spare_tables.push(object.seen);
+            }
         }
     }
 
