@@ -44,7 +44,8 @@
 //! - [`engine`]: routes token operations to shards (held here, or on
 //!   another node through [`engine::Remote`]) within each shard's bound on
 //!   requests held (503 `OVERLOADED` past it), splits multi-shard creates,
-//!   merges lists; catalog operations; owns the snapshotter.
+//!   merges lists; catalog operations; owns the snapshotter; starts the
+//!   shards on the HTTP workers' threads that adopt them.
 //! - [`cluster`]: cluster mode on NATS JetStream: replicated shard logs
 //!   fenced by the expected subject sequence, a leased shard map, takeovers
 //!   and hand-offs, forwarding, the catalog replica.
@@ -58,7 +59,8 @@
 //! - [`log`]: the seam every change goes through: append, durable, poisoned;
 //!   the versioned log record; the one poison cell.
 //! - [`wal`]: the write-ahead log: segment files with a versioned header,
-//!   checksummed frames with LSNs, group commit, torn-tail recovery.
+//!   checksummed frames with LSNs, group commit that wakes each waiting
+//!   thread once per batch, torn-tail recovery.
 //! - [`snapshot`]: captures, the versioned image and its binary token
 //!   sections, parallel loading, checksummed files, and the snapshotter that
 //!   takes them and cuts the log.
