@@ -78,6 +78,54 @@ enum Planned {
     Replay,
 }
 
+/// Sorts `index` (slots of one account) into list order: creation time,
+/// then id. Snapshots list a shard's tokens in slot order, which is creation
+/// order unless freed slots were reused, so the common case is runs of one
+/// creation millisecond (a batch) in order, each run in random id order:
+/// each run is sorted by id with the ids beside the slots (no lookup of a
+/// slot per comparison), and the whole is checked in one pass. Any other
+/// order falls back to a full sort.
+fn sort_by_creation(index: &mut [SlotId], table: &TokenTable) {
+    let key = |at: SlotId| {
+        table
+            .slot(at)
+            .map_or((Millis::MIN, TokenId(uuid::Uuid::nil())), |s| {
+                (s.created_at_ms, s.id)
+            })
+    };
+    let mut run: Vec<(TokenId, SlotId)> = Vec::new();
+    let mut start = 0;
+    let mut in_order = true;
+    let mut previous_ms = Millis::MIN;
+    while start < index.len() {
+        let (run_ms, _) = key(index[start]);
+        if run_ms < previous_ms {
+            in_order = false;
+            break;
+        }
+        run.clear();
+        let mut end = start;
+        while end < index.len() {
+            let (ms, id) = key(index[end]);
+            if ms != run_ms {
+                break;
+            }
+            run.push((id, index[end]));
+            end += 1;
+        }
+        run.sort_unstable_by_key(|&(id, _)| id);
+        for (place, &(_, at)) in index[start..end].iter_mut().zip(&run) {
+            *place = at;
+        }
+        previous_ms = run_ms;
+        start = end;
+    }
+    if !in_order {
+        index.sort_by_key(|&at| key(at));
+    }
+    debug_assert!(index.windows(2).all(|w| key(w[0]) <= key(w[1])));
+}
+
 /// The tokens one shard owns, with their indexes and timers.
 pub struct ShardState {
     /// Every token of this shard (tombstones included until purged), in
@@ -136,15 +184,7 @@ impl ShardState {
             by_account.entry(account).or_default().push(at);
         }
         for index in by_account.values_mut() {
-            // Snapshots list a shard's tokens mostly in creation order, which
-            // this stable sort detects in linear time.
-            index.sort_by_key(|at| {
-                table
-                    .slot(*at)
-                    .map_or((Millis::MIN, TokenId(uuid::Uuid::nil())), |s| {
-                        (s.created_at_ms, s.id)
-                    })
-            });
+            sort_by_creation(index, &table);
             index.shrink_to_fit();
         }
         Self {
@@ -726,5 +766,51 @@ impl ShardState {
     /// copied on write), so it runs inside one message turn of the shard.
     pub fn capture(&self) -> TableCapture {
         self.table.capture()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::table::plain_slot;
+
+    /// `index` holds exactly `slots`, in list order.
+    fn assert_listed(index: &[SlotId], slots: &[SlotId], table: &TokenTable) {
+        let key = |at: &SlotId| {
+            table
+                .slot(*at)
+                .map(|s| (s.created_at_ms, s.id))
+                .expect("a slot")
+        };
+        assert!(index.windows(2).all(|w| key(&w[0]) <= key(&w[1])));
+        let mut sorted = index.to_vec();
+        sorted.sort_unstable();
+        let mut expected = slots.to_vec();
+        expected.sort_unstable();
+        assert_eq!(sorted, expected, "the same slots");
+    }
+
+    #[test]
+    fn restore_sorts_list_indexes_by_creation_then_id_whatever_their_slot_order() {
+        let mut table = TokenTable::default();
+        let mut slots = Vec::new();
+        // Batches of one millisecond each (ids random within each), the
+        // last one older than the one before (a reused slot's order).
+        for (created_at_ms, count) in [(5, 50), (7, 30), (8, 1), (6, 10)] {
+            for _ in 0..count {
+                let mut slot = plain_slot(TokenId::random());
+                slot.created_at_ms = created_at_ms;
+                slots.push(table.insert(slot));
+            }
+        }
+        let mut in_order = slots[..81].to_vec();
+        sort_by_creation(&mut in_order, &table);
+        assert_listed(&in_order, &slots[..81], &table);
+        let mut out_of_order = slots.clone();
+        sort_by_creation(&mut out_of_order, &table);
+        assert_listed(&out_of_order, &slots, &table);
+        let mut empty = Vec::new();
+        sort_by_creation(&mut empty, &table);
+        assert!(empty.is_empty());
     }
 }

@@ -710,7 +710,7 @@ impl ChunkBuilder {
 
 /// A slot for a never-expiring active token with no metadata (tests).
 #[cfg(test)]
-fn plain_slot(id: TokenId) -> Slot {
+pub(super) fn plain_slot(id: TokenId) -> Slot {
     Slot {
         id,
         created_at_ms: 0,
