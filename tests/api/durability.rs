@@ -193,11 +193,7 @@ async fn admin_snapshot_then_restart_restores_snapshot_plus_log() {
 /// adopts them again.
 #[actix_web::test]
 async fn shards_on_the_http_workers_come_home_for_the_final_snapshot() {
-    let app = TestApp::builder()
-        .shards(4)
-        .http_workers(2)
-        .spawn()
-        .await;
+    let app = TestApp::builder().shards(4).http_workers(2).spawn().await;
     let tenant = app.tenant().await;
     let tokens = app
         .create_batch(

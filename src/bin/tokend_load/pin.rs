@@ -3,7 +3,8 @@
 //! so that each server has exactly one core and the client never takes CPU
 //! from it. One run measures `GET /health/live`, the profile and Redis
 //! `GETDEL` and sums them up: requests/s, p50/p99 and the server's CPU per
-//! request of each phase, and the ratios the issue's targets are judged by.
+//! request of each phase, and the ratios the performance targets are judged
+//! by (docs/performance.md).
 
 use super::affinity::{self, cpu_list, ThreadCpus};
 use super::cli::{Args, Pinning, Profile};
@@ -21,9 +22,9 @@ pub const SERVER_CPU_TARGET_US: f64 = 15.0;
 pub const REDIS_RATIO_TARGET: f64 = 0.9;
 /// Target: redeem p99, ms, at most.
 pub const P99_TARGET_MS: f64 = 5.0;
-/// Target: redeems/s over `/health/live`/s, at least (the ceiling target of
-/// the unpinned runs).
-pub const CEILING_RATIO_TARGET: f64 = 0.7;
+/// Redeems/s over `/health/live`/s, at least: the target of the unpinned
+/// runs, shown beside the pinned figure for comparison.
+pub const CEILING_RATIO_TARGET: f64 = 0.6;
 
 /// Checks the `--pin` flags against this machine, gives the server one
 /// shard and one HTTP worker unless the flags say otherwise, turns the
@@ -146,7 +147,7 @@ impl PinPhase {
     }
 }
 
-/// One target of the issue, as measured in this run.
+/// One performance target, as measured in this run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PinTarget {
