@@ -391,7 +391,7 @@ fn check_last_segment(
 pub fn repair_torn_tail(storage: &dyn Storage, truncation: &Truncation) -> Result<(), WalError> {
     let path = &truncation.file;
     let mut file = storage
-        .open_append(path)
+        .open_write(path)
         .map_err(|e| WalError::io("opening to truncate", path, e))?;
     file.truncate(truncation.offset)
         .map_err(|e| WalError::io("truncating", path, e))

@@ -196,9 +196,11 @@ impl ActiveSegment {
         first_lsn: Lsn,
     ) -> Result<Self, WalError> {
         let path = dir.join(segment_file_name(first_lsn));
-        let file = storage
-            .open_append(&path)
-            .map_err(|e| WalError::io("creating", &path, e))?;
+        let file = match storage.create_new(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => storage.open_write(&path),
+            created => created,
+        }
+        .map_err(|e| WalError::io("creating", &path, e))?;
         let len = file
             .len()
             .map_err(|e| WalError::io("measuring", &path, e))?;
@@ -229,7 +231,7 @@ impl ActiveSegment {
         len: u64,
     ) -> Result<Self, WalError> {
         let file = storage
-            .open_append(&info.path)
+            .open_write(&info.path)
             .map_err(|e| WalError::io("opening", &info.path, e))?;
         let actual = file
             .len()
