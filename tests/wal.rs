@@ -848,10 +848,19 @@ fn recover_and_continue(dir: &Path, opts: &WalOptions, torn: &Placed, what: &str
         (lsn, &again[..]),
         "{what}"
     );
-    // The new frame went where the torn one was, and zeros follow it.
+    // The new frame went where the torn one was (right after the last valid frame, not at the
+    // file's end), and zeros follow it.
+    let placed = frames_on_disk(dir)
+        .into_iter()
+        .find(|f| f.lsn == lsn)
+        .unwrap();
+    assert_eq!(
+        (placed.file, placed.offset),
+        (file.clone(), torn.offset),
+        "{what}"
+    );
     let data = std::fs::read(&file).unwrap();
-    let end = torn.offset + FRAME_HEADER_BYTES + again.len();
-    assert!(zeros(&data[end..]), "{what}");
+    assert!(zeros(&data[placed.offset + placed.len..]), "{what}");
 
     let wal = Wal::open(fs(), dir, opts.clone(), reopened.next_lsn).unwrap();
     assert_eq!(wal.append(&payload(lsn + 1)).unwrap(), lsn + 1);
@@ -1124,7 +1133,22 @@ fn appends_within_a_segment_change_neither_its_length_nor_its_blocks() {
     assert_eq!(wal.stats().rotations, 0);
     assert_eq!(wal.stats().fsyncs, 2000);
     drop(wal);
-    assert_records(&replay(dir.path(), 0, &opts).unwrap().records, 1..=2000);
+    // Reopened, the log goes on right after its last frame, in the same segment.
+    let r = replay(dir.path(), 0, &opts).unwrap();
+    assert_records(&r.records, 1..=2000);
+    let wal = Wal::open(fs(), dir.path(), opts.clone(), r.next_lsn).unwrap();
+    for i in 2001..=2100 {
+        let lsn = wal.append(&payload(i)).unwrap();
+        rt.block_on(wal.wait_durable(lsn)).unwrap();
+    }
+    assert_eq!(wal.stats().rotations, 0);
+    drop(wal);
+    let now = std::fs::metadata(&segment).unwrap();
+    assert_eq!((now.len(), now.blocks()), (at_open.len(), at_open.blocks()));
+    let frames = frames_on_disk(dir.path());
+    assert_eq!(frames.len(), 2100);
+    assert!(frames.iter().all(|f| f.file == segment));
+    assert_records(&replay(dir.path(), 0, &opts).unwrap().records, 1..=2100);
 }
 
 /// The next segment is prepared ahead: after a rotation a new spare takes the place of the one

@@ -696,5 +696,23 @@ mod tests {
             }
         }
         assert_eq!(find_later_frame(&vec![0u8; 1 << 20], 0, 1, 1024), None);
+        // Frames whose first bytes are zeros: an empty payload, and an LSN whose only non-zero
+        // byte is its first (byte 4 of the frame) or its last (byte 11).
+        for lsn in [1, 1 << 56] {
+            let mut frame = Vec::new();
+            encode_into(&mut frame, lsn, b"", &PayloadCrc::new(b""));
+            for gap in [0, 1, 11, 12, 4095] {
+                let mut data = vec![0x77u8];
+                data.resize(1 + gap, 0);
+                let at = data.len();
+                data.extend_from_slice(&frame);
+                data.resize(data.len() + 64, 0);
+                assert_eq!(
+                    find_later_frame(&data, 0, lsn, 1024),
+                    Some((at, lsn)),
+                    "LSN {lsn} gap {gap}"
+                );
+            }
+        }
     }
 }
