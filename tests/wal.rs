@@ -1217,7 +1217,11 @@ fn a_failure_to_prepare_the_next_segment_poisons_the_wal() {
             Fault::Write => storage.fail_write_at(Some(storage.writes() + 2)),
             _ => storage.fail_sync_at(Some(storage.syncs() + 2)),
         }
-        wal.rotate().unwrap();
+        // The rotation itself succeeds, unless the preparer fails before it is reported.
+        match wal.rotate() {
+            Ok(()) | Err(WalError::Poisoned { .. }) => {}
+            Err(e) => panic!("{fault:?}: {e}"),
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while wal.check_writable().is_ok() {
             assert!(
@@ -1229,6 +1233,8 @@ fn a_failure_to_prepare_the_next_segment_poisons_the_wal() {
         let message = wal.check_writable().unwrap_err().to_string();
         assert!(message.contains("preparing the next segment"), "{message}");
         assert!(matches!(wal.append(b"x"), Err(WalError::Poisoned { .. })));
+        // Nothing is acknowledged any more, not even a flush with nothing left to write.
+        assert!(matches!(wal.flush(), Err(WalError::Poisoned { .. })));
         drop(wal);
         let r = replay(dir.path(), 0, &opts).unwrap();
         assert_records(&r.records, 1..=5);

@@ -334,6 +334,10 @@ impl Wal {
         st.rotate_requested |= rotate;
         self.shared.work.notify_one();
         loop {
+            // Poison first: the writer may go on syncing after a failure elsewhere (a refused
+            // append, the preparation of the next segment), but a poisoned log acknowledges
+            // nothing, a flush included.
+            self.shared.poison.check()?;
             let served = if rotate {
                 st.rotations_done > rotations_before
             } else {
@@ -342,7 +346,6 @@ impl Wal {
             if served {
                 return Ok(());
             }
-            self.shared.poison.check()?;
             if st.stopped {
                 return Err(WalError::Closed);
             }
