@@ -13,9 +13,9 @@
 //! failed fsync is never retried.
 
 use super::segment::SpareFile;
-use super::WalError;
 use crate::storage::Storage;
 use parking_lot::{Condvar, Mutex};
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -108,17 +108,20 @@ pub(crate) fn run_preparer(
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     size: u64,
-    fail: impl Fn(&WalError),
+    fail: impl Fn(&dyn Display),
 ) {
     /// Marks the preparer stopped however the thread ends, a panic included, so that no
     /// rotation waits for it for ever.
-    struct Stopped<'a, F: Fn(&WalError)>(&'a SpareSlot, &'a F);
-    impl<F: Fn(&WalError)> Drop for Stopped<'_, F> {
+    struct Stopped<'a, F: Fn(&dyn Display)>(
+        /// The slot whose waiting rotation is woken.
+        &'a SpareSlot,
+        /// Poisons the WAL when the thread panicked.
+        &'a F,
+    );
+    impl<F: Fn(&dyn Display)> Drop for Stopped<'_, F> {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                (self.1)(&WalError::Poisoned {
-                    cause: "the WAL spare segment thread panicked".into(),
-                });
+                (self.1)(&"its thread panicked");
             }
             self.0.set_stopped();
         }
