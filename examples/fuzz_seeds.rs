@@ -151,6 +151,24 @@ fn wal_seeds(seeds: &mut Seeds, stem: &str, segment: &[u8], history: &mut Vec<u8
         &format!("{stem}-torn"),
         &[&[0u8], torn].concat(),
     );
+    // As a pre-allocated segment holds them: zeros after the frames (a clean end), after a torn
+    // frame (a torn tail), and zeros with a stray byte far after them (garbage, not a clean end).
+    let zeros = [0u8; 2048];
+    seeds.write(
+        "wal_segment",
+        &format!("{stem}-prealloc"),
+        &[&[0u8], segment, &zeros].concat(),
+    );
+    seeds.write(
+        "wal_segment",
+        &format!("{stem}-prealloc-torn"),
+        &[&[0u8], torn, &zeros].concat(),
+    );
+    seeds.write(
+        "wal_segment",
+        &format!("{stem}-prealloc-stray"),
+        &[&[0u8], segment, &zeros, &[0x5a], &zeros].concat(),
+    );
     let start = if segment.starts_with(&MAGIC) {
         HEADER_BYTES
     } else {

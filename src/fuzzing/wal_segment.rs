@@ -14,7 +14,8 @@
 //! first for LSN 1 and the second for the LSN after the first one's valid
 //! frames. The files are replayed from memory ([`MemoryStorage`]) three
 //! times: read-only ([`wal::read_from_read_only`], which must change
-//! nothing), repairing ([`wal::read_from`], which must find the same), and
+//! nothing), repairing ([`wal::read_from`], which must find the same, and
+//! leave the torn tail zeroed and the file's length as it was), and
 //! read-only again, which must then find no torn tail and the same records.
 //! Records come out with consecutive LSNs, and each payload goes through
 //! [`super::log_record::check`].
@@ -110,8 +111,20 @@ pub fn run(data: &[u8]) {
         return;
     }
     if let Some(torn) = &read_only.truncation {
-        let cut = storage.file_len(&torn.file).ok();
-        assert_eq!(cut, Some(torn.offset), "the torn tail was not cut");
+        // Cut: zeroed from its offset on, the file keeping its length.
+        let before = files.iter().find(|(path, _)| *path == torn.file);
+        let before_len = before.and_then(|(_, bytes)| bytes.as_ref()).map(Vec::len);
+        let after = storage.get(&torn.file).unwrap_or_default();
+        assert_eq!(
+            Some(after.len()),
+            before_len,
+            "cutting changed the file's length"
+        );
+        let offset = usize::try_from(torn.offset).unwrap_or(usize::MAX);
+        assert!(
+            after.get(offset..).is_some_and(segment::is_zeros),
+            "the torn tail was not cut"
+        );
     }
     let again = replay(&storage, dir, false);
     assert_eq!(

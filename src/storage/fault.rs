@@ -4,7 +4,9 @@
 
 use super::{FsStorage, Storage, StorageFile};
 use parking_lot::{Condvar, Mutex};
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use std::sync::Arc;
 ///
 /// Faults model what Linux does, so that code which mishandles them loses data in tests too:
 /// - a failing write first writes the first half of its buffer (a short write, then `ENOSPC`);
-/// - a failing file fsync first cuts the file back to the length it had at its last successful
-///   fsync (the kernel dropped the dirty pages), and a later fsync succeeds, so code that
-///   retries a failed fsync would acknowledge data that is gone.
+/// - a failing file fsync first drops what was written since the last successful fsync (the
+///   kernel dropped the dirty pages): bytes overwritten in place get their durable contents
+///   back, and the file is cut back to the length it had then; a later fsync succeeds, so code
+///   that retries a failed fsync would acknowledge data that is gone.
 ///
 /// Counts start at 1 and run over all files of this storage. File fsyncs can also be held
 /// ([`FaultyStorage::hold_syncs`]) to make a test's interleaving deterministic without sleeps.
@@ -164,12 +167,43 @@ struct FaultyFile {
     inner: Box<dyn StorageFile>,
     /// Shared counters and faults.
     state: Arc<FaultState>,
+    /// A second handle on the same file (read and write, not appending), to read what a write
+    /// overwrites and to put it back when a failed fsync drops that write.
+    raw: File,
     /// Length at the last successful fsync: what survives a failed fsync.
     synced_len: u64,
+    /// What writes since the last successful fsync overwrote below `synced_len`, oldest first:
+    /// (offset, the bytes there before). A failed fsync puts them back, newest first.
+    overwritten: Vec<(u64, Vec<u8>)>,
+}
+
+impl FaultyFile {
+    /// Keeps the durable bytes a write of `len` bytes at `offset` is about to overwrite.
+    fn remember(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        let end = offset.saturating_add(len as u64).min(self.synced_len);
+        if offset >= end {
+            return Ok(());
+        }
+        let mut old = vec![0u8; (end - offset) as usize];
+        self.raw.read_exact_at(&mut old, offset)?;
+        self.overwritten.push((offset, old));
+        Ok(())
+    }
+
+    /// Drops everything written since the last successful fsync, as the kernel does with the
+    /// dirty pages of a failed one: overwritten bytes come back, the file shrinks back.
+    fn drop_unsynced(&mut self) -> io::Result<()> {
+        for (offset, old) in std::mem::take(&mut self.overwritten).into_iter().rev() {
+            self.raw.write_all_at(&old, offset)?;
+        }
+        self.inner.truncate(self.synced_len)
+    }
 }
 
 impl StorageFile for FaultyFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let end = self.inner.len()?;
+        self.remember(end, buf.len())?;
         if FaultState::hit(&self.state.writes, &self.state.write_fails_at) {
             self.inner.write_all(&buf[..buf.len() / 2])?;
             return Err(injected("write"));
@@ -177,16 +211,26 @@ impl StorageFile for FaultyFile {
         self.inner.write_all(buf)
     }
 
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.remember(offset, buf.len())?;
+        if FaultState::hit(&self.state.writes, &self.state.write_fails_at) {
+            self.inner.write_all_at(offset, &buf[..buf.len() / 2])?;
+            return Err(injected("write"));
+        }
+        self.inner.write_all_at(offset, buf)
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         self.state.pass_gate();
         if FaultState::hit(&self.state.syncs, &self.state.sync_fails_at) {
             // The kernel dropped the dirty pages: what was written since the last good fsync is
             // gone, yet the next fsync will report success.
-            self.inner.truncate(self.synced_len)?;
+            self.drop_unsynced()?;
             return Err(injected("fsync"));
         }
         self.inner.sync()?;
         self.synced_len = self.inner.len()?;
+        self.overwritten.clear();
         Ok(())
     }
 
@@ -195,20 +239,25 @@ impl StorageFile for FaultyFile {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
+        // A truncation is made durable with everything written before it.
         self.inner.truncate(len)?;
         self.synced_len = len;
+        self.overwritten.clear();
         Ok(())
     }
 }
 
 impl FaultyStorage {
-    fn wrap(&self, inner: Box<dyn StorageFile>) -> io::Result<Box<dyn StorageFile>> {
+    fn wrap(&self, path: &Path, inner: Box<dyn StorageFile>) -> io::Result<Box<dyn StorageFile>> {
         // What a file holds when opened is taken as durable: it was there before this process.
         let synced_len = inner.len()?;
+        let raw = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(Box::new(FaultyFile {
             inner,
             state: Arc::clone(&self.state),
+            raw,
             synced_len,
+            overwritten: Vec::new(),
         }))
     }
 }
@@ -222,12 +271,12 @@ impl Storage for FaultyStorage {
         self.inner.list_dir(dir)
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.wrap(self.inner.open_append(path)?)
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        self.wrap(path, self.inner.open_write(path)?)
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.wrap(self.inner.create_new(path)?)
+        self.wrap(path, self.inner.create_new(path)?)
     }
 
     fn read_file(&self, path: &Path, bytes_max: u64) -> io::Result<Vec<u8>> {
@@ -264,7 +313,7 @@ mod tests {
         let s = FaultyStorage::new();
         s.fail_write_at(Some(2));
         let path = dir.path().join("f");
-        let mut f = s.open_append(&path).unwrap();
+        let mut f = s.create_new(&path).unwrap();
         f.write_all(b"abcd").unwrap();
         assert!(f.write_all(b"efgh").is_err());
         f.write_all(b"ij").unwrap();
@@ -278,7 +327,7 @@ mod tests {
         let s = FaultyStorage::new();
         s.fail_sync_at(Some(2));
         let path = dir.path().join("f");
-        let mut f = s.open_append(&path).unwrap();
+        let mut f = s.create_new(&path).unwrap();
         f.write_all(b"durable").unwrap();
         f.sync().unwrap();
         f.write_all(b" lost").unwrap();
@@ -286,6 +335,40 @@ mod tests {
         assert_eq!(s.read_file(&path, 100).unwrap(), b"durable");
         f.sync().unwrap();
         assert_eq!(s.syncs(), 3);
+    }
+
+    #[test]
+    fn failed_sync_puts_back_bytes_overwritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FaultyStorage::new();
+        let path = dir.path().join("f");
+        s.write_new_file(&path, &[0u8; 16]).unwrap();
+        let mut f = s.open_write(&path).unwrap();
+        f.write_all_at(0, b"kept").unwrap();
+        f.sync().unwrap();
+        s.fail_sync_at(Some(s.syncs() + 1));
+        f.write_all_at(4, b"gone").unwrap();
+        f.write_all_at(2, b"GONE").unwrap();
+        f.write_all_at(14, b"grown").unwrap();
+        assert!(f.sync().is_err());
+        let mut expected = b"kept".to_vec();
+        expected.resize(16, 0);
+        assert_eq!(s.read_file(&path, 100).unwrap(), expected);
+        // A later fsync succeeds, with nothing of the dropped writes.
+        f.sync().unwrap();
+        assert_eq!(s.read_file(&path, 100).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_failing_positioned_write_writes_half_of_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FaultyStorage::new();
+        let path = dir.path().join("f");
+        s.write_new_file(&path, &[0u8; 8]).unwrap();
+        let mut f = s.open_write(&path).unwrap();
+        s.fail_write_at(Some(s.writes() + 1));
+        assert!(f.write_all_at(2, b"abcd").is_err());
+        assert_eq!(s.read_file(&path, 100).unwrap(), b"\0\0ab\0\0\0\0");
     }
 
     #[test]
@@ -302,7 +385,7 @@ mod tests {
     fn held_syncs_wait_for_release() {
         let dir = tempfile::tempdir().unwrap();
         let s = FaultyStorage::new();
-        let mut f = s.open_append(&dir.path().join("f")).unwrap();
+        let mut f = s.create_new(&dir.path().join("f")).unwrap();
         let held = s.hold_syncs();
         let t = std::thread::spawn(move || f.sync());
         s.wait_for_held_syncs(1);

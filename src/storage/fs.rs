@@ -3,7 +3,8 @@
 
 use super::{private, Storage, StorageFile};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The real file system.
@@ -19,18 +20,27 @@ impl FsStorage {
 
 /// A `std::fs::File` opened for writing.
 struct FsFile {
-    /// The open file; every write goes to its end (append mode or a freshly created file).
+    /// The open file, never in append mode: Linux would put every positioned write at the end.
     file: File,
 }
 
 impl StorageFile for FsFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        // Without append mode, "at the end" is a seek (one cheap syscall) before the write.
+        self.file.seek(SeekFrom::End(0))?;
         self.file.write_all(buf)
     }
 
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        // pwrite: no seek, and the file cursor plays no part.
+        self.file.write_all_at(buf, offset)
+    }
+
     fn sync(&mut self) -> io::Result<()> {
-        // fdatasync: flushes the data and the metadata needed to read it back (the size), which
-        // is all a reader after a crash needs; timestamps are not worth a journal commit.
+        // fdatasync: flushes the data and the metadata needed to read it back (the size, newly
+        // allocated blocks), which is all a reader after a crash needs; timestamps are not worth
+        // a journal commit. Overwriting blocks already written and synced needs no metadata at
+        // all: that is why WAL segments are pre-allocated with zeros.
         self.file.sync_data()
     }
 
@@ -62,11 +72,8 @@ impl Storage for FsStorage {
         Ok(names)
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = private::file_options()
-            .append(true)
-            .create(true)
-            .open(path)?;
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = private::file_options().write(true).open(path)?;
         Ok(Box::new(FsFile { file }))
     }
 
@@ -128,11 +135,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn append_truncate_read_round_trip() {
+    fn write_truncate_read_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStorage::new();
         let path = dir.path().join("f");
-        let mut f = s.open_append(&path).unwrap();
+        assert_eq!(
+            s.open_write(&path).err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound),
+            "open_write creates nothing"
+        );
+        let mut f = s.create_new(&path).unwrap();
         f.write_all(b"hello world").unwrap();
         f.sync().unwrap();
         assert_eq!(f.len().unwrap(), 11);
@@ -142,6 +154,22 @@ mod tests {
         assert_eq!(s.file_len(&path).unwrap(), 6);
         s.sync_dir(dir.path()).unwrap();
         assert_eq!(s.list_dir(dir.path()).unwrap(), vec!["f".to_string()]);
+    }
+
+    #[test]
+    fn positioned_writes_overwrite_in_place_and_write_all_goes_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::new();
+        let path = dir.path().join("f");
+        s.write_new_file(&path, &[0u8; 8]).unwrap();
+        let mut f = s.open_write(&path).unwrap();
+        f.write_all_at(2, b"ab").unwrap();
+        assert_eq!(f.len().unwrap(), 8, "an overwrite does not grow the file");
+        f.write_all(b"end").unwrap();
+        f.write_all_at(12, b"z").unwrap();
+        f.write_all(b"!").unwrap();
+        f.sync().unwrap();
+        assert_eq!(s.read_file(&path, 100).unwrap(), b"\0\0ab\0\0\0\0end\0z!");
     }
 
     #[test]

@@ -74,6 +74,25 @@ impl StorageFile for MemoryFile {
         self.with(|data| data.extend_from_slice(buf))
     }
 
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let end = usize::try_from(offset)
+            .ok()
+            .and_then(|start| Some((start, start.checked_add(buf.len())?)));
+        let Some((start, end)) = end else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset does not fit memory",
+            ));
+        };
+        self.with(|data| {
+            if data.len() < end {
+                // A gap before `offset` reads as zeros, as in a file.
+                data.resize(end, 0);
+            }
+            data[start..end].copy_from_slice(buf);
+        })
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         self.with(|_| ())
     }
@@ -105,8 +124,10 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.files.lock().entry(path.to_path_buf()).or_default();
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        if !self.files.lock().contains_key(path) {
+            return Err(not_found(path));
+        }
         Ok(Box::new(MemoryFile {
             files: Arc::clone(&self.files),
             path: path.to_path_buf(),
@@ -181,13 +202,22 @@ mod tests {
         let s = MemoryStorage::new();
         let dir = Path::new("/d");
         let path = dir.join("f");
-        let mut f = s.open_append(&path).unwrap();
+        assert_eq!(
+            s.open_write(&path).err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
+        let mut f = s.create_new(&path).unwrap();
         f.write_all(b"hello world").unwrap();
         f.sync().unwrap();
         assert_eq!(f.len().unwrap(), 11);
         f.truncate(5).unwrap();
         f.write_all(b"!").unwrap();
         assert_eq!(s.read_file(&path, 100).unwrap(), b"hello!");
+        let mut again = s.open_write(&path).unwrap();
+        again.write_all_at(1, b"E").unwrap();
+        again.write_all_at(8, b"z").unwrap();
+        assert_eq!(s.get(&path).unwrap(), b"hEllo!\0\0z");
+        again.truncate(6).unwrap();
         assert_eq!(
             s.read_file(&path, 5).unwrap_err().kind(),
             io::ErrorKind::InvalidData
@@ -201,7 +231,7 @@ mod tests {
         );
         let moved = dir.join("g");
         s.rename(&path, &moved).unwrap();
-        assert_eq!(s.get(&moved).as_deref(), Some(&b"hello!"[..]));
+        assert_eq!(s.get(&moved).as_deref(), Some(&b"hEllo!"[..]));
         assert_eq!(
             s.file_len(&path).unwrap_err().kind(),
             io::ErrorKind::NotFound

@@ -19,12 +19,19 @@ pub use memory::MemoryStorage;
 use std::io;
 use std::path::Path;
 
-/// A file opened for writing (appending to a WAL segment, or filling a new snapshot file).
+/// A file opened for writing (a WAL segment written in place, or a new snapshot file filled
+/// from the start).
 ///
 /// Nothing written is durable until [`StorageFile::sync`] returns `Ok`.
 pub trait StorageFile: Send {
     /// Writes the whole buffer at the end of the file (to the OS page cache, not yet durable).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+
+    /// Writes the whole buffer at byte `offset` (to the OS page cache, not yet durable),
+    /// overwriting what is there; the file grows only when the buffer ends past its end (a gap
+    /// before `offset` reads as zeros). Overwriting bytes of a file whose blocks are written and
+    /// durable changes no metadata, so the next [`StorageFile::sync`] has only data to flush.
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
 
     /// Makes everything written so far durable (fdatasync: data plus the size needed to read it).
     ///
@@ -52,9 +59,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Names (not paths) of the entries of `dir`, in no particular order.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
 
-    /// Opens `path` for appending, creating it when missing. Creating a file is durable only
-    /// after [`Storage::sync_dir`] on its directory.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens the existing file `path` for writing in place ([`StorageFile::write_all_at`];
+    /// [`StorageFile::write_all`] writes at its end). Fails when it does not exist.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
 
     /// Creates `path`, failing when it exists, and opens it for writing.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;

@@ -10,7 +10,9 @@
 //! ```text
 //! LOCK                          exclusive lock of the running process
 //! admin-key.sha256              digest of a generated admin key
-//! wal-<first LSN, 20 digits>.log  WAL segments (header, then frames: length, LSN, CRC, payload)
+//! wal-<first LSN, 20 digits>.log  WAL segments (header, then frames: length, LSN, CRC, payload,
+//!                               then zeros: pre-allocated)
+//! spare-segment.tmp             the next WAL segment, pre-allocated ahead of time
 //! snapshot-<LSN, 20 digits>.mpk   snapshots (header + image); the newest two are kept
 //! ```
 
@@ -131,6 +133,8 @@ impl Store {
             records = stats.records,
             fsyncs = stats.fsyncs,
             bytes = stats.bytes,
+            rotations = stats.rotations,
+            spare_waits = stats.spare_waits,
             "WAL closed"
         );
         self.lock.lock().take();

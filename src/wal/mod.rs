@@ -1,6 +1,6 @@
 //! The write-ahead log: opaque records with consecutive LSNs, framed and checksummed
-//! ([`frame`]), in segment files ([`segment`]), appended with group commit ([`Wal`]) and
-//! replayed with torn-tail recovery ([`read_from`]).
+//! ([`frame`]), in pre-allocated segment files ([`segment`]), appended with group commit
+//! ([`Wal`]) and replayed with torn-tail recovery ([`read_from`]).
 //!
 //! Durability rules: with [`FsyncMode::Always`] a record is acknowledged only after it is
 //! fsynced; a torn last record is dropped; damage anywhere else is an error naming the file and
@@ -12,6 +12,7 @@
 pub mod frame;
 mod reader;
 pub mod segment;
+mod spare;
 mod wake;
 mod writer;
 
@@ -83,8 +84,11 @@ pub struct WalOptions {
     /// Period of the background fsync in [`FsyncMode::Interval`]; the window a power loss may
     /// lose.
     pub fsync_interval_ms: u64,
-    /// A segment is closed and a new one started once it holds this many bytes, so that old
-    /// records can be dropped a segment at a time after a snapshot.
+    /// Size of a segment file: each is pre-allocated to it (written with zeros, so that commits
+    /// overwrite in place and commit no metadata), and a new one is started before a record
+    /// that does not fit; a record larger than that gets a segment of its own, as long as it
+    /// needs. Old records are dropped a segment at a time after a snapshot. The data dir holds
+    /// at least two segments of this size (the one appended to and the next, prepared ahead).
     pub segment_bytes_max: u64,
     /// Largest payload accepted by `append` and by replay; checked before any allocation sized
     /// by a length read from disk, so a damaged length field cannot exhaust memory.
@@ -137,11 +141,13 @@ impl WalOptions {
         Ok(())
     }
 
-    /// Largest segment file replay reads: a segment is closed after the write that passes
-    /// `segment_bytes_max`, so it can exceed it by at most one frame.
+    /// Largest segment file replay reads: a segment holds at most `segment_bytes_max` bytes,
+    /// unless its only record is larger (a header and one frame); earlier builds closed a segment
+    /// after the write that passed `segment_bytes_max`, so by at most one frame more.
     pub fn segment_read_bytes_max(&self) -> u64 {
-        self.segment_bytes_max
-            .saturating_add((frame::FRAME_HEADER_BYTES + self.record_bytes_max) as u64)
+        self.segment_bytes_max.saturating_add(
+            (segment::HEADER_BYTES + frame::FRAME_HEADER_BYTES + self.record_bytes_max) as u64,
+        )
     }
 }
 

@@ -1,32 +1,40 @@
 //! Replay: reads the records after an LSN back from the segment files, recovering a torn tail
 //! and refusing anything else that is damaged.
 //!
-//! # Torn tail or corruption
+//! # Clean end, torn tail or corruption
 //!
 //! A frame is *bad* when its header is short, its length is over the limit or runs past the end
 //! of the file, its CRC does not match, or its LSN is not the one expected (one more than the
 //! previous record's, or the segment name's LSN for the first record).
 //!
-//! - In the **last** segment, a bad frame is a torn tail (a write cut short by a crash, or stale
-//!   blocks exposed after a power loss) only when no valid frame with the expected LSN or a
-//!   later one starts at any byte offset from the bad frame to the end of the file (the bad
-//!   frame itself counts: a valid frame whose LSN skips ahead means records are missing). Then
-//!   everything from the bad frame on is garbage that was never acknowledged: the file is
-//!   truncated there (fsynced) and the cut reported. Valid frames with *older* LSNs do not count:
-//!   they are what stale blocks of a deleted segment look like.
+//! - Where the valid frames stop, only zeros to the end of the file (a pre-allocated segment),
+//!   or nothing at all (a segment of an earlier build), is the **clean end** of the segment:
+//!   nothing is cut, nothing is written.
+//! - In the **last** segment, other bytes there are a torn tail (a write cut short by a crash —
+//!   some bytes of a frame, then zeros — or stale blocks exposed after a power loss) only when
+//!   no valid frame with the expected LSN or a later one starts at any byte offset from the bad
+//!   frame to the end of the file (the bad frame itself counts: a valid frame whose LSN skips
+//!   ahead means records are missing). Then everything from the bad frame on is garbage that
+//!   was never acknowledged: those bytes are zeroed (and fsynced), so the segment ends cleanly
+//!   there again and the next append overwrites them, and the cut is reported. Valid frames with
+//!   *older* LSNs do not count: they are what stale blocks of a deleted segment look like. Runs
+//!   of zeros are skipped at memory speed in that search (no frame starts inside one), so a
+//!   torn frame followed by tens of megabytes of zeros costs little more than reading them.
 //! - A last segment whose header was cut short (a crash while it was being created) holds no
-//!   records: it is cut back to nothing, and recreated when the WAL opens.
-//! - Anything else — a bad frame in an earlier segment (those were fsynced before the next one
-//!   was created), a bad frame with a valid later record at or after it, a segment that does not
-//!   start where the previous one ended — is [`WalError::Corrupt`] naming the file and byte
-//!   offset.
+//!   records: it is zeroed, and replaced when the WAL opens.
+//! - Anything else — a bad frame followed by anything but zeros in an earlier segment (those
+//!   were fsynced before the next one was named), a bad frame with a valid later record at or
+//!   after it, a segment that does not start where the previous one ended — is
+//!   [`WalError::Corrupt`] naming the file and byte offset.
 //!
 //! Everything is checked before anything on disk changes: [`read_from_read_only`] only reports
 //! the torn tail, which [`repair_torn_tail`] then cuts, so a replay that fails further on (a
 //! newer format, damage) leaves the files as they were.
 
 use super::frame::{self, FRAME_HEADER_BYTES};
-use super::segment::{list_segments, Layout, SegmentInfo};
+use super::segment::{
+    first_nonzero, is_zeros, last_nonzero, list_segments, Layout, SegmentInfo, ZERO_CHUNK,
+};
 use super::{Lsn, WalError, WalOptions};
 use crate::storage::Storage;
 use bytes::Bytes;
@@ -48,11 +56,12 @@ pub struct Record {
 /// A torn tail that replay cut off (or, read-only, found).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncation {
-    /// The segment file that was (or is to be) truncated.
+    /// The segment file that was (or is to be) cut.
     pub file: PathBuf,
-    /// Its new length: the byte offset of the bad frame.
+    /// Where its records now end: the byte offset of the bad frame.
     pub offset: u64,
-    /// How many bytes were cut off.
+    /// How many bytes were cut off: from `offset` to the last byte that is not zero, all of which
+    /// are zeroed (the file keeps its length: zeros after the last frame are its clean end).
     pub dropped_bytes: u64,
     /// What was wrong with the frame at `offset`.
     pub reason: String,
@@ -62,7 +71,7 @@ impl std::fmt::Display for Truncation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "torn WAL tail dropped: {} truncated at byte offset {} ({} bytes: {})",
+            "torn WAL tail dropped: {} cut at byte offset {} ({} bytes zeroed: {})",
             self.file.display(),
             self.offset,
             self.dropped_bytes,
@@ -77,8 +86,28 @@ pub(crate) struct SegmentScan {
     pub(crate) valid_len: usize,
     /// LSN the next frame must have.
     pub(crate) next_lsn: Lsn,
-    /// The first bad frame: its offset and what is wrong with it.
+    /// The first bad frame, when bytes other than zeros follow the valid frames: its offset and
+    /// what is wrong with it. `None` is a clean end: zeros, or nothing, after the valid frames.
     pub(crate) bad: Option<(usize, String)>,
+}
+
+/// What is wrong at `pos`, where the valid frames of `data` stop, given the frame error there;
+/// `None` when only zeros follow (the clean end of a pre-allocated segment, or the end of the
+/// file).
+fn bad_frame_at(data: &[u8], pos: usize, error: String) -> Option<(usize, String)> {
+    let nonzero = first_nonzero(&data[pos..])?;
+    if nonzero >= FRAME_HEADER_BYTES {
+        // The frame header there is all zeros: say where the bytes that make it more than a
+        // clean end are, which the frame error would not.
+        return Some((
+            pos,
+            format!(
+                "zeros after the last record, then other bytes at byte offset {}",
+                pos + nonzero
+            ),
+        ));
+    }
+    Some((pos, error))
 }
 
 /// Checks the frames from byte `from` of a segment whose first record must be `first_lsn`.
@@ -108,7 +137,7 @@ pub(crate) fn scan_segment(
                 return SegmentScan {
                     valid_len: pos,
                     next_lsn,
-                    bad: Some((pos, e.to_string())),
+                    bad: bad_frame_at(data, pos, e.to_string()),
                 }
             }
         }
@@ -125,6 +154,10 @@ pub(crate) fn scan_segment(
 ///
 /// Frames with older LSNs are ignored: stale blocks of a deleted segment that a power loss
 /// exposed at the end of a file are tail garbage too.
+///
+/// Linear in the bytes searched, and fast over zeros: where a header would read LSN 0 (its
+/// bytes 4..12 zero), which no expected LSN is, the search jumps to the first offset whose LSN
+/// bytes reach the next non-zero byte, found a block at a time.
 pub(crate) fn find_later_frame(
     data: &[u8],
     from: usize,
@@ -135,19 +168,33 @@ pub(crate) fn find_later_frame(
     // above this; the bound only saves CRC work on random bytes.
     let lsn_max = expected_lsn.saturating_add((data.len() / FRAME_HEADER_BYTES) as u64);
     let last_start = data.len().checked_sub(FRAME_HEADER_BYTES)?;
-    (from..=last_start).find_map(|q| {
+    // End of the LSN field in a frame header (it starts at byte 4).
+    const LSN_END: usize = 12;
+    let mut q = from;
+    while q <= last_start {
         let (length, lsn) = frame::peek_header(&data[q..])?;
+        if lsn == 0 && expected_lsn > 0 {
+            // data[q + 4..q + 12] is zeros, and so is everything up to the next non-zero byte:
+            // a header needs one among its LSN bytes, so the first that can start a frame is 11
+            // bytes before it (its LSN's last byte).
+            let next = q + LSN_END + first_nonzero(&data[q + LSN_END..])?;
+            let skipped = next + 1 - LSN_END;
+            assert!(skipped > q, "the search moves on");
+            q = skipped;
+            continue;
+        }
         let plausible = lsn >= expected_lsn
             && lsn <= lsn_max
             && (length as usize) <= record_bytes_max
             && (length as usize) <= data.len() - q - FRAME_HEADER_BYTES;
-        if !plausible {
-            return None;
+        if plausible {
+            if let Ok(f) = frame::decode(&data[q..], record_bytes_max) {
+                return Some((q, f.lsn));
+            }
         }
-        frame::decode(&data[q..], record_bytes_max)
-            .ok()
-            .map(|f| (q, f.lsn))
-    })
+        q += 1;
+    }
+    None
 }
 
 /// A segment read whole and its frames checked.
@@ -249,8 +296,8 @@ struct OpenSegment {
 
 /// Starts replaying the WAL in `dir`: every record with LSN > `after_lsn`, in order.
 ///
-/// Checks the last segment at once: a torn tail is cut off (the file truncated and fsynced,
-/// see [`Replay::truncation`]); damage that is not a torn tail is returned as
+/// Checks the last segment at once: a torn tail is cut off (its bytes zeroed and fsynced, see
+/// [`Replay::truncation`]); damage that is not a torn tail is returned as
 /// [`WalError::Corrupt`]. Earlier segments are checked as the iteration reaches them.
 pub fn read_from(
     storage: Arc<dyn Storage>,
@@ -258,7 +305,7 @@ pub fn read_from(
     after_lsn: Lsn,
     options: &WalOptions,
 ) -> Result<Replay, WalError> {
-    read(storage, dir, after_lsn, options, TailRepair::Truncate)
+    read(storage, dir, after_lsn, options, TailRepair::Cut)
 }
 
 /// Like [`read_from`], but changes nothing on disk: a torn tail is reported
@@ -277,7 +324,7 @@ pub fn read_from_read_only(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TailRepair {
     /// Cut it off the file (start-up).
-    Truncate,
+    Cut,
     /// Leave the file alone (inspection).
     ReportOnly,
 }
@@ -313,7 +360,7 @@ fn read(
     }
     let tail = check_last_segment(storage.as_ref(), last, options)?;
     if let Some(truncation) = &tail.truncation {
-        if repair == TailRepair::Truncate {
+        if repair == TailRepair::Cut {
             repair_torn_tail(storage.as_ref(), truncation)?;
         }
     }
@@ -334,7 +381,8 @@ fn read(
 
 /// The last segment, checked: its valid frames, and the torn tail after them.
 struct LastSegment {
-    /// Its bytes, up to the end of its last valid frame.
+    /// Its bytes, up to the end of its last valid frame (the zeros and the torn tail after it
+    /// are not kept).
     data: Vec<u8>,
     /// Where its frames start.
     frames_at: usize,
@@ -371,14 +419,23 @@ fn check_last_segment(
                 ),
             });
         }
+        // Bytes other than zeros follow the bad frame (or it would be a clean end).
+        let garbage_end = last_nonzero(&data[offset..]).map_or(offset, |i| offset + i + 1);
+        assert!(
+            garbage_end > offset,
+            "a torn tail holds bytes that are not zeros"
+        );
         truncation = Some(Truncation {
             file: last.path.clone(),
             offset: offset as u64,
-            dropped_bytes: (data.len() - offset) as u64,
+            dropped_bytes: (garbage_end - offset) as u64,
             reason,
         });
-        data.truncate(offset);
     }
+    // Only the valid frames are kept: in a pre-allocated segment the rest is mostly zeros, and
+    // the buffer is held until replay reaches it.
+    data.truncate(scan.valid_len);
+    data.shrink_to_fit();
     Ok(LastSegment {
         frames_at: layout.frames_at().min(data.len()),
         data,
@@ -387,14 +444,25 @@ fn check_last_segment(
     })
 }
 
-/// Cuts the torn tail `truncation` off its segment, durably (what [`read_from`] does itself).
+/// Cuts the torn tail `truncation` off its segment, durably (what [`read_from`] does itself):
+/// its bytes are overwritten with zeros and fsynced, so the segment ends cleanly where its valid
+/// frames do, keeps its pre-allocated length, and the next append overwrites the zeros. Done
+/// before the WAL opens, so before any new record can be acknowledged; a failed fsync stops the
+/// start (it is not retried).
 pub fn repair_torn_tail(storage: &dyn Storage, truncation: &Truncation) -> Result<(), WalError> {
     let path = &truncation.file;
     let mut file = storage
-        .open_append(path)
-        .map_err(|e| WalError::io("opening to truncate", path, e))?;
-    file.truncate(truncation.offset)
-        .map_err(|e| WalError::io("truncating", path, e))
+        .open_write(path)
+        .map_err(|e| WalError::io("opening to cut", path, e))?;
+    let end = truncation.offset.saturating_add(truncation.dropped_bytes);
+    let mut at = truncation.offset;
+    while at < end {
+        let n = (end - at).min(ZERO_CHUNK.len() as u64) as usize;
+        file.write_all_at(at, &ZERO_CHUNK[..n])
+            .map_err(|e| WalError::io("zeroing the torn tail of", path, e))?;
+        at += n as u64;
+    }
+    file.sync().map_err(|e| WalError::io("fsyncing", path, e))
 }
 
 impl Replay {
@@ -489,9 +557,10 @@ impl Iterator for Replay {
         }
         loop {
             if let Some(seg) = self.current.as_mut() {
-                if seg.pos < seg.data.len() {
-                    let pos = seg.pos;
-                    let decoded = frame::decode(&seg.data[pos..], self.options.record_bytes_max)
+                let pos = seg.pos;
+                let rest = seg.data.get(pos..).unwrap_or_default();
+                if !rest.is_empty() {
+                    let decoded = frame::decode(rest, self.options.record_bytes_max)
                         .map(|f| (f.lsn, f.payload.len()));
                     let err = match decoded {
                         Ok((lsn, len)) if lsn == seg.next_lsn => {
@@ -506,17 +575,23 @@ impl Iterator for Replay {
                             return Some(Ok(Record { lsn, payload, file }));
                         }
                         Ok((lsn, _)) => {
-                            format!("LSN {lsn} where {} was expected", seg.next_lsn)
+                            Some(format!("LSN {lsn} where {} was expected", seg.next_lsn))
                         }
-                        Err(e) => e.to_string(),
+                        // Zeros after the last frame: the clean end of a pre-allocated segment.
+                        Err(_) if is_zeros(rest) => None,
+                        Err(e) => Some(e.to_string()),
                     };
-                    // Only earlier segments get here: the last one was cut to valid frames.
-                    let err = WalError::Corrupt {
-                        file: seg.path.to_path_buf(),
-                        offset: pos as u64,
-                        reason: format!("{err} (not the last segment, so not a torn tail)"),
-                    };
-                    return self.fail(err);
+                    if let Some(err) = err {
+                        // Only earlier segments get here: the last one was cut to valid frames.
+                        // Those were fsynced before the next segment was named: not a torn
+                        // write.
+                        let err = WalError::Corrupt {
+                            file: seg.path.to_path_buf(),
+                            offset: pos as u64,
+                            reason: format!("{err} (not the last segment, so not a torn tail)"),
+                        };
+                        return self.fail(err);
+                    }
                 }
                 self.expected_lsn = Some(seg.next_lsn);
                 self.current = None;
@@ -569,5 +644,75 @@ mod tests {
         assert_eq!(find_later_frame(&data[..starts[2]], 1, 6, 1024), None);
         assert_eq!(find_later_frame(&data, 0, 1, 1024), Some((0, 1)));
         assert_eq!(find_later_frame(&data[..3], 0, 1, 1024), None);
+    }
+
+    #[test]
+    fn zeros_after_the_frames_are_a_clean_end_and_other_bytes_a_bad_frame() {
+        let (mut data, starts) = frames(10, 3);
+        let end = data.len();
+        data.resize(end + 5000, 0);
+        let scan = scan_segment(&data, 0, 10, 1024);
+        assert_eq!((scan.valid_len, scan.next_lsn, scan.bad), (end, 13, None));
+        // Nothing after the frames (a segment of an earlier build) is a clean end too.
+        let scan = scan_segment(&data[..end], 0, 10, 1024);
+        assert_eq!((scan.valid_len, scan.bad), (end, None));
+        // The last frame's first bytes, then zeros: a bad frame where it starts.
+        let mut torn = data.clone();
+        torn[starts[2] + 7..end].fill(0);
+        let scan = scan_segment(&torn, 0, 10, 1024);
+        assert_eq!(scan.valid_len, starts[2]);
+        assert_eq!(scan.bad.map(|(at, _)| at), Some(starts[2]));
+        // Zeros, then a stray byte far later: bad where the zeros start, saying where it is.
+        let mut stray = data.clone();
+        stray[end + 4000] = 1;
+        let scan = scan_segment(&stray, 0, 10, 1024);
+        let (at, reason) = scan.bad.unwrap();
+        assert_eq!(at, end);
+        assert!(
+            reason.contains(&format!("byte offset {}", end + 4000)),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn later_frame_search_skips_zeros_but_finds_a_frame_at_any_offset_after_them() {
+        let (frame, _) = frames(7, 1);
+        for gap in 0..64 {
+            for lead in [0, 1, 3, 11, 12, 13, 4096] {
+                // Garbage, zeros, then a valid frame: the garbage is not a torn tail.
+                let mut data = vec![0u8; lead];
+                data.push(0x5a);
+                data.resize(data.len() + gap, 0);
+                let at = data.len();
+                data.extend_from_slice(&frame);
+                data.resize(data.len() + 100, 0);
+                assert_eq!(
+                    find_later_frame(&data, 0, 7, 1024),
+                    Some((at, 7)),
+                    "lead {lead} gap {gap}"
+                );
+                // And nothing when the frame is older than expected.
+                assert_eq!(find_later_frame(&data, 0, 8, 1024), None);
+            }
+        }
+        assert_eq!(find_later_frame(&vec![0u8; 1 << 20], 0, 1, 1024), None);
+        // Frames whose first bytes are zeros: an empty payload, and an LSN whose only non-zero
+        // byte is its first (byte 4 of the frame) or its last (byte 11).
+        for lsn in [1, 1 << 56] {
+            let mut frame = Vec::new();
+            encode_into(&mut frame, lsn, b"", &PayloadCrc::new(b""));
+            for gap in [0, 1, 11, 12, 4095] {
+                let mut data = vec![0x77u8];
+                data.resize(1 + gap, 0);
+                let at = data.len();
+                data.extend_from_slice(&frame);
+                data.resize(data.len() + 64, 0);
+                assert_eq!(
+                    find_later_frame(&data, 0, lsn, 1024),
+                    Some((at, lsn)),
+                    "LSN {lsn} gap {gap}"
+                );
+            }
+        }
     }
 }

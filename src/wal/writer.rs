@@ -15,7 +15,10 @@
 
 use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
 use super::reader::{read_and_scan, Scanned};
-use super::segment::{list_segments, ActiveSegment, Layout, SegmentInfo, FORMAT_VERSION};
+use super::segment::{
+    list_segments, ActiveSegment, Layout, SegmentInfo, SpareFile, FORMAT_VERSION,
+};
+use super::spare::{run_preparer, SpareSlot};
 use super::wake::{self, Threads};
 use super::{FsyncMode, Lsn, WalError, WalOptions};
 use crate::log::{Durable, DurableWatch, Log, LogError, LogRecord, Poison};
@@ -44,6 +47,8 @@ pub struct Wal {
     shared: Arc<Shared>,
     /// The writer thread, joined by [`Wal::close`] or on drop.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that prepares the next segment, joined after the writer.
+    preparer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Counters of the writer thread, for metrics and for checking that group commit groups.
@@ -53,10 +58,16 @@ pub struct WalStats {
     pub batches: u64,
     /// Records written.
     pub records: u64,
-    /// File fsyncs done (batch commits, rotations, flushes).
+    /// Fsyncs of records (batch commits, the closing of a segment, flushes); those that prepare
+    /// and install a new segment are not counted.
     pub fsyncs: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Segments started after the first (full, or [`Wal::rotate`]).
+    pub rotations: u64,
+    /// Rotations that had to wait for the next segment to be pre-allocated (its preparation fell
+    /// behind the appends, and appends waited meanwhile).
+    pub spare_waits: u64,
     /// Wake-ups of threads whose tasks wait for durability: one per thread
     /// per batch that covers one of its waiters, however many wait there.
     pub thread_wakes: u64,
@@ -96,6 +107,8 @@ pub(super) struct Shared {
     poison: Poison,
     /// Segments on disk, oldest first; the last is the one being appended to.
     segments: Mutex<Vec<SegmentInfo>>,
+    /// The next segment, pre-allocated by the preparer thread.
+    spare: Arc<SpareSlot>,
     /// Bytes written since the last `cut_before`, for the engine's snapshot trigger.
     bytes_since_cut: AtomicU64,
     /// Writer counters.
@@ -141,6 +154,10 @@ impl Wal {
     /// Replay first: the last segment must end in a whole frame (replay cuts a torn tail).
     /// Appends continue the last segment when it ends at `next_lsn - 1`; when the log ends
     /// earlier (a snapshot newer than the log), a new segment starts at `next_lsn`.
+    ///
+    /// A new segment, and the spare for the first rotation, are pre-allocated before this
+    /// returns: opening a fresh data dir writes two segments of zeros (`segment_bytes_max`
+    /// each); a spare left by an earlier run is reused.
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: impl Into<PathBuf>,
@@ -155,14 +172,17 @@ impl Wal {
         storage
             .create_dir_all(&dir)
             .map_err(|e| WalError::io("creating directory", &dir, e))?;
+        let size = options.segment_bytes_max;
         let mut segments = list_segments(storage.as_ref(), &dir)?;
         let active = match segments.last() {
-            None => ActiveSegment::create(storage.as_ref(), &dir, next_lsn)?,
+            None => ActiveSegment::create(storage.as_ref(), &dir, next_lsn, size)?,
             Some(last) => continue_or_start(storage.as_ref(), &dir, &options, last, next_lsn)?,
         };
         if segments.last() != Some(&active.info) {
             segments.push(active.info.clone());
         }
+        // Prepared here, so that the first rotation never waits for one.
+        let spare = SpareFile::open(storage.as_ref(), &dir, size)?.fill()?;
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             threads: Threads::default(),
@@ -188,6 +208,7 @@ impl Wal {
             waiters: Mutex::new(Waiters::default()),
             poison: Poison::default(),
             segments: Mutex::new(segments),
+            spare: Arc::new(SpareSlot::new(spare)),
             bytes_since_cut: AtomicU64::new(0),
             stats: Mutex::new(WalStats::default()),
             metrics: WalMetrics::default(),
@@ -197,10 +218,28 @@ impl Wal {
             .name("tokend-wal".into())
             .spawn(move || Writer::new(thread_shared, active, next_lsn - 1).run())
             .map_err(|e| WalError::io("starting the writer thread of", &shared.dir, e))?;
-        Ok(Wal {
+        let wal = Wal {
             shared,
             writer: Mutex::new(Some(writer)),
-        })
+            preparer: Mutex::new(None),
+        };
+        let thread_shared = Arc::clone(&wal.shared);
+        let preparer = std::thread::Builder::new()
+            .name("tokend-wal-spare".into())
+            .spawn(move || {
+                let shared = thread_shared;
+                run_preparer(
+                    Arc::clone(&shared.spare),
+                    Arc::clone(&shared.storage),
+                    shared.dir.clone(),
+                    shared.options.segment_bytes_max,
+                    |e| shared.fail(format_args!("preparing the next segment: {e}")),
+                )
+            })
+            // Dropping `wal` on this error stops its writer thread.
+            .map_err(|e| WalError::io("starting the spare thread of", &wal.shared.dir, e))?;
+        *wal.preparer.lock() = Some(preparer);
+        Ok(wal)
     }
 
     /// Appends a record and returns its LSN. Cheap and non-blocking (a short lock and a copy);
@@ -312,6 +351,10 @@ impl Wal {
         st.rotate_requested |= rotate;
         self.shared.work.notify_one();
         loop {
+            // Poison first: the writer may go on syncing after a failure elsewhere (a refused
+            // append, the preparation of the next segment), but a poisoned log acknowledges
+            // nothing, a flush included.
+            self.shared.poison.check()?;
             let served = if rotate {
                 st.rotations_done > rotations_before
             } else {
@@ -320,7 +363,6 @@ impl Wal {
             if served {
                 return Ok(());
             }
-            self.shared.poison.check()?;
             if st.stopped {
                 return Err(WalError::Closed);
             }
@@ -339,20 +381,27 @@ impl Wal {
     /// refused with [`WalError::Closed`]. Blocks like [`Wal::flush`]; closing again is a no-op.
     pub fn close(&self) -> Result<(), WalError> {
         let flushed = self.flush();
-        self.stop_writer();
+        self.stop_threads();
         match flushed {
             Err(WalError::Closed) => Ok(()),
             other => other,
         }
     }
 
-    /// Tells the writer to write what is left and stop, and waits for it.
-    fn stop_writer(&self) {
+    /// Tells the writer to write what is left and stop, and waits for it; then stops the
+    /// preparer (after the writer: a last rotation may wait for its spare). A spare being
+    /// prepared is left as it is: the next open goes on with it.
+    fn stop_threads(&self) {
         self.shared.state.lock().closing = true;
         self.shared.work.notify_one();
         if let Some(writer) = self.writer.lock().take() {
             // A panic in the writer thread has already failed every waiter (see ExitGuard).
             let _ = writer.join();
+        }
+        self.shared.spare.stop();
+        if let Some(preparer) = self.preparer.lock().take() {
+            // A panic in the preparer has already poisoned the WAL.
+            let _ = preparer.join();
         }
     }
 
@@ -438,7 +487,8 @@ fn continue_or_start(
     last: &SegmentInfo,
     next_lsn: Lsn,
 ) -> Result<ActiveSegment, WalError> {
-    let Scanned { data, layout, scan } = read_and_scan(storage, last, options)?;
+    // Only the layout and the end of the frames are needed: the bytes go at once.
+    let Scanned { layout, scan, .. } = read_and_scan(storage, last, options)?;
     if let Some((offset, reason)) = scan.bad {
         return Err(WalError::Corrupt {
             file: last.path.clone(),
@@ -455,21 +505,23 @@ fn continue_or_start(
         });
     }
     match layout {
+        // Appends go on right after the last frame: over the zeros of a pre-allocated segment,
+        // or at the end of one an earlier build wrote (which grows until the next rotation).
         Layout::Headed {
             version: FORMAT_VERSION,
         } if next_lsn == scan.next_lsn => {
-            ActiveSegment::open_existing(storage, last.clone(), data.len() as u64)
+            ActiveSegment::open_existing(storage, last.clone(), scan.valid_len as u64)
         }
-        // Either the empty file takes its header now, or the log ends before `next_lsn`
-        // (records that were never fsynced are covered by a snapshot) and a segment starts at
-        // `next_lsn`, so that names keep matching contents.
-        _ => ActiveSegment::create(storage, dir, next_lsn),
+        // Either the empty (or zeroed) file is replaced by a new segment now, or the log ends
+        // before `next_lsn` (records that were never fsynced are covered by a snapshot) and a
+        // segment starts at `next_lsn`, so that names keep matching contents.
+        _ => ActiveSegment::create(storage, dir, next_lsn, options.segment_bytes_max),
     }
 }
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        self.stop_writer();
+        self.stop_threads();
     }
 }
 
@@ -744,40 +796,47 @@ impl Writer {
     }
 
     /// Writes the frames of `bytes` (first LSN `first_lsn`), rotating to a new segment before a
-    /// frame whenever the current one has reached `segment_bytes_max`.
+    /// frame that does not fit in the current one's `segment_bytes_max` bytes, unless that
+    /// holds no record yet (then the frame goes there and the file grows past its pre-allocated
+    /// size: a record larger than a segment gets one of its own).
     fn write_batch(&mut self, bytes: &[u8], first_lsn: Lsn) -> Result<(), WalError> {
         let segment_max = self.shared.options.segment_bytes_max;
         let mut pos = 0;
         let mut lsn = first_lsn;
         while pos < bytes.len() {
-            if self.segment.len >= segment_max {
-                self.rotate(lsn)?;
-            }
-            // Take frames up to and including the one that reaches the limit.
+            // Take the frames that fit.
             let start = pos;
-            loop {
+            while pos < bytes.len() {
                 let header = frame::peek_header(&bytes[pos..]);
                 // SAFETY-style check: the buffer holds only frames encoded by `append`.
                 assert!(
                     matches!(header, Some((_, l)) if l == lsn),
                     "WAL buffer out of step at LSN {lsn}"
                 );
-                let payload_len = header.map_or(0, |(len, _)| len as usize);
-                pos += FRAME_HEADER_BYTES + payload_len;
-                lsn += 1;
-                let reached = self.segment.len + (pos - start) as u64 >= segment_max;
-                if pos >= bytes.len() || reached {
+                let frame_len = FRAME_HEADER_BYTES + header.map_or(0, |(len, _)| len as usize);
+                let end = self.segment.len + (pos - start + frame_len) as u64;
+                let first_in_segment = pos == start && !self.segment.holds_records();
+                if end > segment_max && !first_in_segment {
                     break;
                 }
+                pos += frame_len;
+                lsn += 1;
             }
             assert!(pos <= bytes.len(), "frame runs past the WAL batch");
-            self.segment.write(&bytes[start..pos])?;
-            self.written_lsn = lsn - 1;
+            if pos > start {
+                self.segment.write(&bytes[start..pos])?;
+                self.written_lsn = lsn - 1;
+            }
+            if pos < bytes.len() {
+                self.rotate(lsn)?;
+            }
         }
         Ok(())
     }
 
-    /// Closes the current segment durably and starts a new one at `first_lsn`.
+    /// Closes the current segment durably and starts a new one at `first_lsn`: the spare the
+    /// preparer made ready gets its header and the segment's name (waiting for it if it is not
+    /// ready yet), and the preparer starts on the next.
     fn rotate(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
         // The closed segment is fsynced in every mode: damage in a non-last segment can then
         // only be corruption, never a torn write.
@@ -785,10 +844,24 @@ impl Writer {
             self.sync()?;
         }
         debug_assert_eq!(self.written_lsn + 1, first_lsn);
-        let next =
-            ActiveSegment::create(self.shared.storage.as_ref(), &self.shared.dir, first_lsn)?;
+        let Some((spare, waited)) = self.shared.spare.take() else {
+            // The preparer failed and poisoned the WAL with why (or the WAL is closing, which
+            // it is not while the writer runs).
+            self.shared.poison.check()?;
+            return Err(WalError::Closed);
+        };
+        let next = ActiveSegment::install(
+            self.shared.storage.as_ref(),
+            &self.shared.dir,
+            spare,
+            first_lsn,
+        )?;
+        self.shared.spare.want_next();
         self.shared.segments.lock().push(next.info.clone());
         self.segment = next;
+        let mut stats = self.shared.stats.lock();
+        stats.rotations += 1;
+        stats.spare_waits += u64::from(waited);
         Ok(())
     }
 }
@@ -836,6 +909,7 @@ mod tests {
         WalOptions {
             record_bytes_max: 100,
             buffer_bytes_max: 3 * (FRAME_HEADER_BYTES + 100),
+            segment_bytes_max: 64 << 10,
             ..WalOptions::default()
         }
     }
@@ -940,11 +1014,13 @@ mod tests {
             ..options()
         };
         let wal = Wal::open(Arc::new(storage.clone()), dir.path(), opts.clone(), 1).unwrap();
+        // Opening pre-allocated the segment and the spare (fsyncs of their own).
+        let syncs_at_open = storage.syncs();
         for _ in 0..3 {
             wal.append(b"bye").unwrap();
         }
         drop(wal);
-        assert_eq!(storage.syncs(), 1);
+        assert_eq!(storage.syncs() - syncs_at_open, 1);
         let replay = crate::wal::read_from(Arc::new(FsStorage::new()), dir.path(), 0, &opts)
             .unwrap()
             .collect::<Result<Vec<_>, _>>()

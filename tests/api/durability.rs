@@ -2,7 +2,7 @@
 //! engine (writes 503, reads go on), snapshots on demand, and a restart on
 //! the same data dir brings back everything acknowledged.
 
-use crate::helpers::{id_of, TestApp, ADMIN};
+use crate::helpers::{contains, id_of, TestApp, ADMIN};
 use serde_json::json;
 use std::sync::Arc;
 use tokend::storage::FaultyStorage;
@@ -298,8 +298,7 @@ async fn deleted_data_leaves_the_disk_by_the_second_snapshot_even_without_writes
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| {
-                std::fs::read(e.path())
-                    .is_ok_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                std::fs::read(e.path()).is_ok_and(|bytes| contains(&bytes, marker.as_bytes()))
             })
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect::<Vec<_>>()

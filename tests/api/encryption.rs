@@ -76,7 +76,7 @@ fn on_disk(dir: &Path, text: &str) -> bool {
         .filter(|path| path.is_file())
         .any(|path| {
             let bytes = std::fs::read(&path).expect("the file reads");
-            bytes.windows(text.len()).any(|w| w == text.as_bytes())
+            crate::helpers::contains(&bytes, text.as_bytes())
         })
 }
 

@@ -167,15 +167,29 @@ async fn check_fixture(fixture: &Path, wal: WalOptions) {
     app.clock
         .set_ms(expected["clockMs"].as_i64().expect("clockMs"));
 
-    // The torn record was cut off, and only it.
+    // The torn record was cut off, and only it: its bytes are zeroed (the
+    // clean end of a segment), everything before it is as the fixture has it.
     let torn = &expected["tornTail"];
-    let torn_file = dir.path().join(text(torn, "file"));
-    let len = std::fs::metadata(&torn_file)
-        .expect("the torn segment")
-        .len();
+    let torn_name = text(torn, "file");
+    let offset = torn["offset"].as_u64().expect("offset") as usize;
+    let cut = std::fs::read(dir.path().join(torn_name)).expect("the torn segment");
+    let written = std::fs::read(fixture.join(torn_name)).expect("the fixture's segment");
     assert_eq!(
-        Some(len),
-        torn["offset"].as_u64(),
+        cut.len(),
+        written.len(),
+        "{name}: the segment keeps its length"
+    );
+    assert_eq!(
+        cut[..offset],
+        written[..offset],
+        "{name}: records before the tail"
+    );
+    assert!(
+        written[offset..].iter().any(|b| *b != 0),
+        "{name}: the fixture has a torn record at {offset}"
+    );
+    assert!(
+        cut[offset..].iter().all(|b| *b == 0),
         "{name}: the torn tail is cut at its first byte"
     );
 
@@ -853,14 +867,24 @@ async fn write_fixture() {
         .collect();
     names.sort();
     for name in &names {
-        std::fs::copy(app.data_dir.path().join(name), out.join(name)).expect("copy");
+        let mut data = std::fs::read(app.data_dir.path().join(name)).expect("a file");
+        if name.starts_with("wal-") {
+            // Without the zeros after the last frame, up to the pre-allocated
+            // size: megabytes that read as the end of the records anyway.
+            let end = frames(&data).last().map_or(frames_at(&data), |(at, _)| {
+                at + tokend::wal::frame::decode(&data[*at..], usize::MAX)
+                    .expect("a frame")
+                    .encoded_len()
+            });
+            data.truncate(end);
+        }
+        std::fs::write(out.join(name), data).expect("copy");
     }
     let last = names
         .iter()
         .rfind(|n| n.starts_with("wal-"))
         .expect("a WAL segment");
-    let offset = std::fs::metadata(out.join(last)).expect("segment").len();
-    append_torn_record(&out.join(last));
+    let offset = append_torn_record(&out.join(last));
     let expected = json!({
         "clockMs": app.clock.now_ms(),
         "keys": {
@@ -904,12 +928,17 @@ fn frames(data: &[u8]) -> Vec<(usize, u64)> {
     found
 }
 
-/// Appends the first half of a valid record frame (LSN one past the last,
-/// CRC and all) to `segment`, as a write cut short by a crash leaves it.
-fn append_torn_record(segment: &Path) {
-    use std::io::Write;
+/// Writes the first half of a valid record frame (LSN one past the last, CRC
+/// and all) after the last frame of `segment`, as a write cut short by a
+/// crash leaves it, and returns its offset.
+fn append_torn_record(segment: &Path) -> u64 {
     let data = std::fs::read(segment).expect("the segment reads");
-    let next_lsn = frames(&data).last().expect("a record").1 + 1;
+    let (at, lsn) = *frames(&data).last().expect("a record");
+    let offset = at
+        + tokend::wal::frame::decode(&data[at..], usize::MAX)
+            .expect("a frame")
+            .encoded_len();
+    let next_lsn = lsn + 1;
     let payload = vec![0xa5u8; 64];
     let mut frame = Vec::new();
     tokend::wal::frame::encode_into(
@@ -919,9 +948,7 @@ fn append_torn_record(segment: &Path) {
         &tokend::wal::frame::PayloadCrc::new(&payload),
     );
     frame.truncate(frame.len() / 2);
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(segment)
-        .expect("the segment opens");
-    file.write_all(&frame).expect("the torn record is written");
+    let torn = [&data[..offset], &frame].concat();
+    std::fs::write(segment, torn).expect("the torn record is written");
+    offset as u64
 }

@@ -9,7 +9,6 @@ use crate::files::{
 use crate::fixture::Fixture;
 use crate::server::{run_tool, Server};
 use serde_json::json;
-use std::io::Write;
 
 #[tokio::test]
 async fn a_torn_wal_tail_is_cut_logged_and_everything_before_it_is_kept() {
@@ -21,15 +20,13 @@ async fn a_torn_wal_tail_is_cut_logged_and_everything_before_it_is_kept() {
     fixture.capture(&api).await;
     server.kill9();
 
-    // Garbage after the last record: a write that was cut short.
+    // Garbage after the last record, over the zeros of the pre-allocated
+    // segment: a write that was cut short.
     let segment = files::last_segment(dir.path());
-    let whole = std::fs::metadata(&segment).unwrap().len();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&segment)
-        .unwrap()
-        .write_all(&[0x5a; 7])
-        .unwrap();
+    let size = std::fs::metadata(&segment).unwrap().len();
+    let whole = files::frames_end(&segment);
+    files::write_at(&segment, whole, &[0x5a; 7]);
+    let damaged = std::fs::read(&segment).unwrap();
     // inspect reports the torn tail, calls the dir fine, and cuts nothing.
     let run = run_tool("inspect", dir.path());
     assert!(run.status.success(), "{}", run.output());
@@ -40,7 +37,7 @@ async fn a_torn_wal_tail_is_cut_logged_and_everything_before_it_is_kept() {
         "{}",
         run.output()
     );
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole + 7);
+    assert_eq!(std::fs::read(&segment).unwrap(), damaged);
 
     let mut server = Server::start(dir.path());
     let cut = server.log_line("torn WAL tail dropped");
@@ -48,11 +45,16 @@ async fn a_torn_wal_tail_is_cut_logged_and_everything_before_it_is_kept() {
         cut.contains(&name(&segment)) && cut.contains(&format!("byte offset {whole}")),
         "{cut}"
     );
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
+    // Cut: the garbage is zeroed; the segment keeps its size.
+    let after = std::fs::read(&segment).unwrap();
+    assert_eq!(after.len() as u64, size);
+    assert!(after[whole..].iter().all(|b| *b == 0));
     let api = Api::new(&server);
     fixture.verify(&api).await;
 
-    // The last record cut in half: that token is gone, nothing before it.
+    // The last record cut in half (its second half never reached the disk:
+    // zeros, as the segment was pre-allocated): that token is gone, nothing
+    // before it.
     let last = api
         .post(
             "/api/tokens",
@@ -65,13 +67,8 @@ async fn a_torn_wal_tail_is_cut_logged_and_everything_before_it_is_kept() {
     server.kill9();
     let segment = files::last_segment(dir.path());
     let frame = *frames(&segment).last().unwrap();
-    let half = (frame.offset + frame.len / 2) as u64;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(half)
-        .unwrap();
+    let half = frame.offset + frame.len / 2;
+    files::write_at(&segment, half, &vec![0; frame.len - frame.len / 2]);
     let mut server = Server::start(dir.path());
     let cut = server.log_line("torn WAL tail dropped");
     assert!(
