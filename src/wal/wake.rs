@@ -255,7 +255,8 @@ mod tests {
             1,
         )
         .expect("open");
-        storage.fail_sync_at(Some(1));
+        // The next file fsync (opening the WAL made and synced its segments).
+        storage.fail_sync_at(Some(storage.syncs() + 1));
         let held = storage.hold_syncs();
         assert_eq!(wal.append(b"first").expect("append"), 1);
         storage.wait_for_held_syncs(1);
