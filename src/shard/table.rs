@@ -341,8 +341,10 @@ pub struct TokenTable {
     /// Id → slot, hashed with `hasher`.
     index: HashTable<SlotId>,
     /// Keyed hashing of ids: ids derived from client idempotency keys must
-    /// not let a client aim at one bucket.
-    hasher: std::collections::hash_map::RandomState,
+    /// not let a client aim at one bucket, so the seed is random per table.
+    /// foldhash rather than SipHash: a 16-byte id hashes in a few
+    /// nanoseconds, which a restore does millions of times.
+    hasher: foldhash::quality::RandomState,
     /// Occupied slots.
     len: usize,
     /// Collections, names and metadata keys the slots index into.
@@ -398,18 +400,18 @@ impl TokenTable {
                     free.push(at);
                     continue;
                 };
-                let hash = hasher.hash_one(slot.id);
-                let duplicate = index
-                    .find(hash, |&q| {
-                        slot_in(chunks, q).is_some_and(|s| s.id == slot.id)
-                    })
-                    .is_some();
-                if duplicate {
-                    return Err(slot.id);
+                // One probe finds a duplicate or the place to insert.
+                let entry = index.entry(
+                    hasher.hash_one(slot.id),
+                    |&q| slot_in(chunks, q).is_some_and(|s| s.id == slot.id),
+                    |&q| slot_in(chunks, q).map_or(0, |s| hasher.hash_one(s.id)),
+                );
+                match entry {
+                    hashbrown::hash_table::Entry::Occupied(_) => return Err(slot.id),
+                    hashbrown::hash_table::Entry::Vacant(vacant) => {
+                        vacant.insert(at);
+                    }
                 }
-                index.insert_unique(hash, at, |&q| {
-                    slot_in(chunks, q).map_or(0, |s| hasher.hash_one(s.id))
-                });
                 *len += 1;
             }
         }
@@ -757,6 +759,27 @@ mod tests {
         assert_eq!(table.metadata(&slot), small);
         let big = Metadata::from_pairs([("k", "x".repeat(40).as_str())]);
         assert!(table.pack_metadata(&big).1, "40 bytes do not fit inline");
+    }
+
+    #[test]
+    fn restored_chunks_index_every_slot_and_refuse_an_id_repeated_across_chunks() {
+        let ids: Vec<TokenId> = (0..2 * CHUNK_SLOTS + 5)
+            .map(|_| TokenId::random())
+            .collect();
+        let mut slots: Vec<Option<Slot>> = ids.iter().map(|id| Some(plain_slot(*id))).collect();
+        // A freed slot in the middle is kept free.
+        slots[7] = None;
+        let chunks: Vec<Chunk> = slots.chunks(CHUNK_SLOTS).map(<[_]>::to_vec).collect();
+        let table = TokenTable::from_chunks(Tables::default(), chunks.clone()).unwrap();
+        assert_eq!(table.len(), ids.len() - 1);
+        assert!(table.get(ids[7]).is_none());
+        for (at, id) in ids.iter().enumerate().filter(|(at, _)| *at != 7) {
+            assert_eq!(table.find(*id), Some(at as SlotId));
+        }
+        let mut repeated = chunks;
+        repeated[2].push(Some(plain_slot(ids[CHUNK_SLOTS + 3])));
+        let refused = TokenTable::from_chunks(Tables::default(), repeated).err();
+        assert_eq!(refused, Some(ids[CHUNK_SLOTS + 3]));
     }
 
     #[test]
