@@ -39,6 +39,8 @@ struct FaultState {
     syncs: AtomicU64,
     /// Number of directory fsync calls so far (including failed ones).
     dir_syncs: AtomicU64,
+    /// Number of whole-file reads so far: tests check what is read twice.
+    reads: AtomicU64,
     /// The write call number that fails, or 0.
     write_fails_at: AtomicU64,
     /// The file fsync call number that fails, or 0.
@@ -113,6 +115,11 @@ impl FaultyStorage {
     /// Directory fsync calls so far.
     pub fn dir_syncs(&self) -> u64 {
         self.state.dir_syncs.load(Ordering::SeqCst)
+    }
+
+    /// Whole-file reads so far.
+    pub fn reads(&self) -> u64 {
+        self.state.reads.load(Ordering::SeqCst)
     }
 
     /// From now on, file fsyncs wait until the returned guard is dropped.
@@ -280,6 +287,7 @@ impl Storage for FaultyStorage {
     }
 
     fn read_file(&self, path: &Path, bytes_max: u64) -> io::Result<Vec<u8>> {
+        self.state.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_file(path, bytes_max)
     }
 

@@ -98,11 +98,12 @@ impl Store {
         let dir = &config.data_dir;
         let restored = restore::read(storage, dir, &config.wal, Some(shard_count), retention_ms)?;
         restore::repair(storage, dir, &restored.report)?;
-        let wal = Wal::open(
+        let wal = Wal::open_at(
             Arc::clone(storage),
             dir.clone(),
             config.wal.clone(),
             restored.next_lsn,
+            restored.report.log_end.as_ref(),
         )?;
         let store = Store {
             lock: parking_lot::Mutex::new(Some(lock)),

@@ -19,7 +19,7 @@ use crate::snapshot::file::{LoadedSnapshot, NewestValid, SnapshotFiles};
 use crate::snapshot::image::SnapshotImage;
 use crate::snapshot::load;
 use crate::storage::Storage;
-use crate::wal::{self, Record, Truncation, WalOptions};
+use crate::wal::{self, Record, SegmentEnd, Truncation, WalOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,6 +98,9 @@ pub struct RestoreReport {
     pub snapshots: NewestValid,
     /// The torn tail found at the end of the log: a start cuts it off.
     pub torn_tail: Option<Truncation>,
+    /// Where the valid frames of the log's last segment end (none: no segments): once
+    /// [`repair`] has cut the torn tail, the WAL opens there without reading the segment again.
+    pub log_end: Option<SegmentEnd>,
     /// Counters.
     pub stats: RestoreStats,
 }
@@ -124,15 +127,28 @@ pub fn read(
     retention_ms: i64,
 ) -> Result<Restored, StoreError> {
     let started = Instant::now();
-    let files = SnapshotFiles::new(Arc::clone(storage), dir.to_path_buf());
-    let mut found = files.read_newest_valid()?;
-    let loaded = found.loaded.take();
-    let snapshot = loaded.as_ref().map(|l| SnapshotUsed {
-        file: l.file.clone(),
-        lsn: l.lsn,
-        format_version: l.format_version,
+    // The WAL's last segment is read and checked on a thread of its own while the snapshot is
+    // read and decoded: neither needs the other, and the file reads are one thread's work.
+    let (snapshot, tail) = std::thread::scope(|scope| {
+        let tail = std::thread::Builder::new()
+            .name("tokend-wal-tail".into())
+            .spawn_scoped(scope, || wal::read_tail(storage.as_ref(), dir, wal_options));
+        let snapshot = read_snapshot(storage, dir);
+        let tail = match tail {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to spare: read it here.
+            Err(_) => wal::read_tail(storage.as_ref(), dir, wal_options),
+        };
+        (snapshot, tail)
     });
-    let image = loaded.map(decode_image).transpose()?;
+    // A snapshot's problem is reported before the log's, as when they were read in turn.
+    let SnapshotRead {
+        found,
+        used: snapshot,
+        image,
+    } = snapshot?;
     let covered = image.as_ref().map_or(0, |(image, _)| image.covered_lsn());
     let shard_count = shard_count.unwrap_or_else(|| {
         image
@@ -145,7 +161,7 @@ pub fn read(
         retention_ms,
         Arc::clone(&wal_options.keyring),
     )?;
-    let mut replay = wal::read_from_read_only(Arc::clone(storage), dir, covered, wal_options)?;
+    let mut replay = tail?.replay_read_only(Arc::clone(storage), covered, wal_options)?;
     let mut last_report = Instant::now();
     for record in &mut replay {
         restorer.replay(&record?)?;
@@ -176,6 +192,7 @@ pub fn read(
             snapshot,
             snapshots: found,
             torn_tail: replay.truncation().cloned(),
+            log_end: replay.end().cloned(),
             stats,
         },
     })
@@ -194,6 +211,30 @@ pub fn repair(
     }
     SnapshotFiles::new(Arc::clone(storage), dir.to_path_buf()).set_aside(&report.snapshots)?;
     Ok(())
+}
+
+/// The newest valid snapshot of a data dir, decoded.
+struct SnapshotRead {
+    /// What was found beside it (damaged and unfinished files).
+    found: NewestValid,
+    /// Which file it is (none: start from the log alone).
+    used: Option<SnapshotUsed>,
+    /// Its image, and the file it was read from.
+    image: Option<(SnapshotImage, PathBuf)>,
+}
+
+/// Reads and decodes the newest valid snapshot in `dir`.
+fn read_snapshot(storage: &Arc<dyn Storage>, dir: &Path) -> Result<SnapshotRead, StoreError> {
+    let files = SnapshotFiles::new(Arc::clone(storage), dir.to_path_buf());
+    let mut found = files.read_newest_valid()?;
+    let loaded = found.loaded.take();
+    let used = loaded.as_ref().map(|l| SnapshotUsed {
+        file: l.file.clone(),
+        lsn: l.lsn,
+        format_version: l.format_version,
+    });
+    let image = loaded.map(decode_image).transpose()?;
+    Ok(SnapshotRead { found, used, image })
 }
 
 fn decode_image(loaded: LoadedSnapshot) -> Result<(SnapshotImage, PathBuf), StoreError> {

@@ -16,7 +16,10 @@ mod spare;
 mod wake;
 mod writer;
 
-pub use reader::{read_from, read_from_read_only, repair_torn_tail, Record, Replay, Truncation};
+pub use reader::{
+    read_from, read_from_read_only, read_tail, repair_torn_tail, Record, Replay, SegmentEnd, Tail,
+    Truncation,
+};
 pub use segment::{list_segments, SegmentInfo};
 pub use writer::{Wal, WalStats};
 

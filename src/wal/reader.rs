@@ -266,6 +266,8 @@ pub struct Replay {
     segments: std::vec::IntoIter<SegmentInfo>,
     /// The last segment's contents, checked and truncated in [`read_from`], until reached.
     last_segment: Option<Bytes>,
+    /// Where the last segment's valid frames end (`None`: the WAL has no segments).
+    end: Option<SegmentEnd>,
     /// Where the last segment's frames start.
     last_frames_at: usize,
     /// The segment being read.
@@ -336,47 +338,113 @@ fn read(
     options: &WalOptions,
     repair: TailRepair,
 ) -> Result<Replay, WalError> {
+    read_tail(storage.as_ref(), dir, options)?.replay(storage, after_lsn, options, repair)
+}
+
+/// The WAL's segments, the last one already read and checked: the part of a replay that does
+/// not depend on where it starts, so a start can do it while it reads the snapshot.
+pub struct Tail {
+    /// Every segment, oldest first.
+    segments: Vec<SegmentInfo>,
+    /// The last of them, checked; `None` when there are no segments.
+    last: Option<LastSegment>,
+}
+
+/// Lists the segments in `dir` and reads and checks the last one, changing nothing on disk:
+/// [`Tail::replay`] then starts the replay (and cuts a torn tail, if asked).
+pub fn read_tail(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &WalOptions,
+) -> Result<Tail, WalError> {
     options.validate()?;
-    let all = list_segments(storage.as_ref(), dir)?;
-    let wanted = after_lsn.saturating_add(1);
-    // Start at the last segment that begins at or before the first wanted record: every earlier
-    // one holds only records below that segment's first LSN.
-    let start = all.iter().rposition(|s| s.first_lsn <= wanted).unwrap_or(0);
-    let segments: Vec<SegmentInfo> = all.into_iter().skip(start).collect();
-    let Some(last) = segments.last() else {
-        return Ok(Replay::empty(storage, options.clone(), after_lsn));
+    let segments = list_segments(storage, dir)?;
+    let last = match segments.last() {
+        Some(last) => Some(check_last_segment(storage, last, options)?),
+        None => None,
     };
-    if let Some(first) = segments.first().filter(|f| f.first_lsn > wanted) {
-        return Err(WalError::Corrupt {
-            file: first.path.clone(),
-            offset: 0,
-            reason: format!(
-                "the oldest segment starts at LSN {} but records from LSN {wanted} are needed: \
-                 LSNs {wanted}..{} are missing",
-                first.first_lsn,
-                first.first_lsn - 1
-            ),
-        });
+    Ok(Tail { segments, last })
+}
+
+impl Tail {
+    /// [`read_from_read_only`] from this tail: every record with LSN > `after_lsn`, a torn tail
+    /// only reported; `options` must be the ones the tail was read with.
+    pub fn replay_read_only(
+        self,
+        storage: Arc<dyn Storage>,
+        after_lsn: Lsn,
+        options: &WalOptions,
+    ) -> Result<Replay, WalError> {
+        self.replay(storage, after_lsn, options, TailRepair::ReportOnly)
     }
-    let tail = check_last_segment(storage.as_ref(), last, options)?;
-    if let Some(truncation) = &tail.truncation {
-        if repair == TailRepair::Cut {
-            repair_torn_tail(storage.as_ref(), truncation)?;
+
+    /// Replays every record with LSN > `after_lsn` (see [`read_from`]); `options` must be the
+    /// ones the tail was read with.
+    fn replay(
+        self,
+        storage: Arc<dyn Storage>,
+        after_lsn: Lsn,
+        options: &WalOptions,
+        repair: TailRepair,
+    ) -> Result<Replay, WalError> {
+        let Tail { segments, last } = self;
+        let wanted = after_lsn.saturating_add(1);
+        // Start at the last segment that begins at or before the first wanted record: every
+        // earlier one holds only records below that segment's first LSN.
+        let start = segments
+            .iter()
+            .rposition(|s| s.first_lsn <= wanted)
+            .unwrap_or(0);
+        let segments: Vec<SegmentInfo> = segments.into_iter().skip(start).collect();
+        let Some(tail) = last else {
+            return Ok(Replay::empty(storage, options.clone(), after_lsn));
+        };
+        if let Some(first) = segments.first().filter(|f| f.first_lsn > wanted) {
+            return Err(WalError::Corrupt {
+                file: first.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "the oldest segment starts at LSN {} but records from LSN {wanted} are \
+                     needed: LSNs {wanted}..{} are missing",
+                    first.first_lsn,
+                    first.first_lsn - 1
+                ),
+            });
         }
+        if let Some(truncation) = &tail.truncation {
+            if repair == TailRepair::Cut {
+                repair_torn_tail(storage.as_ref(), truncation)?;
+            }
+        }
+        Ok(Replay {
+            storage,
+            options: options.clone(),
+            segments: segments.into_iter(),
+            last_frames_at: tail.frames_at,
+            end_next_lsn: tail.end.next_lsn,
+            end: Some(tail.end),
+            last_segment: Some(Bytes::from(tail.data)),
+            current: None,
+            expected_lsn: None,
+            after_lsn,
+            truncation: tail.truncation,
+            failed: false,
+        })
     }
-    Ok(Replay {
-        storage,
-        options: options.clone(),
-        segments: segments.into_iter(),
-        last_frames_at: tail.frames_at,
-        last_segment: Some(Bytes::from(tail.data)),
-        current: None,
-        expected_lsn: None,
-        after_lsn,
-        end_next_lsn: tail.next_lsn,
-        truncation: tail.truncation,
-        failed: false,
-    })
+}
+
+/// Where the frames of the WAL's last segment end, as replay found them: what
+/// [`super::Wal::open_at`] needs to go on appending without reading the segment again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEnd {
+    /// The segment.
+    pub info: SegmentInfo,
+    /// How it is laid out.
+    pub layout: Layout,
+    /// Bytes up to the end of its last valid frame.
+    pub valid_len: u64,
+    /// The LSN after its last valid frame.
+    pub next_lsn: Lsn,
 }
 
 /// The last segment, checked: its valid frames, and the torn tail after them.
@@ -386,8 +454,8 @@ struct LastSegment {
     data: Vec<u8>,
     /// Where its frames start.
     frames_at: usize,
-    /// The LSN after its last valid frame.
-    next_lsn: Lsn,
+    /// Where its valid frames end.
+    end: SegmentEnd,
     /// What was cut off `data`, if anything.
     truncation: Option<Truncation>,
 }
@@ -438,8 +506,13 @@ fn check_last_segment(
     data.shrink_to_fit();
     Ok(LastSegment {
         frames_at: layout.frames_at().min(data.len()),
+        end: SegmentEnd {
+            info: last.clone(),
+            layout,
+            valid_len: scan.valid_len as u64,
+            next_lsn: scan.next_lsn,
+        },
         data,
-        next_lsn: scan.next_lsn,
         truncation,
     })
 }
@@ -472,6 +545,7 @@ impl Replay {
             options,
             segments: Vec::new().into_iter(),
             last_segment: None,
+            end: None,
             last_frames_at: 0,
             current: None,
             expected_lsn: None,
@@ -485,6 +559,12 @@ impl Replay {
     /// The torn tail cut off when replay started, for the caller to log.
     pub fn truncation(&self) -> Option<&Truncation> {
         self.truncation.as_ref()
+    }
+
+    /// Where the last segment's valid frames end (`None`: no segments): once the torn tail (if
+    /// any) is cut, [`super::Wal::open_at`] goes on from there without reading it again.
+    pub fn end(&self) -> Option<&SegmentEnd> {
+        self.end.as_ref()
     }
 
     /// The LSN to give [`super::Wal::open`] once the iteration has completed without error: one

@@ -14,7 +14,7 @@
 //! what is on disk.
 
 use super::frame::{self, encode_into, PayloadCrc, FRAME_HEADER_BYTES};
-use super::reader::{read_and_scan, Scanned};
+use super::reader::{read_and_scan, Scanned, SegmentEnd};
 use super::segment::{
     list_segments, ActiveSegment, Layout, SegmentInfo, SpareFile, FORMAT_VERSION,
 };
@@ -164,6 +164,20 @@ impl Wal {
         options: WalOptions,
         next_lsn: Lsn,
     ) -> Result<Wal, WalError> {
+        Self::open_at(storage, dir, options, next_lsn, None)
+    }
+
+    /// [`Wal::open`] right after a replay of the same directory: `end` is where the replay
+    /// found the last segment's frames ending ([`super::Replay::end`]; its torn tail, if any,
+    /// already cut), so the segment is not read and checked a second time. An `end` that is not
+    /// the last segment's any more is ignored.
+    pub fn open_at(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        options: WalOptions,
+        next_lsn: Lsn,
+        end: Option<&SegmentEnd>,
+    ) -> Result<Wal, WalError> {
         options.validate()?;
         if next_lsn == 0 {
             return Err(WalError::InvalidOptions("the first LSN is 1, not 0".into()));
@@ -176,7 +190,13 @@ impl Wal {
         let mut segments = list_segments(storage.as_ref(), &dir)?;
         let active = match segments.last() {
             None => ActiveSegment::create(storage.as_ref(), &dir, next_lsn, size)?,
-            Some(last) => continue_or_start(storage.as_ref(), &dir, &options, last, next_lsn)?,
+            Some(last) => {
+                let end = match end.filter(|end| end.info == *last) {
+                    Some(end) => end.clone(),
+                    None => read_end(storage.as_ref(), last, &options)?,
+                };
+                continue_or_start(storage.as_ref(), &dir, &options, end, next_lsn)?
+            }
         };
         if segments.last() != Some(&active.info) {
             segments.push(active.info.clone());
@@ -480,13 +500,13 @@ impl Wal {
 /// Decides where appends go when segments exist: continue the last one, or start a new one
 /// (after a headerless segment of an earlier build, which is never appended to, or when the log
 /// ends before `next_lsn`).
-fn continue_or_start(
+/// Reads the last segment `last` to find where its frames end; damage there is an error
+/// (replay cuts a torn tail before the WAL opens).
+fn read_end(
     storage: &dyn Storage,
-    dir: &Path,
-    options: &WalOptions,
     last: &SegmentInfo,
-    next_lsn: Lsn,
-) -> Result<ActiveSegment, WalError> {
+    options: &WalOptions,
+) -> Result<SegmentEnd, WalError> {
     // Only the layout and the end of the frames are needed: the bytes go at once.
     let Scanned { layout, scan, .. } = read_and_scan(storage, last, options)?;
     if let Some((offset, reason)) = scan.bad {
@@ -496,21 +516,37 @@ fn continue_or_start(
             reason: format!("{reason} (replay the WAL before opening it: replay cuts a torn tail)"),
         });
     }
-    let last_lsn = scan.next_lsn - 1;
+    Ok(SegmentEnd {
+        info: last.clone(),
+        layout,
+        valid_len: scan.valid_len as u64,
+        next_lsn: scan.next_lsn,
+    })
+}
+
+/// The segment appends go to: the last one, from where its frames end, or a new one.
+fn continue_or_start(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &WalOptions,
+    end: SegmentEnd,
+    next_lsn: Lsn,
+) -> Result<ActiveSegment, WalError> {
+    let last_lsn = end.next_lsn - 1;
     if next_lsn <= last_lsn {
         return Err(WalError::LsnBehind {
             next_lsn,
             last_lsn,
-            file: last.path.clone(),
+            file: end.info.path,
         });
     }
-    match layout {
+    match end.layout {
         // Appends go on right after the last frame: over the zeros of a pre-allocated segment,
         // or at the end of one an earlier build wrote (which grows until the next rotation).
         Layout::Headed {
             version: FORMAT_VERSION,
-        } if next_lsn == scan.next_lsn => {
-            ActiveSegment::open_existing(storage, last.clone(), scan.valid_len as u64)
+        } if next_lsn == end.next_lsn => {
+            ActiveSegment::open_existing(storage, end.info, end.valid_len)
         }
         // Either the empty (or zeroed) file is replaced by a new segment now, or the log ends
         // before `next_lsn` (records that were never fsynced are covered by a snapshot) and a
@@ -1003,6 +1039,72 @@ mod tests {
             Wal::open(storage, dir.path(), bad, 1),
             Err(WalError::InvalidOptions(_))
         ));
+    }
+
+    #[test]
+    fn open_at_the_end_a_replay_found_reads_nothing_and_appends_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options();
+        let fs: Arc<dyn Storage> = Arc::new(FsStorage::new());
+        let wal = Wal::open(Arc::clone(&fs), dir.path(), opts.clone(), 1).unwrap();
+        for _ in 0..3 {
+            let lsn = wal.append(b"before").unwrap();
+            block_on(wal.wait_durable(lsn)).unwrap();
+        }
+        wal.close().unwrap();
+        drop(wal);
+
+        let storage = FaultyStorage::new();
+        let replay =
+            crate::wal::read_from(Arc::new(storage.clone()), dir.path(), 0, &opts).unwrap();
+        let end = replay.end().cloned().unwrap();
+        assert_eq!(end.next_lsn, 4);
+        let next_lsn = replay.next_lsn();
+        assert_eq!(replay.count(), 3);
+        let reads = storage.reads();
+        let wal = Wal::open_at(
+            Arc::new(storage.clone()),
+            dir.path(),
+            opts.clone(),
+            next_lsn,
+            Some(&end),
+        )
+        .unwrap();
+        assert_eq!(storage.reads(), reads, "the last segment is not read again");
+        let lsn = wal.append(b"after").unwrap();
+        assert_eq!(lsn, 4);
+        block_on(wal.wait_durable(lsn)).unwrap();
+        wal.close().unwrap();
+        drop(wal);
+
+        let records: Vec<_> = crate::wal::read_from(Arc::clone(&fs), dir.path(), 0, &opts)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let seen: Vec<(Lsn, &[u8])> = records.iter().map(|r| (r.lsn, &r.payload[..])).collect();
+        assert_eq!(
+            seen,
+            [
+                (1, &b"before"[..]),
+                (2, b"before"),
+                (3, b"before"),
+                (4, b"after")
+            ]
+        );
+
+        // An end that names another segment than the last is not trusted: the last is read.
+        let stale = SegmentEnd {
+            info: SegmentInfo {
+                first_lsn: 1,
+                path: dir.path().join("elsewhere.log"),
+            },
+            ..end
+        };
+        let reads = storage.reads();
+        let wal =
+            Wal::open_at(Arc::new(storage.clone()), dir.path(), opts, 5, Some(&stale)).unwrap();
+        assert_eq!(storage.reads(), reads + 1);
+        assert_eq!(wal.append(b"again").unwrap(), 5);
     }
 
     #[test]
