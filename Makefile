@@ -38,7 +38,7 @@ BATCH_ITEMS ?= 100
 # `make bench-pin`: pre-created tokens (also Redis's keys) and the two CPUs:
 # the server's (tokend, then Redis) and the load generator's. Its
 # connections and seconds are C and D.
-PIN_N ?= 600000
+PIN_N ?= 1000000
 PIN_SERVER_CPU ?= 0
 PIN_LOAD_CPU ?= 1
 # `make bench-cluster`: its connections, seconds and pre-created tokens (of
