@@ -128,7 +128,8 @@ pub fn read(
 ) -> Result<Restored, StoreError> {
     let started = Instant::now();
     // The WAL's last segment is read and checked on a thread of its own while the snapshot is
-    // read and decoded: neither needs the other, and the file reads are one thread's work.
+    // read and decoded: neither needs the other, and reading the snapshot file keeps one core
+    // busy and leaves the other idle.
     let (snapshot, tail) = std::thread::scope(|scope| {
         let tail = std::thread::Builder::new()
             .name("tokend-wal-tail".into())

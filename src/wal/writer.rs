@@ -497,9 +497,6 @@ impl Wal {
     }
 }
 
-/// Decides where appends go when segments exist: continue the last one, or start a new one
-/// (after a headerless segment of an earlier build, which is never appended to, or when the log
-/// ends before `next_lsn`).
 /// Reads the last segment `last` to find where its frames end; damage there is an error
 /// (replay cuts a torn tail before the WAL opens).
 fn read_end(
@@ -524,7 +521,9 @@ fn read_end(
     })
 }
 
-/// The segment appends go to: the last one, from where its frames end, or a new one.
+/// Decides where appends go when segments exist, given where the last one's frames `end`:
+/// continue the last one, or start a new one (after a headerless segment of an earlier build,
+/// which is never appended to, or when the log ends before `next_lsn`).
 fn continue_or_start(
     storage: &dyn Storage,
     dir: &Path,
