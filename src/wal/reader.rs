@@ -276,8 +276,6 @@ pub struct Replay {
     expected_lsn: Option<Lsn>,
     /// Records up to this LSN are skipped.
     after_lsn: Lsn,
-    /// LSN after the last valid record of the WAL (from the last segment's name and frames).
-    end_next_lsn: Lsn,
     /// The torn tail cut off by [`read_from`], if any.
     truncation: Option<Truncation>,
     /// Set after an error is returned, to end the iteration.
@@ -421,7 +419,6 @@ impl Tail {
             options: options.clone(),
             segments: segments.into_iter(),
             last_frames_at: tail.frames_at,
-            end_next_lsn: tail.end.next_lsn,
             end: Some(tail.end),
             last_segment: Some(Bytes::from(tail.data)),
             current: None,
@@ -550,7 +547,6 @@ impl Replay {
             current: None,
             expected_lsn: None,
             after_lsn,
-            end_next_lsn: 1,
             truncation: None,
             failed: false,
         }
@@ -571,7 +567,9 @@ impl Replay {
     /// past the last record in the WAL, or past `after_lsn` when the WAL ends before it (for
     /// example when a snapshot is newer than the WAL kept without fsync).
     pub fn next_lsn(&self) -> Lsn {
-        self.end_next_lsn.max(self.after_lsn.saturating_add(1))
+        // One past the last record: an empty WAL continues at LSN 1.
+        let end_next_lsn = self.end.as_ref().map_or(1, |end| end.next_lsn);
+        end_next_lsn.max(self.after_lsn.saturating_add(1))
     }
 
     fn fail(&mut self, err: WalError) -> Option<Result<Record, WalError>> {
