@@ -11,9 +11,8 @@
 //! tokens held rather than the largest requests seen.
 
 /// Size from which an allocation gets its own mapping: glibc's own starting
-/// value, held fixed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
+/// value, held fixed. Token chunks are sized above it (`shard::table`).
+pub const MMAP_THRESHOLD_BYTES: usize = 128 * 1024;
 
 /// The environment variable with which a user sets the threshold
 /// themselves; when present, their choice stands.
@@ -31,7 +30,8 @@ pub fn tune_for_server() {
         }
         // SAFETY: mallopt only reads its two integer arguments and updates
         // the allocator's parameters under the allocator's own lock.
-        let accepted = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) };
+        let accepted =
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES as libc::c_int) };
         if accepted != 1 {
             tracing::warn!("glibc refused a fixed mmap threshold; memory may stay resident after large requests");
         }

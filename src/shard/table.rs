@@ -43,10 +43,8 @@ use std::sync::Arc;
 /// fill 44 pages exactly.
 pub const CHUNK_SLOTS: usize = 2047;
 
-/// glibc's mmap threshold that [`CHUNK_SLOTS`] is sized against.
-const CHUNK_MAPPED_BYTES_MIN: usize = 128 * 1024;
 const _: () = assert!(
-    CHUNK_SLOTS * std::mem::size_of::<Option<Slot>>() >= CHUNK_MAPPED_BYTES_MIN,
+    CHUNK_SLOTS * std::mem::size_of::<Option<Slot>>() >= crate::malloc::MMAP_THRESHOLD_BYTES,
     "a chunk gets a mapping of its own"
 );
 const _: () = assert!(
