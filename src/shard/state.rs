@@ -12,7 +12,7 @@ mod lifecycle;
 use super::command::{apply_logged, TokenCommand};
 use super::deadlines::Deadlines;
 use super::outcome::{Created, Deleted, Redeemed, Rejection};
-use super::table::{Slot, SlotId, TableCapture, TokenTable};
+use super::table::{Slot, SlotId, SlotMillis, TableCapture, TokenTable};
 use crate::catalog::Catalog;
 use crate::clock::Millis;
 use crate::command::{Delete, NewToken, Redeem, ShardCommand};
@@ -90,7 +90,7 @@ fn sort_by_creation(index: &mut [SlotId], table: &TokenTable) {
         table
             .slot(at)
             .map_or((Millis::MIN, TokenId(uuid::Uuid::nil())), |s| {
-                (s.created_at_ms, s.id)
+                (s.created_at_ms(), s.id)
             })
     };
     let mut run: Vec<(TokenId, SlotId)> = Vec::new();
@@ -166,8 +166,8 @@ impl ShardState {
             counts.add(slot.status);
             match slot.status {
                 Status::Active | Status::Held => {
-                    if slot.expires_at_ms != NEVER {
-                        expiries.push((slot.expires_at_ms, at));
+                    if slot.expires_at_ms() != NEVER {
+                        expiries.push((slot.expires_at_ms(), at));
                     }
                     if let Some(hold) = &slot.extra().lifecycle().hold {
                         holds.push((hold.expires_at_ms, at));
@@ -367,8 +367,9 @@ impl ShardState {
         let created_by = tables.names.intern_name(&new.created_by);
         let slot = Slot {
             id: new.id,
-            created_at_ms: now,
-            expires_at_ms,
+            // The clock is past 1970 and lifetimes are bounded: inside.
+            created_at: SlotMillis::clamped(now),
+            expires_at: SlotMillis::clamped(expires_at_ms),
             extra: (!extra.is_empty()).then(|| Arc::new(extra)),
             collection: collection_at,
             created_by,
@@ -511,7 +512,7 @@ impl ShardState {
             .extra_mut()
             .lifecycle_mut()
             .end_hold(HoldEnd::Expired, now);
-        let to = if now >= token.expires_at_ms {
+        let to = if now >= token.expires_at_ms() {
             Status::Expired
         } else {
             Status::Active
@@ -520,7 +521,7 @@ impl ShardState {
         token.status = to;
         if to == Status::Expired {
             token.free_data();
-            let expires_at_ms = token.expires_at_ms;
+            let expires_at_ms = token.expires_at_ms();
             self.purges
                 .push(expires_at_ms.saturating_add(retention_ms), at);
         }
@@ -580,7 +581,11 @@ impl ShardState {
                 && (query.statuses.is_empty() || query.statuses.contains(&t.status_at(now)))
                 && (query.types.is_empty() || query.types.contains(&t.kind))
         };
-        let after = |t: &Slot| query.after.is_none_or(|pos| (t.created_at_ms, t.id) > pos);
+        let after = |t: &Slot| {
+            query
+                .after
+                .is_none_or(|pos| (t.created_at_ms(), t.id) > pos)
+        };
         let mut found: Vec<&Slot> = Vec::new();
         if !query.ids.is_empty() {
             found.extend(
@@ -595,7 +600,7 @@ impl ShardState {
             let created = |at: &SlotId| {
                 self.table
                     .slot(*at)
-                    .map_or(Millis::MIN, |t| t.created_at_ms)
+                    .map_or(Millis::MIN, |t| t.created_at_ms())
             };
             let start = query
                 .after
@@ -607,7 +612,7 @@ impl ShardState {
                 let Some(token) = self.table.slot(*at) else {
                     continue;
                 };
-                if boundary.is_some_and(|b| token.created_at_ms > b) {
+                if boundary.is_some_and(|b| token.created_at_ms() > b) {
                     break;
                 }
                 if token.is_purged(now, self.retention_ms) || !after(token) || !matches(token) {
@@ -615,11 +620,11 @@ impl ShardState {
                 }
                 found.push(token);
                 if found.len() >= wanted && boundary.is_none() {
-                    boundary = Some(token.created_at_ms);
+                    boundary = Some(token.created_at_ms());
                 }
             }
         }
-        found.sort_by_key(|t| (t.created_at_ms, t.id));
+        found.sort_by_key(|t| (t.created_at_ms(), t.id));
         found.truncate(wanted);
         ListPage {
             tokens: found.into_iter().map(|t| self.table.view(t)).collect(),
@@ -657,7 +662,7 @@ impl ShardState {
             };
             // A stale entry: the token was spent or deleted before expiring
             // (or the slot now holds another token).
-            if token.expires_at_ms != deadline {
+            if token.expires_at_ms() != deadline {
                 continue;
             }
             if token.status == Status::Held {
@@ -735,7 +740,7 @@ impl ShardState {
     fn index(&mut self, account: AccountId, at: SlotId) {
         let table = &self.table;
         let index = self.by_account.entry(account).or_default();
-        let created = |s: &SlotId| table.slot(*s).map_or(Millis::MIN, |t| t.created_at_ms);
+        let created = |s: &SlotId| table.slot(*s).map_or(Millis::MIN, |t| t.created_at_ms());
         let created_at = created(&at);
         // Live commands arrive in time order, so this is a push; replay after a
         // change of shard count may interleave shards and needs the insert.
@@ -779,7 +784,7 @@ mod tests {
         let key = |at: &SlotId| {
             table
                 .slot(*at)
-                .map(|s| (s.created_at_ms, s.id))
+                .map(|s| (s.created_at_ms(), s.id))
                 .expect("a slot")
         };
         assert!(index.windows(2).all(|w| key(&w[0]) <= key(&w[1])));
@@ -799,7 +804,7 @@ mod tests {
         for (created_at_ms, count) in [(5, 50), (7, 30), (8, 1), (6, 10)] {
             for _ in 0..count {
                 let mut slot = plain_slot(TokenId::random());
-                slot.created_at_ms = created_at_ms;
+                slot.created_at = SlotMillis::clamped(created_at_ms);
                 slots.push(table.insert(slot));
             }
         }

@@ -1,8 +1,9 @@
 //! The compact token table of one shard.
 //!
 //! Millions of tokens live in memory, so each is one fixed-size [`Slot`]
-//! (88 bytes) in a chunked array instead of a separately allocated struct:
+//! (80 bytes) in a chunked array instead of a separately allocated struct:
 //!
+//! - the two times every token has are six bytes each ([`SlotMillis`]);
 //! - the collection and the creating key's name are 4-byte indexes into
 //!   per-shard tables (a shard sees few distinct ones);
 //! - metadata is packed inline ([`META_INLINE_BYTES`] bytes): key names are
@@ -23,14 +24,14 @@
 
 use crate::clock::Millis;
 use crate::ids::{CollectionId, TokenId};
-use crate::model::token;
+use crate::model::token::{self, NEVER};
 use crate::model::{Collection, Metadata, Status, Token, TokenExtra, TokenType};
 use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// Slots per chunk: 176 KiB chunks, small enough that copying one on write
+/// Slots per chunk: 160 KiB chunks, small enough that copying one on write
 /// costs microseconds, large enough that a capture clones few pointers.
 ///
 /// Above glibc's mmap threshold (128 KiB, held fixed by `crate::malloc`), so
@@ -40,7 +41,7 @@ use std::sync::Arc;
 /// freed space around them. With 88 KiB chunks, 3 of 6 runs of creating
 /// 1 000 000 tokens in batches grew by 210–240 B per token instead of 120.
 /// 2047 slots, not 2048, so that the allocation and glibc's 16-byte header
-/// fill 44 pages exactly.
+/// end just under a page boundary (40 pages, 64 bytes spare).
 pub const CHUNK_SLOTS: usize = 2047;
 
 const _: () = assert!(
@@ -55,8 +56,9 @@ const _: () = assert!(
     "a chunk's mapping ends close to a page boundary"
 );
 /// Bytes of packed metadata stored in the slot itself (with the count byte).
-/// Sized so the slot is 88 bytes; three 8-character pairs take 31.
-pub const META_INLINE_BYTES: usize = 38;
+/// Sized so the slot is 80 bytes; three 8-character pairs take 31, three
+/// pairs of 9 take 34.
+pub const META_INLINE_BYTES: usize = 34;
 /// Count byte of a slot whose metadata is in `TokenExtra::metadata_overflow`.
 const META_OVERFLOW: u8 = u8::MAX;
 /// Most distinct metadata key names a shard interns: clients choose keys
@@ -74,9 +76,9 @@ pub struct Slot {
     pub id: TokenId,
     /// Creation time; also the list order (with the id). The start of
     /// validity is the same unless the extra part says otherwise.
-    pub created_at_ms: Millis,
-    /// End of validity (exclusive); [`NEVER`](crate::model::token::NEVER) when it never expires.
-    pub expires_at_ms: Millis,
+    pub created_at: SlotMillis,
+    /// End of validity (exclusive); [`NEVER`] when it never expires.
+    pub expires_at: SlotMillis,
     /// Everything rarely present, shared with the views handed to readers.
     pub extra: Option<Arc<TokenExtra>>,
     /// Index of the governing collection in the shard's collection table.
@@ -94,27 +96,103 @@ pub struct Slot {
 
 // Memory per token is this slot plus the index entry: a field added to every
 // token must be argued for here (the rare ones go in the extra part).
-const _: () = assert!(std::mem::size_of::<Slot>() == 88, "a slot is 88 bytes");
+const _: () = assert!(std::mem::size_of::<Slot>() == 80, "a slot is 80 bytes");
+const _: () = assert!(
+    std::mem::size_of::<Option<Slot>>() == std::mem::size_of::<Slot>(),
+    "an empty slot costs nothing more"
+);
+
+/// A millisecond instant in six bytes instead of eight: the two times every
+/// slot holds, so two bytes each of 80 per token.
+///
+/// Every instant a token holds fits in 0 ..= 2^48 − 2 (1970 to year 10889):
+/// the API accepts instants up to
+/// [`MILLIS_MAX`](crate::timestamp::MILLIS_MAX) (year 9999, under 2^48),
+/// lifetimes are bounded (a century) past the clock's now, and [`NEVER`] has
+/// the one code left, 2^48 − 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotMillis([u8; 6]);
+
+impl SlotMillis {
+    /// The code of [`NEVER`].
+    const NEVER_CODE: u64 = (1 << 48) - 1;
+
+    /// `ms` packed, or `None` when it is outside what a slot can hold (only
+    /// a damaged snapshot says so).
+    pub fn new(ms: Millis) -> Option<SlotMillis> {
+        let code = if ms == NEVER {
+            SlotMillis::NEVER_CODE
+        } else {
+            u64::try_from(ms)
+                .ok()
+                .filter(|code| *code < SlotMillis::NEVER_CODE)?
+        };
+        let bytes = code.to_le_bytes();
+        Some(SlotMillis([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5],
+        ]))
+    }
+
+    /// `ms` packed, moved into what a slot can hold: the API's instants,
+    /// lifetimes and a clock past 1970 are all inside, so this moves nothing
+    /// unless the clock itself is wrong by centuries.
+    pub fn clamped(ms: Millis) -> SlotMillis {
+        const LAST: Millis = SlotMillis::NEVER_CODE as Millis - 1;
+        debug_assert!(
+            ms == NEVER || (0..=LAST).contains(&ms),
+            "an instant a slot cannot hold: {ms}"
+        );
+        let inside = if ms == NEVER { ms } else { ms.clamp(0, LAST) };
+        SlotMillis::new(inside).unwrap_or(SlotMillis([0; 6]))
+    }
+
+    /// The instant.
+    pub fn get(self) -> Millis {
+        let [a, b, c, d, e, f] = self.0;
+        let code = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]);
+        if code == SlotMillis::NEVER_CODE {
+            NEVER
+        } else {
+            // Under 2^48: fits.
+            code as Millis
+        }
+    }
+}
 
 impl Slot {
+    /// Creation time.
+    pub fn created_at_ms(&self) -> Millis {
+        self.created_at.get()
+    }
+
+    /// End of validity (exclusive); [`NEVER`] when it never expires.
+    pub fn expires_at_ms(&self) -> Millis {
+        self.expires_at.get()
+    }
+
     /// Start of validity.
     pub fn active_from_ms(&self) -> Millis {
         self.extra
             .as_ref()
             .and_then(|e| e.active_from_ms)
-            .unwrap_or(self.created_at_ms)
+            .unwrap_or_else(|| self.created_at_ms())
     }
 
     /// See [`Token::status_at`].
     pub fn status_at(&self, now: Millis) -> Status {
-        token::status_at(self.status, self.expires_at_ms, self.extra.as_deref(), now)
+        token::status_at(
+            self.status,
+            self.expires_at_ms(),
+            self.extra.as_deref(),
+            now,
+        )
     }
 
     /// See [`Token::tombstone_since`].
     pub fn tombstone_since(&self, now: Millis) -> Option<Millis> {
         token::tombstone_since(
             self.status_at(now),
-            self.expires_at_ms,
+            self.expires_at_ms(),
             self.extra.as_deref(),
         )
     }
@@ -638,9 +716,9 @@ fn view_of(
         // Slots only ever index entries of their own tables.
         collection: Arc::clone(&collections[slot.collection as usize]),
         created_by: Arc::clone(&names[slot.created_by as usize]),
-        created_at_ms: slot.created_at_ms,
+        created_at_ms: slot.created_at_ms(),
         active_from_ms: slot.active_from_ms(),
-        expires_at_ms: slot.expires_at_ms,
+        expires_at_ms: slot.expires_at_ms(),
         metadata: metadata_of(slot, keys),
         extra: slot.extra.clone(),
         status: slot.status,
@@ -736,8 +814,8 @@ impl ChunkBuilder {
 pub(super) fn plain_slot(id: TokenId) -> Slot {
     Slot {
         id,
-        created_at_ms: 0,
-        expires_at_ms: crate::model::token::NEVER,
+        created_at: SlotMillis::clamped(0),
+        expires_at: SlotMillis::clamped(NEVER),
         extra: None,
         collection: 0,
         created_by: 0,
@@ -752,8 +830,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slot_is_88_bytes() {
-        assert_eq!(std::mem::size_of::<Option<Slot>>(), 88);
+    fn a_slot_is_80_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Slot>>(), 80);
+    }
+
+    #[test]
+    fn slot_times_hold_every_instant_a_token_can_have_and_refuse_the_rest() {
+        let last = (1i64 << 48) - 2;
+        for ms in [
+            0,
+            1,
+            1_768_672_823_004,
+            crate::timestamp::MILLIS_MAX,
+            last,
+            NEVER,
+        ] {
+            assert_eq!(SlotMillis::new(ms).map(SlotMillis::get), Some(ms), "{ms}");
+            assert_eq!(SlotMillis::clamped(ms).get(), ms, "{ms}");
+        }
+        for ms in [-1, last + 1, NEVER - 1, Millis::MIN] {
+            assert_eq!(SlotMillis::new(ms), None, "{ms}");
+        }
+        assert_ne!(SlotMillis::new(last), SlotMillis::new(NEVER));
     }
 
     #[test]

@@ -65,8 +65,8 @@ use crate::model::{
     Encryption, EncryptionKey, Lifecycle, Metadata, Redemption, Status, TokenExtra, TokenType,
 };
 use crate::shard::table::{
-    overflow_meta, pack_inline, read_varint, write_varint, ChunkBuilder, Slot, TableCapture,
-    META_INLINE_BYTES,
+    overflow_meta, pack_inline, read_varint, write_varint, ChunkBuilder, Slot, SlotMillis,
+    TableCapture, META_INLINE_BYTES,
 };
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -215,12 +215,12 @@ fn encode_token(
     out.extend_from_slice(slot.id.0.as_bytes());
     write_varint(out, u64::from(slot.collection));
     write_varint(out, u64::from(slot.created_by));
-    out.extend_from_slice(&slot.created_at_ms.to_le_bytes());
+    out.extend_from_slice(&slot.created_at_ms().to_le_bytes());
     write_varint(
         out,
-        zigzag(slot.active_from_ms().wrapping_sub(slot.created_at_ms)),
+        zigzag(slot.active_from_ms().wrapping_sub(slot.created_at_ms())),
     );
-    let never = slot.expires_at_ms == NEVER;
+    let never = slot.expires_at_ms() == NEVER;
     let extra = slot.extra.as_deref();
     let sealed = keyring.is_on()
         && extra.is_some_and(|extra| extra.data.is_some() || extra.encryption.is_some());
@@ -238,7 +238,7 @@ fn encode_token(
     if !never {
         write_varint(
             out,
-            zigzag(slot.expires_at_ms.wrapping_sub(slot.created_at_ms)),
+            zigzag(slot.expires_at_ms().wrapping_sub(slot.created_at_ms())),
         );
     }
     encode_metadata(out, slot);
@@ -630,10 +630,13 @@ fn decode_token<'a>(
             overflow_meta()
         }
     };
+    let time = |ms: Millis, what: &str| {
+        SlotMillis::new(ms).ok_or_else(|| format!("token {id}: {what} {ms} out of range"))
+    };
     Ok(Slot {
         id,
-        created_at_ms: head.created_at_ms,
-        expires_at_ms: head.expires_at_ms,
+        created_at: time(head.created_at_ms, "created_at")?,
+        expires_at: time(head.expires_at_ms, "expires_at")?,
         extra: (!extra.is_empty()).then(|| Arc::new(extra)),
         collection: head.collection,
         created_by: head.created_by,

@@ -100,7 +100,7 @@ impl ShardState {
             .ttl_secs
             .unwrap_or(ttl_secs_max)
             .saturating_mul(1000);
-        let expires_at_ms = now.saturating_add(ttl_ms).min(token.expires_at_ms);
+        let expires_at_ms = now.saturating_add(ttl_ms).min(token.expires_at_ms());
         self.settle_hold(at, now);
         let Some(token) = self.table.slot_mut(at) else {
             return Err(Rejection::TokenNotFound);
@@ -182,7 +182,10 @@ impl ShardState {
             return Err(Rejection::TokenNotFound);
         };
         // A live hold ends before the token does, so the token is active.
-        debug_assert!(now < token.expires_at_ms, "a hold never outlives its token");
+        debug_assert!(
+            now < token.expires_at_ms(),
+            "a hold never outlives its token"
+        );
         self.counts.moved(token.status, Status::Active);
         token.status = Status::Active;
         token
@@ -236,14 +239,14 @@ impl ShardState {
         let Some(token) = self.table.slot_mut(at) else {
             return Err(Rejection::TokenNotFound);
         };
-        let to = if now >= token.expires_at_ms {
+        let to = if now >= token.expires_at_ms() {
             Status::Expired
         } else {
             Status::Active
         };
         self.counts.moved(token.status, to);
         token.status = to;
-        let expires_at_ms = token.expires_at_ms;
+        let expires_at_ms = token.expires_at_ms();
         let extra = token.extra_mut();
         let Some(redemption) = extra.redemption.take() else {
             return Err(Rejection::NotRedeemed);
