@@ -158,6 +158,7 @@ async fn serve(args: ServeArgs, keyring: Arc<Keyring>) -> Result<(), String> {
             app
         }
     };
+    tokend::malloc::release_free_memory();
     let handle = app.handle();
     actix_web::rt::spawn(async move {
         let signal = stop_signal().await;

@@ -37,3 +37,19 @@ pub fn tune_for_server() {
         }
     }
 }
+
+/// Hands the free pages inside the heaps back to the OS. Call once, after
+/// start-up: building the API's document and schemas, and restoring, peak
+/// well above what they keep (an empty server held 9 MiB of heap for 3 MiB
+/// live), and glibc only returns free memory at a heap's top by itself.
+/// A no-op on other platforms and allocators.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes no pointers; it walks the allocator's
+        // arenas under their own locks.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
