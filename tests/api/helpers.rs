@@ -64,6 +64,7 @@ pub struct TestAppBuilder {
     shard_mailbox_max: usize,
     rate_limit: RateLimitSettings,
     http_workers: usize,
+    snapshot_interval: Option<Duration>,
 }
 
 impl TestAppBuilder {
@@ -112,6 +113,12 @@ impl TestAppBuilder {
     /// Requests one shard may hold at once (`--shard-mailbox-max`).
     pub fn shard_mailbox_max(mut self, max: usize) -> Self {
         self.shard_mailbox_max = max;
+        self
+    }
+
+    /// Takes periodic snapshots at this interval (else only when a test asks).
+    pub fn snapshot_interval(mut self, interval: Duration) -> Self {
+        self.snapshot_interval = Some(interval);
         self
     }
 
@@ -171,8 +178,10 @@ impl TestAppBuilder {
             admin_key: AdminKey::from_key(ADMIN),
             clock: clock.clone(),
             http_workers: self.http_workers,
-            // Snapshots only when a test asks for one.
-            snapshot_interval: Duration::from_secs(24 * 3600),
+            // Snapshots only when a test asks for them.
+            snapshot_interval: self
+                .snapshot_interval
+                .unwrap_or(Duration::from_secs(24 * 3600)),
             snapshot_wal_bytes: u64::MAX,
             edge: self.edge,
             rate_limit: self.rate_limit,
@@ -506,6 +515,7 @@ impl TestApp {
             shard_mailbox_max: SHARD_MAILBOX_MAX_DEFAULT,
             rate_limit: RateLimitSettings::OFF,
             http_workers: 1,
+            snapshot_interval: None,
         }
     }
 

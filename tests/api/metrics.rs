@@ -6,6 +6,7 @@ use crate::helpers::{id_of, unknown_id, TestApp, ADMIN, DAY, SECOND};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// Labels of one series, sorted by name.
 type Labels = BTreeMap<String, String>;
@@ -385,6 +386,52 @@ async fn wal_and_snapshot_metrics_record_fsyncs_batches_and_snapshots() {
         f64::from(created)
     );
     assert_eq!(scrape2.value("tokend_snapshot_failures_total", &[]), 0.0);
+}
+
+/// The periodic schedule snapshots what changed, and writes nothing while
+/// the server is idle (the same state would be written again and again).
+#[actix_web::test]
+async fn periodic_snapshots_follow_changes_and_stop_while_idle() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let app = TestApp::builder().snapshot_interval(INTERVAL).spawn().await;
+    let tenant = app.tenant().await;
+    app.create_token_in(&tenant.key, &tenant.collection_id)
+        .await;
+    let taken = |s: &Scrape| s.value("tokend_snapshot_duration_seconds_count", &[]);
+    snapshot_holding(&app, 1.0).await;
+    // A snapshot that read the log's position just before the token was
+    // created may still be followed by one more: let it pass.
+    actix_web::rt::time::sleep(INTERVAL * 2 + INTERVAL / 2).await;
+    let settled = taken(&scrape(&app).await);
+    actix_web::rt::time::sleep(INTERVAL * 3 + INTERVAL / 2).await;
+    assert_eq!(
+        taken(&scrape(&app).await),
+        settled,
+        "no snapshot while nothing changes"
+    );
+
+    app.create_token_in(&tenant.key, &tenant.collection_id)
+        .await;
+    snapshot_holding(&app, 2.0).await;
+    assert!(taken(&scrape(&app).await) > settled);
+    assert_eq!(
+        scrape(&app)
+            .await
+            .value("tokend_snapshot_failures_total", &[]),
+        0.0
+    );
+}
+
+/// Waits (10 s at most) until the newest snapshot holds `tokens` tokens.
+async fn snapshot_holding(app: &TestApp, tokens: f64) {
+    for _ in 0..100 {
+        let now = scrape(app).await;
+        if now.value("tokend_snapshot_last_tokens", &[]) == tokens {
+            return;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no periodic snapshot of {tokens} tokens within 10 s");
 }
 
 #[actix_web::test]
