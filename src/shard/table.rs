@@ -102,8 +102,8 @@ const _: () = assert!(
     "an empty slot costs nothing more"
 );
 
-/// A millisecond instant in six bytes instead of eight: the two times every
-/// slot holds, so two bytes each of 80 per token.
+/// A millisecond instant in six bytes instead of eight: a slot holds two, so
+/// this saves four of its 80 bytes.
 ///
 /// Every instant a token holds fits in 0 ..= 2^48 − 2 (1970 to year 10889):
 /// the API accepts instants up to
