@@ -912,6 +912,63 @@ mod tests {
         }
     }
 
+    /// A token encoded with `created_at_ms` and `expires_at_ms`, its id
+    /// left off (the section reads it before the token).
+    fn encoded_token(created_at_ms: Millis, expires_at_ms: Millis) -> Vec<u8> {
+        let slot = Slot {
+            id: TokenId::random(),
+            created_at: SlotMillis::clamped(created_at_ms),
+            expires_at: SlotMillis::clamped(expires_at_ms),
+            extra: None,
+            collection: 0,
+            created_by: 0,
+            status: Status::Active,
+            kind: TokenType::Token,
+            meta: [0; META_INLINE_BYTES],
+        };
+        let mut out = Vec::new();
+        let index: HashMap<&str, usize> = [("issuer", 0)].into();
+        encode_token(&mut out, &slot, &index, &mut Vec::new(), &Keyring::off());
+        out.split_off(16)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Slot, String> {
+        decode_token(
+            &mut Reader { rest: bytes },
+            TokenId::random(),
+            Layout::Tagged,
+            &remap(),
+            &mut Vec::new(),
+            &Keyring::off(),
+        )
+    }
+
+    #[test]
+    fn a_token_whose_times_a_slot_cannot_hold_is_refused_as_damaged() {
+        let last = (1i64 << 48) - 2;
+        for (created, expires) in [(0, NEVER), (5, 10), (last - 10, last)] {
+            let back = decode(&encoded_token(created, expires)).expect("in range");
+            assert_eq!(
+                (back.created_at_ms(), back.expires_at_ms()),
+                (created, expires)
+            );
+        }
+        // The creation time is the 8 bytes after the two 1-byte indexes.
+        let with_created = |mut bytes: Vec<u8>, created: i64| {
+            bytes[2..10].copy_from_slice(&created.to_le_bytes());
+            bytes
+        };
+        for created in [-1, last + 1, i64::MIN] {
+            let error = decode(&with_created(encoded_token(0, NEVER), created))
+                .expect_err("a creation time out of range");
+            assert!(error.contains("created_at"), "{error}");
+        }
+        // In range itself, but its expiry (stored as a delta) is not.
+        let error =
+            decode(&with_created(encoded_token(5, 10), last)).expect_err("an expiry out of range");
+        assert!(error.contains("expires_at"), "{error}");
+    }
+
     #[test]
     fn tagged_extras_round_trip_and_an_unknown_field_is_skipped() {
         let extra = TokenExtra {
