@@ -13,6 +13,12 @@
 /// Size from which an allocation gets its own mapping: glibc's own starting
 /// value, held fixed. Token chunks are sized above it (`shard::table`).
 pub const MMAP_THRESHOLD_BYTES: usize = 128 * 1024;
+/// The largest request glibc serves from its per-thread cache (tcache: a
+/// pop from a list, no lock). A larger one takes the arena's general path,
+/// which may first merge every freed small chunk (`malloc_consolidate`):
+/// the future of each HTTP request is one allocation, and is kept under
+/// this (see `api::tokens`'s tests).
+pub const THREAD_CACHE_BYTES_MAX: usize = 1032;
 
 /// The environment variable with which a user sets the threshold
 /// themselves; when present, their choice stands.

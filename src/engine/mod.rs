@@ -39,11 +39,12 @@ use crate::snapshot::snapshotter::SnapshotFailed;
 use crate::snapshot::{SnapshotInfo, Snapshotter};
 use crate::store::{Store, StoreConfig, StoreError};
 use actix::{Actor, Arbiter};
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::future::{join_all, ready, BoxFuture, Either, FutureExt};
 use mailbox::{Admitted, Mailbox};
 use parking_lot::Mutex;
 use placement::{Placement, ShardHandle};
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -641,8 +642,11 @@ impl Engine {
 
     /// Redeems a token, exactly once; a repeat of the winning request is a
     /// replay.
-    pub async fn redeem(&self, command: Redeem) -> Result<Redeemed, EngineError> {
-        self.execute(command.id, command).await
+    pub fn redeem(
+        &self,
+        command: Redeem,
+    ) -> impl Future<Output = Result<Redeemed, EngineError>> + '_ {
+        self.execute(command.id, command)
     }
 
     /// Redeems several tokens, each exactly as [`Engine::redeem`] would:
@@ -751,35 +755,56 @@ impl Engine {
 
     /// Has the shard owning `id` decide `command`, and answers its outcome
     /// once the records it depends on are durable.
-    async fn execute<C: WireCommand>(
+    ///
+    /// Like [`Engine::execute_on`], it decides where the command goes when
+    /// called and returns a future holding only what it awaits.
+    fn execute<C: WireCommand>(
         &self,
         id: TokenId,
         command: C,
-    ) -> Result<C::Outcome, EngineError> {
-        Ok(self
-            .execute_on(id.shard(self.shard_count()), command, None)
-            .await??)
+    ) -> impl Future<Output = Result<C::Outcome, EngineError>> + '_ {
+        self.execute_on(id.shard(self.shard_count()), command, None)
+            .map(|decided| decided?.map_err(EngineError::from))
     }
 
     /// Has `shard`, here or on its owner, decide `command`; answers once the
     /// records it depends on are durable. `slot`: one the request already
-    /// holds on the shard (else one is taken now).
-    async fn execute_on<C: WireCommand>(
+    /// holds on the shard (else one is taken now, and held until the answer).
+    ///
+    /// A local shard is sent the command when this is called: the future
+    /// holds the reply and the wait, not the command as well (see
+    /// [`ShardHandle::execute`]). The rare remote case is boxed, so that
+    /// its larger future does not size the common one.
+    fn execute_on<C: WireCommand>(
         &self,
         shard: usize,
         command: C,
         slot: Option<&Admitted>,
-    ) -> Result<Result<C::Outcome, Rejection>, EngineError> {
-        match self.local(shard)? {
-            Some(handle) => match slot {
-                Some(slot) => handle.execute(slot, command).await,
-                None => handle.execute(&handle.admit()?, command).await,
-            },
-            None => {
-                let reply = self.remote(shard, command.request()).await?;
-                Ok(C::outcome(reply, &self.inner.catalog)?)
+    ) -> impl Future<Output = Result<Result<C::Outcome, Rejection>, EngineError>> + '_ {
+        let handle = match self.local(shard) {
+            Ok(Some(handle)) => handle,
+            Ok(None) => {
+                return Either::Right(Box::pin(async move {
+                    let reply = self.remote(shard, command.request()).await?;
+                    Ok(C::outcome(reply, &self.inner.catalog)?)
+                }))
             }
-        }
+            Err(e) => return Either::Left(Either::Left(ready(Err(e)))),
+        };
+        let (decided, taken) = match slot {
+            Some(slot) => (handle.execute(slot, command), None),
+            None => match handle.admit() {
+                Ok(taken) => (handle.execute(&taken, command), Some(taken)),
+                Err(e) => return Either::Left(Either::Left(ready(Err(e)))),
+            },
+        };
+        // The slot taken here is held until the answer, like one the request
+        // brought. Combinators, not an `async` block, for the reason in
+        // `ShardHandle::execute`.
+        Either::Left(Either::Right(decided.map(move |outcome| {
+            drop(taken);
+            outcome
+        })))
     }
 
     /// The tokens `ids` as `account` sees them, in order.

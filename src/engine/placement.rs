@@ -18,8 +18,9 @@ use crate::shard::actor::{Decided, Execute, ExecuteEach, Fetch, List, Precheck, 
 use crate::shard::wire::{ShardReply, ShardRequest};
 use crate::shard::{Checked, ListPage, ListQuery, Redeemed, Rejection, Shard, TokenCommand};
 use actix::Addr;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
 use parking_lot::RwLock;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Whether this node still holds a shard (a cluster lease): judged before
@@ -88,19 +89,31 @@ impl ShardHandle {
     }
 
     /// Decides `command` and answers once its records are durable.
-    pub async fn execute<C: TokenCommand>(
+    ///
+    /// The command is sent when this is called, and the future holds only
+    /// the reply and the wait: not `command` or `self` too, as an `async fn`
+    /// would for its whole life. A request's future is one allocation that
+    /// nests this one, and it stays small enough for the allocator's
+    /// per-thread cache only if every layer holds just what it awaits.
+    pub fn execute<C: TokenCommand>(
         &self,
         slot: &Admitted,
         command: C,
-    ) -> Result<Result<C::Outcome, Rejection>, EngineError> {
+    ) -> impl Future<Output = Result<Result<C::Outcome, Rejection>, EngineError>> + 'static {
         self.check(slot);
-        let decided = self
-            .addr
+        let log = Arc::clone(&self.log);
+        // Combinators, not an `async` block: a block keeps what it captures
+        // beside what it awaits, so the reply would be held twice.
+        self.addr
             .send(Execute(command))
-            .await
-            .map_err(|_| EngineError::Unavailable)??;
-        self.wait(decided.lsn).await?;
-        Ok(decided.value)
+            .map(|sent| match sent {
+                Ok(decided) => decided.map_err(EngineError::from),
+                Err(_) => Err(EngineError::Unavailable),
+            })
+            .and_then(move |decided: Decided<_>| {
+                log.durable(decided.lsn)
+                    .map(move |durable| durable.map(|()| decided.value).map_err(EngineError::from))
+            })
     }
 
     /// Decides `commands` in order in one turn, and answers once their
