@@ -486,7 +486,7 @@ mod tests {
     /// actix-web boxes each request's handler future together with its
     /// extractors' (one allocation per request). When that box passed glibc's
     /// thread cache, every redeem took malloc's slow path, consolidating the
-    /// freed small chunks first: about 3% of a pinned redeem's CPU. The
+    /// freed small chunks first: about 3% of the HTTP worker's CPU. The
     /// engine's layers hold only what they await to keep it small (1 168 bytes
     /// before, 552 after); this leaves the extractors' future and the request
     /// parts the rest of the cache's size.
