@@ -811,7 +811,7 @@ impl ChunkBuilder {
 
 /// A slot for a never-expiring active token with no metadata (tests).
 #[cfg(test)]
-pub(super) fn plain_slot(id: TokenId) -> Slot {
+pub(crate) fn plain_slot(id: TokenId) -> Slot {
     Slot {
         id,
         created_at: SlotMillis::clamped(0),

@@ -894,6 +894,7 @@ fn decode_untagged_extra(r: &mut Reader<'_>, remap: &Remap<'_>) -> Result<TokenE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::table::plain_slot;
 
     #[test]
     fn zigzag_round_trips_extremes() {
@@ -916,15 +917,9 @@ mod tests {
     /// left off (the section reads it before the token).
     fn encoded_token(created_at_ms: Millis, expires_at_ms: Millis) -> Vec<u8> {
         let slot = Slot {
-            id: TokenId::random(),
             created_at: SlotMillis::clamped(created_at_ms),
             expires_at: SlotMillis::clamped(expires_at_ms),
-            extra: None,
-            collection: 0,
-            created_by: 0,
-            status: Status::Active,
-            kind: TokenType::Token,
-            meta: [0; META_INLINE_BYTES],
+            ..plain_slot(TokenId::random())
         };
         let mut out = Vec::new();
         let index: HashMap<&str, usize> = [("issuer", 0)].into();
